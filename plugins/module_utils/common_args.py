@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs shared by the modules that talk to a hub or write a cache."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES
+
+HUB_ARG_SPEC = dict(
+    endpoint=dict(type='str'),
+    token=dict(type='str', no_log=True),
+    validate_certs=dict(type='bool', default=True),
+    ca_path=dict(type='path'),
+    timeout=dict(type='float', default=60.0),
+    retries=dict(type='int', default=5),
+)
+
+LAYOUT_ARG_SPEC = dict(
+    layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
+    sdk_pythons=dict(type='list', elements='path', default=[]),
+)
+
+
+def cache_root(module):
+    """``cache_dir``, else MODELSCOPE_CACHE on the host; refuses '/' and non-directories."""
+    path = module.params.get('cache_dir') or os.environ.get('MODELSCOPE_CACHE')
+    if not path:
+        module.fail_json(msg='cache_dir is not set and MODELSCOPE_CACHE is not set on %s' % (os.uname()[1],))
+    path = os.path.abspath(os.path.expanduser(path))
+    if path == '/':
+        module.fail_json(msg='cache_dir must not be the root directory')
+    if os.path.exists(path) and not os.path.isdir(path):
+        module.fail_json(msg='cache_dir %s exists and is not a directory' % path)
+    return path

@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Download one file: resumable with Range, hashed while it streams, renamed only when verified."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import re
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import CHUNK, update_from_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
+
+_CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
+
+
+class FetchError(Exception):
+    pass
+
+
+class _Partial(object):
+    """A partial download on disk and the sha256 of the bytes it already holds."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.digest = hashlib.sha256()
+        self.length = 0
+        if os.path.isfile(path):
+            if os.path.getsize(path) <= size:
+                self.length = update_from_file(self.digest, path)
+            else:
+                unlink(path)
+        self.resumed = self.length
+
+    def restart(self):
+        unlink(self.path)
+        self.digest = hashlib.sha256()
+        self.length = 0
+
+
+def fetch_file(client, url, partial_path, final_path, size, sha256, label, progress=None):
+    """Fetch ``url`` into ``final_path`` through ``partial_path``; return bytes transferred.
+
+    A wrong hash after a resumed transfer is retried once from zero, since the
+    earlier bytes may be what was wrong; a wrong hash from zero is final.
+    """
+    makedirs(os.path.dirname(partial_path))
+    partial = _Partial(partial_path, size)
+    transferred = [0]
+
+    def attempt():
+        if partial.length >= size:
+            return
+        headers = {'Range': 'bytes=%d-' % partial.length} if partial.length else {}
+        with client.open(url, headers=headers) as resp:
+            if partial.length and resp.status == 200:
+                partial.restart()  # the server ignored Range: take the whole body
+            elif partial.length and not _continues(resp, partial.length):
+                partial.restart()
+                raise HttpError('%s: the server answered a resume with another range' % label, url=url, retryable=True)
+            with open(partial.path, 'ab' if partial.length else 'wb') as out:
+                while True:
+                    chunk = resp.read(CHUNK)
+                    if not chunk:
+                        break
+                    if partial.length + len(chunk) > size:
+                        raise FetchError('%s: the hub sent more than the %d bytes it lists' % (label, size))
+                    out.write(chunk)
+                    partial.digest.update(chunk)
+                    partial.length += len(chunk)
+                    transferred[0] += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        if partial.length < size:
+            raise HttpError('%s: transfer ended after %d of %d bytes' % (label, partial.length, size), url=url, retryable=True)
+
+    for retry_from_zero in (True, False):
+        if size == 0:
+            open(partial.path, 'wb').close()
+        else:
+            client.with_retries(attempt)
+        actual = partial.digest.hexdigest()
+        if actual == sha256:
+            break
+        resumed = partial.resumed
+        partial.restart()
+        partial.resumed = 0
+        if not (retry_from_zero and resumed):
+            raise FetchError('%s: sha256 %s does not match the hub listing %s; nothing was kept' % (label, actual, sha256))
+    os.chmod(partial.path, 0o644)
+    makedirs(os.path.dirname(final_path))
+    os.rename(partial.path, final_path)
+    return transferred[0]
+
+
+def _continues(resp, offset):
+    """Whether a response to ``Range: bytes=<offset>-`` really starts at ``offset``."""
+    if resp.status != 206:
+        return False
+    match = _CONTENT_RANGE.match(resp.headers.get('Content-Range', ''))
+    return bool(match) and int(match.group(1)) == offset

@@ -1,0 +1,225 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small HTTP(S) client on the standard library, for hubs and bundle servers.
+
+Why not urllib: downloads need keep-alive connections per worker thread, Range
+requests, and full control over redirects, so that credentials go to the origin
+they belong to and never to the object store a hub redirects to.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import http.client
+import json
+import random
+import ssl
+import threading
+import time
+from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+REDIRECTS = (301, 302, 303, 307, 308)
+RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
+MAX_REDIRECTS = 10
+USER_AGENT = 'modelseed.fleet'
+
+
+class HttpError(Exception):
+    """A failed request. ``retryable`` marks faults worth trying again."""
+
+    def __init__(self, message, status=None, url=None, retryable=False, retry_after=None):
+        super(HttpError, self).__init__(message)
+        self.status = status
+        self.url = url
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _origin(url):
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    return parts.scheme, (parts.hostname or '').lower(), port
+
+
+def _retry_after(value):
+    try:
+        return min(float(value), 300.0)
+    except (TypeError, ValueError):
+        return None
+
+
+class Response(object):
+    def __init__(self, client, conn, key, raw, url):
+        self._client, self._conn, self._key, self._raw = client, conn, key, raw
+        self.status = raw.status
+        self.headers = raw.headers
+        self.url = url
+
+    def read(self, size=-1):
+        try:
+            return self._raw.read(size) if size >= 0 else self._raw.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close(reuse=False)
+            raise HttpError('connection lost while reading %s: %s' % (self.url, exc), url=self.url, retryable=True)
+
+    def json(self):
+        try:
+            return json.loads(self.read().decode('utf-8'))
+        finally:
+            self.close()
+
+    def close(self, reuse=True):
+        if self._conn is None:
+            return
+        if reuse and self._raw.isclosed() and not self._raw.will_close:
+            self._client._release(self._key, self._conn)
+        else:
+            self._raw.close()
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(reuse=exc[0] is None)
+
+
+class HttpClient(object):
+    """Keep-alive connections per thread, redirects, retries with backoff.
+
+    ``auth_headers`` are sent only to ``auth_url``'s scheme, host and port.
+    """
+
+    def __init__(self, timeout=60.0, retries=5, backoff=1.0, validate_certs=True, ca_path=None,
+                 auth_url=None, auth_headers=None):
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._auth_origin = _origin(auth_url) if auth_url else None
+        self._auth_headers = dict(auth_headers or {})
+        if validate_certs:
+            self._ssl = ssl.create_default_context(cafile=ca_path)
+        else:
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self._ssl.check_hostname = False
+            self._ssl.verify_mode = ssl.CERT_NONE
+        self._local = threading.local()
+        self._proxies = getproxies()
+
+    # -- connections -------------------------------------------------------
+
+    def _pool(self):
+        pool = getattr(self._local, 'pool', None)
+        if pool is None:
+            pool = self._local.pool = {}
+        return pool
+
+    def _release(self, key, conn):
+        old = self._pool().pop(key, None)
+        if old is not None and old is not conn:
+            old.close()
+        self._pool()[key] = conn
+
+    def _connect(self, scheme, host, port):
+        proxy = None if proxy_bypass(host) else self._proxies.get(scheme)
+        if proxy:
+            p = urlsplit(proxy if '://' in proxy else 'http://' + proxy)
+            target = (p.hostname, p.port or 80)
+        else:
+            target = (host, port)
+        if scheme == 'https':
+            conn = http.client.HTTPSConnection(target[0], target[1], timeout=self.timeout, context=self._ssl)
+            if proxy:
+                conn.set_tunnel(host, port)
+        else:
+            conn = http.client.HTTPConnection(target[0], target[1], timeout=self.timeout)
+        return conn, bool(proxy and scheme == 'http')
+
+    # -- requests ----------------------------------------------------------
+
+    def _send(self, method, url, headers):
+        parts = urlsplit(url)
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
+            raise HttpError('unsupported URL %r' % (url,), url=url)
+        key = _origin(url)
+        conn = self._pool().pop(key, None)
+        absolute_form = False
+        if conn is None:
+            conn, absolute_form = self._connect(*key)
+        target = url if absolute_form else (parts.path or '/') + ('?' + parts.query if parts.query else '')
+        all_headers = {'User-Agent': USER_AGENT, 'Accept-Encoding': 'identity'}
+        if key == self._auth_origin:
+            all_headers.update(self._auth_headers)
+        all_headers.update(headers or {})
+        try:
+            conn.request(method, target, headers=all_headers)
+            raw = conn.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise HttpError('TLS certificate of %s not trusted: %s' % (parts.netloc, exc.verify_message or exc), url=url)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise HttpError('cannot reach %s: %s' % (parts.netloc, exc or type(exc).__name__), url=url, retryable=True)
+        return Response(self, conn, key, raw, url)
+
+    def open(self, url, headers=None, method='GET'):
+        """One request, following redirects; a status >= 400 raises HttpError."""
+        seen = 0
+        while True:
+            resp = self._send(method, url, headers)
+            if resp.status in REDIRECTS and resp.headers.get('Location'):
+                resp.read()
+                resp.close()
+                seen += 1
+                if seen > MAX_REDIRECTS:
+                    raise HttpError('too many redirects from %s' % (url,), status=resp.status, url=url)
+                url = urljoin(url, resp.headers['Location'])
+                if resp.status == 303:
+                    method = 'GET'
+                continue
+            if resp.status >= 400:
+                body = resp.read(2048)
+                resp.close()
+                raise HttpError(
+                    'HTTP %d from %s%s' % (resp.status, url, _error_detail(body)), status=resp.status, url=url,
+                    retryable=resp.status in RETRYABLE_STATUS, retry_after=_retry_after(resp.headers.get('Retry-After')))
+            return resp
+
+    def with_retries(self, action, on_retry=None):
+        """Run ``action()``, retrying retryable HttpErrors with exponential backoff."""
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except HttpError as exc:
+                attempt += 1
+                if not exc.retryable or attempt > self.retries:
+                    raise
+                delay = exc.retry_after
+                if delay is None:
+                    delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                if on_retry:
+                    on_retry(exc, attempt, delay)
+                time.sleep(delay)
+
+    def get_json(self, url):
+        return self.with_retries(lambda: self.open(url, headers={'Accept': 'application/json'}).json())
+
+    def close(self):
+        for conn in self._pool().values():
+            conn.close()
+        self._pool().clear()
+
+
+def _error_detail(body):
+    """The hub's own message, when it sent one, shortened for a user."""
+    try:
+        message = json.loads(body.decode('utf-8')).get('Message')
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ''
+    return ': %s' % (message,) if message else ''
+

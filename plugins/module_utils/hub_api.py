@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The parts of the ModelScope HTTP API a download needs."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import fnmatch
+import re
+from urllib.parse import urlencode
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import looks_like_commit
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
+
+DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
+# The hub silently cuts a recursive listing at this many entries.
+LISTING_CAP = 3000
+_SHA256 = re.compile(r'^[0-9a-f]{64}\Z')
+
+RemoteFile = collections.namedtuple('RemoteFile', 'path size sha256 revision')
+Resolved = collections.namedtuple('Resolved', 'revision commit created_at')
+
+
+class HubError(Exception):
+    pass
+
+
+def resolve_endpoint(endpoint, environ):
+    """The explicit option, else MODELSCOPE_ENDPOINT, else MODELSCOPE_DOMAIN, else the public hub."""
+    value = endpoint or environ.get('MODELSCOPE_ENDPOINT')
+    if not value and environ.get('MODELSCOPE_DOMAIN'):
+        value = environ['MODELSCOPE_DOMAIN']
+        if '://' not in value:
+            value = 'https://' + value
+    return (value or DEFAULT_ENDPOINT).rstrip('/')
+
+
+def auth_headers(token):
+    """How SDKs present a token: new ones as a bearer, old ones as a session cookie."""
+    if not token:
+        return {}
+    return {'Authorization': 'Bearer %s' % token, 'Cookie': 'm_session_id=%s' % token}
+
+
+def select_files(files, include, exclude):
+    """Files whose path matches an ``include`` glob (all when none) and no ``exclude`` glob."""
+    def matches(path, patterns):
+        return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path.rsplit('/', 1)[-1], p) for p in patterns)
+    return [f for f in files if (not include or matches(f.path, include)) and not matches(f.path, exclude or [])]
+
+
+def parse_listing(entries, model_id):
+    """RemoteFiles from a ``repo/files`` listing, rejecting what cannot be verified or placed safely."""
+    files = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get('Type') != 'blob':
+            continue
+        path = entry.get('Path')
+        try:
+            check_relative_path(path)
+        except ValueError as exc:
+            raise HubError('hub lists an unsafe file name in %s: %s' % (model_id, exc))
+        size, sha256 = entry.get('Size'), entry.get('Sha256')
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise HubError('hub lists %s in %s with an invalid size %r' % (path, model_id, size))
+        if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+            raise HubError('hub lists %s in %s without a sha256, so it cannot be verified' % (path, model_id))
+        files.append(RemoteFile(path, size, sha256.lower(), str(entry.get('Revision') or '')))
+    return sorted(files)
+
+
+class HubApi(object):
+    def __init__(self, client, endpoint):
+        self.client = client
+        self.endpoint = endpoint
+
+    def _url(self, model_id, suffix='', query=None):
+        url = '%s/api/v1/models/%s%s' % (self.endpoint, model_id, suffix)
+        return url + ('?' + urlencode(query) if query else '')
+
+    def _data(self, model_id, suffix='', query=None):
+        try:
+            body = self.client.get_json(self._url(model_id, suffix, query))
+        except HttpError as exc:
+            if exc.status in (401, 403):
+                raise HubError('access to %s denied by %s (HTTP %d): check the token' % (model_id, self.endpoint, exc.status))
+            if exc.status == 404:
+                raise HubError('model %s not found on %s' % (model_id, self.endpoint))
+            raise HubError('%s: %s' % (model_id, exc))
+        except ValueError:
+            raise HubError('%s answered a request about %s with something that is not JSON' % (self.endpoint, model_id))
+        if not isinstance(body, dict) or body.get('Code') not in (200, None) or body.get('Success') is False:
+            message = body.get('Message') if isinstance(body, dict) else None
+            raise HubError('%s refused a request about %s: %s' % (self.endpoint, model_id, message or body))
+        return body.get('Data')
+
+    def check_model(self, model_id):
+        self._data(model_id)
+
+    def resolve(self, model_id, revision):
+        """Resolve a branch, tag or commit id to the commit every file will be fetched at."""
+        data = self._data(model_id, '/revisions') or {}
+        revmap = data.get('RevisionMap') or {}
+        refs = [r for r in (revmap.get('Branches') or []) + (revmap.get('Tags') or []) if isinstance(r, dict)]
+        for ref in refs:
+            if ref.get('Revision') == revision and ref.get('CommitId'):
+                return Resolved(revision, ref['CommitId'], ref.get('CreatedAt') or 0)
+        if looks_like_commit(revision):
+            for ref in refs:
+                if str(ref.get('CommitId') or '').startswith(revision):
+                    return Resolved(revision, ref['CommitId'], ref.get('CreatedAt') or 0)
+            # A commit no ref points at: the listing tells whether the hub knows it.
+            try:
+                self._list(model_id, revision, None, True)
+            except HubError:
+                pass
+            else:
+                return Resolved(revision, revision, 0)
+        names = sorted(str(r.get('Revision')) for r in refs)
+        raise HubError('unknown revision %r of %s (known: %s)' % (revision, model_id, ', '.join(names) or 'none'))
+
+    def _list(self, model_id, commit, root, recursive):
+        query = {'Revision': commit, 'Recursive': 'True' if recursive else 'False'}
+        if root:
+            query['Root'] = root
+        data = self._data(model_id, '/repo/files', query)
+        entries = data.get('Files') if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            raise HubError('hub returned no file listing for %s at %s' % (model_id, commit))
+        return entries
+
+    def list_files(self, model_id, commit):
+        entries = self._list(model_id, commit, None, True)
+        if len(entries) >= LISTING_CAP:
+            entries = self._walk(model_id, commit, None)
+        files = parse_listing(entries, model_id)
+        if len(set(f.path for f in files)) != len(files):
+            raise HubError('hub lists the same file twice in %s' % (model_id,))
+        return files
+
+    def _walk(self, model_id, commit, root):
+        """Recover a listing the hub truncated, one directory at a time."""
+        entries = []
+        for entry in self._list(model_id, commit, root, False):
+            if isinstance(entry, dict) and entry.get('Type') == 'tree':
+                below = self._list(model_id, commit, entry.get('Path'), True)
+                entries.extend(below if len(below) < LISTING_CAP else self._walk(model_id, commit, entry.get('Path')))
+            else:
+                entries.append(entry)
+        return entries
+
+    def file_url(self, model_id, commit, path):
+        return self._url(model_id, '/repo', [('Revision', commit), ('FilePath', path)])

@@ -1,0 +1,46 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One writer per model: an flock, which the kernel drops when its holder dies,
+so a killed run never leaves a lock that blocks the next one."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import fcntl
+import os
+import time
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class FileLock(object):
+    def __init__(self, path, timeout):
+        self.path = path
+        self.timeout = timeout
+        self._fd = None
+
+    def __enter__(self):
+        makedirs(os.path.dirname(self.path))
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self._fd)
+                    self._fd = None
+                    raise LockTimeout('%s is locked by another run for more than %ss' % (self.path, self.timeout))
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

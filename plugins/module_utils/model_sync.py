@@ -1,0 +1,293 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bring one model directory of a cache in line with a hub listing.
+
+Nothing unverified ever gets a final name: files are fetched into
+``.modelseed/partial``, verified, moved to ``.modelseed/incoming``, and only
+when every file of the model is there do they move into the model directory
+(a new model arrives with a single directory rename), followed by the SDK
+metadata and the record.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import concurrent.futures
+import os
+import shutil
+import threading
+import time
+
+from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import fetch_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
+    METADATA_LAYOUTS, absolute, alias_links, model_dir)
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, join, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
+from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+
+# A killed run re-hashes (never re-fetches) what it verified since the last save.
+RECORD_SAVE_INTERVAL = 1.0
+
+
+def _lstat_file(path):
+    """stat of a regular file (not followed through links), else None."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st if os.path.stat.S_ISREG(st.st_mode) else None
+
+
+class Plan(object):
+    def __init__(self):
+        self.reuse = []      # recorded, unchanged since verified
+        self.adopt = []      # in place, unrecorded, hash verified now
+        self.copy = []       # (file, source): verified copies from adopt_from
+        self.staged = []     # verified earlier, waiting in incoming/
+        self.fetch = []      # to download
+        self.metadata = []   # SDK metadata file names to (re)write
+        self.links = []      # (link, target) to create or fix
+        self.record_stale = False
+
+    @property
+    def changed(self):
+        return bool(self.adopt or self.copy or self.staged or self.fetch or self.metadata or self.links or self.record_stale)
+
+    def reasons(self):
+        parts = []
+        for items, what in ((self.fetch, 'to download'), (self.staged, 'downloaded earlier, to move into place'),
+                            (self.adopt, 'found in place and verified'), (self.copy, 'to adopt from adopt_from')):
+            if items:
+                parts.append('%d file(s) %s' % (len(items), what))
+        if self.metadata:
+            parts.append('SDK metadata %s to write' % ', '.join(self.metadata))
+        if self.links:
+            parts.append('%d layout link(s) to create' % len(self.links))
+        if self.record_stale and not parts:
+            parts.append('verification record to update')
+        return parts
+
+
+class ModelCache(object):
+    """One model, at one resolved revision, in one layout of one cache root."""
+
+    def __init__(self, cache_root, layout, model_id, resolved):
+        self.root = cache_root
+        self.layout = layout
+        self.model_id = model_id
+        self.resolved = resolved
+        self.rel = model_dir(layout, model_id, resolved.revision)
+        self.dir = absolute(cache_root, self.rel)
+        self.record_path = state_path(cache_root, 'records', self.rel, '.json')
+        self.incoming = state_path(cache_root, 'incoming', self.rel)
+        self.incoming_record_path = state_path(cache_root, 'incoming', self.rel, '.json')
+        self.partial = state_path(cache_root, 'partial', self.rel)
+        self.lock_path = state_path(cache_root, 'locks', self.rel, '.lock')
+        self.progress_path = state_path(cache_root, 'progress', self.rel, '.json')
+
+    # -- planning ------------------------------------------------------------
+
+    def plan(self, files, adopt=True, adopt_from=None, workers=4):
+        plan = Plan()
+        record = Record.load(self.record_path)
+        incoming = Record.load(self.incoming_record_path)
+        to_hash = []
+        for f in files:
+            st = _lstat_file(join(self.dir, f.path))
+            if record.matches(f.path, f.size, f.sha256, st):
+                plan.reuse.append(f)
+                if record.files[f.path].get('revision') != f.revision:
+                    plan.record_stale = True
+            elif incoming.matches(f.path, f.size, f.sha256, _lstat_file(join(self.incoming, f.path))):
+                plan.staged.append(f)
+            elif _size_of(join(self.incoming, f.path)) == f.size:
+                to_hash.append((f, join(self.incoming, f.path), 'staged'))
+            elif adopt and st is not None and st.st_size == f.size:
+                to_hash.append((f, join(self.dir, f.path), 'in place'))
+            elif adopt_from and _size_of(join(adopt_from, f.path)) == f.size:
+                to_hash.append((f, join(adopt_from, f.path), 'copy'))
+            else:
+                plan.fetch.append(f)
+        for (f, path, how), digest in zip(to_hash, _hash_all([p for _, p, _ in to_hash], workers)):
+            if digest != f.sha256:
+                plan.fetch.append(f)
+            elif how == 'in place':
+                plan.adopt.append(f)
+            elif how == 'staged':
+                plan.staged.append(f)
+            else:
+                plan.copy.append((f, path))
+        if set(record.files) != set(f.path for f in files) or record.data.get('commit') != self.resolved.commit:
+            plan.record_stale = True
+        plan.metadata = self._stale_metadata(files)
+        plan.links = [(link, target) for link, target in alias_links(self.layout, self.model_id)
+                      if _readlink(absolute(self.root, link)) != target]
+        plan.fetch.sort(key=lambda f: -f.size)  # big files first keeps every worker busy to the end
+        return plan
+
+    def _wanted_metadata(self, files):
+        if self.layout not in METADATA_LAYOUTS:
+            return {}
+        return sdk_metadata.expected_files(self.model_id, self.resolved.revision, self.resolved.created_at,
+                                           [(f.path, f.revision) for f in files])
+
+    def _stale_metadata(self, files):
+        stale = []
+        for name, wanted in sorted(self._wanted_metadata(files).items()):
+            path = os.path.join(self.dir, name)
+            current = read_bytes(path, 1 << 24)
+            mode_ok = current is not None and os.stat(path).st_mode & 0o444 == 0o444
+            if not (mode_ok and sdk_metadata.same_content(name, current, wanted)):
+                stale.append(name)
+        return stale
+
+    # -- applying ------------------------------------------------------------
+
+    def apply(self, plan, files, client, api, workers=4):
+        """Carry out ``plan``; return the number of bytes transferred."""
+        makedirs(self.root)
+        incoming = Record.load(self.incoming_record_path)
+        for f, source in plan.copy:
+            target = join(self.incoming, f.path)
+            makedirs(os.path.dirname(target))
+            _link_or_copy(source, target)
+            incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(target))
+        for f in plan.staged:
+            incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.incoming, f.path)))
+        incoming.save()
+        transferred = self._fetch_all(plan.fetch, incoming, client, api, workers)
+        self._move_into_place(incoming, files)
+        self._write_record(files)
+        for link, target in plan.links:
+            if _force_symlink(target, absolute(self.root, link)):
+                Record(state_path(self.root, 'records', link, '.json')).remove()
+        self._cleanup()
+        return transferred
+
+    def _fetch_all(self, todo, incoming, client, api, workers):
+        if not todo:
+            return 0
+        lock = threading.Lock()
+        progress = Progress(self.progress_path, self.model_id, len(todo), sum(f.size for f in todo))
+        saved = [time.monotonic()]
+
+        def one(f):
+            label = '%s: %s' % (self.model_id, f.path)
+            target = join(self.incoming, f.path)
+            moved = fetch_file(client, api.file_url(self.model_id, self.resolved.commit, f.path),
+                               join(self.partial, f.path), target, f.size, f.sha256, label, progress.add_bytes)
+            with lock:
+                incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(target))
+                progress.file_done()
+                if time.monotonic() - saved[0] >= RECORD_SAVE_INTERVAL:
+                    incoming.save()
+                    saved[0] = time.monotonic()
+            return moved
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = [pool.submit(one, f) for f in todo]
+                try:
+                    return sum(fut.result() for fut in futures)
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        finally:
+            with lock:
+                incoming.save()
+            progress.finish()
+
+    def _move_into_place(self, incoming, files):
+        metadata = self._wanted_metadata(files)
+        if not os.path.isdir(self.dir) and os.path.isdir(self.incoming):
+            # A new model appears complete, in one rename.
+            for name, data in metadata.items():
+                atomic_write(os.path.join(self.incoming, name), data)
+            makedirs(os.path.dirname(self.dir))
+            os.rename(self.incoming, self.dir)
+            return
+        makedirs(self.dir)
+        for relative in sorted(incoming.files):
+            source = join(self.incoming, relative)
+            if os.path.lexists(source):
+                target = join(self.dir, relative)
+                makedirs(os.path.dirname(target))
+                os.rename(source, target)
+        for name in self._stale_metadata(files):
+            atomic_write(os.path.join(self.dir, name), metadata[name])
+
+    def _write_record(self, files):
+        record = Record(self.record_path)
+        for f in files:
+            record.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.dir, f.path)))
+        record.save(model=self.model_id, revision=self.resolved.revision, commit=self.resolved.commit,
+                    created_at=self.resolved.created_at, layout=self.layout, path=self.rel)
+
+    def _cleanup(self):
+        for path in (self.incoming, self.partial):
+            shutil.rmtree(path, ignore_errors=True)
+        unlink(self.incoming_record_path)
+        unlink(self.progress_path)
+
+    def remove(self):
+        """Delete the model directory, its layout links and its state; True if anything existed."""
+        existed = False
+        for link, _target in alias_links(self.layout, self.model_id):
+            path = absolute(self.root, link)
+            if os.path.islink(path):
+                os.unlink(path)
+                existed = True
+        if os.path.lexists(self.dir):
+            shutil.rmtree(self.dir)
+            existed = True
+        existed = os.path.exists(self.record_path) or existed
+        Record(self.record_path).remove()
+        self._cleanup()
+        return existed
+
+
+def _size_of(path):
+    st = _lstat_file(path)
+    return st.st_size if st else None
+
+
+def _hash_all(paths, workers):
+    if not paths:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _force_symlink(target, path):
+    """Point ``path`` at ``target``, replacing a stale link or an old real copy; True if a copy went."""
+    makedirs(os.path.dirname(path))
+    tmp = path + '.modelseed-link'
+    unlink(tmp)
+    os.symlink(target, tmp)
+    replaced_copy = os.path.isdir(path) and not os.path.islink(path)
+    if replaced_copy:
+        shutil.rmtree(path)
+    os.rename(tmp, path)
+    return replaced_copy
+
+
+def _link_or_copy(source, target):
+    """A hard link when source and cache share a filesystem, else a copy."""
+    unlink(target)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o644)

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Safe relative paths and atomic file writes inside a cache."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import tempfile
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
+
+MAX_PATH = 4096
+
+
+def check_relative_path(path):
+    """Raise ValueError unless ``path`` is a plain relative POSIX path inside its root.
+
+    Rejects absolute paths, '..', empty or '.' components, backslashes, NUL and
+    control characters, and names the SDK metadata files use at the top level.
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError('empty file name')
+    if len(path.encode('utf-8', 'surrogateescape')) > MAX_PATH:
+        raise ValueError('file name longer than %d bytes' % MAX_PATH)
+    if path.startswith('/') or '\\' in path or any(ord(c) < 32 for c in path):
+        raise ValueError('%r is not a relative POSIX path' % (path,))
+    parts = path.split('/')
+    if any(p in ('', '.', '..') for p in parts):
+        raise ValueError('%r has an empty, "." or ".." component' % (path,))
+    if path in METADATA_FILES:
+        raise ValueError('%r clashes with SDK metadata' % (path,))
+    return path
+
+
+def join(root, relative):
+    return os.path.join(root, *check_relative_path(relative).split('/'))
+
+
+def makedirs(path, mode=0o755):
+    """Create ``path`` and missing parents with ``mode`` (umask ignored)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        makedirs(parent, mode)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, mode)
+
+
+def atomic_write(path, data, mode=0o644):
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        unlink(tmp)
+        raise
+
+
+def read_bytes(path, limit=None):
+    """File contents, or None when it does not exist."""
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(limit) if limit else handle.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What this collection knows about a cache: verified files, kept outside model dirs.
+
+Everything lives under ``<cache root>/.modelseed/``, which no SDK looks at:
+
+- ``records/<key>.json``: every file of a model directory with the size and
+  sha256 it was verified against and the mtime it had then, so a re-run knows a
+  file is intact from ``stat`` alone, and later steps know hashes without
+  reading gigabytes again;
+- ``incoming/<key>/`` and ``incoming/<key>.json``: verified files waiting to be
+  moved into place, and their record;
+- ``partial/<key>/``: downloads in progress, resumed from their length;
+- ``locks/<key>.lock``: one writer per model at a time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+from urllib.parse import quote
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes
+
+STATE_DIR = '.modelseed'
+FORMAT = 1
+
+
+def state_path(cache_root, kind, relative_model_dir, suffix=''):
+    """Path of one kind of state ('records', 'incoming', 'partial', 'locks') for a model dir."""
+    return os.path.join(cache_root, STATE_DIR, kind, quote(relative_model_dir, safe='') + suffix)
+
+
+class Record(object):
+    """Verified files of one directory: {path: {size, sha256, revision, mtime_ns}} plus model facts."""
+
+    def __init__(self, path, data=None):
+        self.path = path
+        self.data = data if isinstance(data, dict) else {}
+        if not isinstance(self.data.get('files'), dict):
+            self.data['files'] = {}
+
+    @classmethod
+    def load(cls, path):
+        raw = read_bytes(path)
+        try:
+            data = json.loads(raw.decode('utf-8')) if raw else {}
+        except ValueError:
+            data = {}  # a torn or foreign record only costs a re-hash
+        if data.get('format') != FORMAT:
+            data = {}
+        return cls(path, data)
+
+    @property
+    def files(self):
+        return self.data['files']
+
+    def matches(self, relative, size, sha256, stat):
+        """True when ``stat`` of the file on disk is what was verified against ``size``/``sha256``."""
+        entry = self.files.get(relative)
+        return bool(
+            entry and stat is not None and entry.get('sha256') == sha256 and entry.get('size') == size
+            and stat.st_size == size and entry.get('mtime_ns') == stat.st_mtime_ns)
+
+    def put(self, relative, size, sha256, revision, stat):
+        self.files[relative] = {'size': size, 'sha256': sha256, 'revision': revision, 'mtime_ns': stat.st_mtime_ns}
+
+    def save(self, **facts):
+        self.data.update(facts)
+        self.data['format'] = FORMAT
+        makedirs(os.path.dirname(self.path))
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode('utf-8'))
+
+    def remove(self):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

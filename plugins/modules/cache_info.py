@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: cache_info
+short_description: Report the ModelScope models in a cache and which SDK generations can load them
+version_added: 0.1.0
+description:
+  - Lists the models under a cache root (the value of C(MODELSCOPE_CACHE)) in the layout of every SDK
+    generation, with per-model size, file count, revision and layout.
+  - Compares each model with what was verified when it was downloaded or installed (the record under
+    C(<cache_dir>/.modelseed/)), or with the SDK's C(.msc) metadata when there is no record, and reports
+    missing, size-mismatched, modified and (with O(verify=full)) corrupt files.
+  - Tells which SDK generations would load each model as a cache hit.
+  - Uses only the Python standard library; never changes anything.
+author:
+  - modelseed.fleet contributors
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads.
+  diff_mode:
+    support: none
+options:
+  cache_dir:
+    description:
+      - Cache root. Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
+    type: path
+  names:
+    description:
+      - Only report these model ids (C(owner/name)).
+    type: list
+    elements: str
+    default: []
+  verify:
+    description:
+      - V(quick) compares sizes and modification times with the record.
+      - V(full) also re-hashes every recorded file against its recorded sha256.
+    type: str
+    default: quick
+    choices: [quick, full]
+seealso:
+  - module: modelseed.fleet.modelscope_model
+'''
+
+EXAMPLES = r'''
+- name: What is in the node's cache
+  modelseed.fleet.cache_info:
+    cache_dir: /var/cache/modelscope
+  register: cache
+
+- name: Re-hash one model against what was verified at download time
+  modelseed.fleet.cache_info:
+    cache_dir: /var/cache/modelscope
+    names: [Qwen/Qwen2.5-0.5B-Instruct]
+    verify: full
+  register: check
+  failed_when: check.problems | length > 0
+'''
+
+RETURN = r'''
+cache_dir:
+  description: Cache root that was read.
+  returned: always
+  type: str
+  sample: /var/cache/modelscope
+models:
+  description: One entry per model directory found.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Model id.
+      type: str
+      sample: Qwen/Qwen2.5-0.5B-Instruct
+    layout:
+      description: V(hub), V(models), V(snapshots), V(all) or V(legacy) (SDK 1.14 and older).
+      type: str
+    path:
+      description: Directory holding the files.
+      type: str
+    revision:
+      description: Revision the files were fetched for, when known.
+      type: str
+    commit:
+      description: Commit the files were fetched at, when recorded.
+      type: str
+    files:
+      description: Number of files, SDK metadata excluded.
+      type: int
+    bytes:
+      description: Their total size.
+      type: int
+    recorded:
+      description: Whether a verification record exists for the directory.
+      type: bool
+    missing:
+      description: Files that should be there and are not.
+      type: list
+      elements: str
+    size_mismatch:
+      description: Files whose size differs from the verified size.
+      type: list
+      elements: str
+    modified:
+      description: Files changed on disk since they were verified (modification time), not re-hashed.
+      type: list
+      elements: str
+    corrupt:
+      description: Files whose sha256 differs from the verified one (O(verify=full) only).
+      type: list
+      elements: str
+    not_in_msc:
+      description: Files the SDK's C(.msc) metadata does not list, which SDKs up to 1.37 would download again.
+      type: list
+      elements: str
+    complete:
+      description: Whether every expected file is present, intact and described by the SDK metadata.
+      type: bool
+    sdk_generations:
+      description: SDK version ranges that load the model as a cache hit.
+      type: list
+      elements: str
+      sample: ['1.23-1.37', '>=1.38']
+total_bytes:
+  description: Size of all models found.
+  returned: always
+  type: int
+problems:
+  description: One line per model that is not complete.
+  returned: always
+  type: list
+  elements: str
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
+
+
+def describe_problem(model):
+    issues = []
+    for key in ('missing', 'size_mismatch', 'corrupt', 'not_in_msc', 'modified'):
+        if model[key]:
+            issues.append('%d %s' % (len(model[key]), key.replace('_', ' ')))
+    if not model['complete'] and not issues:
+        issues.append('no metadata or record describes its files')
+    return '%s (%s, %s): %s' % (model['id'], model['layout'], model['path'], ', '.join(issues)) if issues else None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cache_dir=dict(type='path'),
+            names=dict(type='list', elements='str', default=[]),
+            verify=dict(type='str', default='quick', choices=['quick', 'full']),
+        ),
+        supports_check_mode=True,
+    )
+    root = cache_root(module)
+    models = scan(root, module.params['verify'], module.params['names']) if os.path.isdir(root) else []
+    problems = [p for p in (describe_problem(m) for m in models) if p]
+    module.exit_json(changed=False, cache_dir=root, models=models, total_bytes=sum(m['bytes'] for m in models),
+                     problems=problems)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,370 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: modelscope_model
+short_description: Download a ModelScope model into a cache every SDK generation recognises
+version_added: 0.1.0
+description:
+  - Ensures that model O(name) at O(revision) is present in O(cache_dir) in the layout a
+    C(modelscope) SDK reads, with the hidden metadata (C(.msc), C(.mdl), C(.mv)) that makes the SDK
+    treat it as a complete cache hit, so it downloads nothing again.
+  - A branch or tag is first resolved to its commit, and every file is fetched at that commit,
+    so a push to the hub during a download cannot mix two revisions.
+  - Files download in parallel, each streamed through sha256 and checked against the hub's listing
+    before it gets its final name. Interrupted downloads resume with HTTP Range requests. 429, 5xx
+    and connection errors are retried with exponential backoff.
+  - The verified sha256 of every file is recorded under C(<cache_dir>/.modelseed/), which no SDK reads,
+    so a second run and later steps know each file is intact without reading it again.
+  - Uses only the Python standard library.
+author:
+  - modelseed.fleet contributors
+attributes:
+  check_mode:
+    support: full
+    details: Resolves the revision and lists the files on the hub, then reports what would be fetched.
+  diff_mode:
+    support: none
+options:
+  name:
+    description:
+      - Model id, C(owner/name), for example C(Qwen/Qwen2.5-7B-Instruct).
+    type: str
+    required: true
+    aliases: [model_id]
+  revision:
+    description:
+      - Branch, tag or commit id.
+      - With O(layout=snapshots) this is also the directory name under C(snapshots/), as SDK 1.38 and later
+        name it.
+    type: str
+    default: master
+  cache_dir:
+    description:
+      - Cache root, the value C(MODELSCOPE_CACHE) has for the SDK that will read the model.
+      - Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
+    type: path
+  include:
+    description:
+      - Only files whose path or base name matches one of these glob patterns.
+      - All files when empty.
+    type: list
+    elements: str
+    default: []
+  exclude:
+    description:
+      - Skip files whose path or base name matches one of these glob patterns.
+    type: list
+    elements: str
+    default: []
+  layout:
+    description:
+      - Which SDK generation reads the result.
+      - V(hub) is C(<cache_dir>/hub/<owner>/<escaped name>) with metadata, read by SDK 1.15 to 1.22.
+      - V(models) is C(<cache_dir>/models/<owner>/<escaped name>) with metadata, read by SDK 1.23 to 1.37 and
+        reused by SDK 1.38 and later.
+      - V(snapshots) is C(<cache_dir>/models/<owner>--<name>/snapshots/<revision>), read by SDK 1.38 and later.
+      - V(all) is the V(models) directory plus a relative link C(hub/<owner>/<escaped name>) to it, read by
+        every SDK from 1.15 on.
+      - V(auto) looks for the SDK in the interpreters of O(sdk_pythons) and the module's own, and picks the
+        layout they read; V(all) when they disagree or none has the SDK.
+      - Escaping replaces each C(.) in the repo name with C(___), as those SDKs do.
+    type: str
+    default: auto
+    choices: [hub, models, snapshots, all, auto]
+  sdk_pythons:
+    description:
+      - Python interpreters of the serving stack (for example a vLLM virtualenv) to look for the C(modelscope)
+        SDK in when O(layout=auto).
+    type: list
+    elements: path
+    default: []
+  state:
+    description:
+      - V(present) downloads what is missing; V(absent) removes the model directory, its layout links and its
+        record (no hub access).
+    type: str
+    default: present
+    choices: [present, absent]
+  endpoint:
+    description:
+      - Hub URL. Defaults to C(MODELSCOPE_ENDPOINT), else C(https://) plus C(MODELSCOPE_DOMAIN), else
+        C(https://www.modelscope.cn).
+    type: str
+  token:
+    description:
+      - ModelScope access token for private models. Defaults to C(MODELSCOPE_API_TOKEN).
+      - Sent only to the hub, never to the storage it redirects downloads to.
+    type: str
+  validate_certs:
+    description:
+      - Verify TLS certificates. Turning this off is never done silently by the module.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - PEM file with the CA certificates to trust for the hub, for an internal mirror.
+    type: path
+  timeout:
+    description:
+      - Seconds to wait for a connection or for data before a retry.
+    type: float
+    default: 60.0
+  retries:
+    description:
+      - How many times to retry a request that failed with 429, 5xx or a connection error.
+    type: int
+    default: 5
+  workers:
+    description:
+      - Files downloaded (and hashed) in parallel.
+    type: int
+    default: 8
+  adopt:
+    description:
+      - Keep files already in the model directory that match the hub's size and sha256, even when no SDK
+        metadata or record describes them (weights fetched with other tools), and write their metadata.
+      - When false such files are downloaded again.
+    type: bool
+    default: true
+  adopt_from:
+    description:
+      - A directory holding some of the model's files at their repo paths (for example an C(aria2) or
+        C(rsync) download). Files matching the hub's size and sha256 are hard-linked (or copied) into the
+        cache instead of downloaded.
+    type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that is writing the same model.
+    type: int
+    default: 3600
+notes:
+  - The model is complete only for the files selected by O(include) and O(exclude); an SDK asked for the whole
+    repo downloads the rest.
+seealso:
+  - module: modelseed.fleet.cache_info
+'''
+
+EXAMPLES = r'''
+- name: Download a model for whatever SDK the serving venv has
+  modelseed.fleet.modelscope_model:
+    name: Qwen/Qwen2.5-0.5B-Instruct
+    cache_dir: /var/cache/modelscope
+    sdk_pythons: [/opt/vllm/bin/python]
+
+- name: Only the safetensors weights and configs of a tag, for SDK 1.38 and later
+  modelseed.fleet.modelscope_model:
+    name: Qwen/Qwen2.5-7B-Instruct
+    revision: v1.0
+    cache_dir: /srv/modelscope
+    layout: snapshots
+    include: ['*.safetensors', '*.json', '*.txt']
+
+- name: Adopt weights fetched earlier with aria2, download only what is missing
+  modelseed.fleet.modelscope_model:
+    name: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
+    cache_dir: /var/cache/modelscope
+    layout: all
+    adopt_from: /data/aria2/DeepSeek-R1-Distill-Qwen-7B
+    endpoint: https://modelscope.mirror.example.com
+    token: "{{ modelscope_token }}"
+
+- name: Remove a model from the cache
+  modelseed.fleet.modelscope_model:
+    name: Qwen/Qwen2.5-0.5B-Instruct
+    cache_dir: /var/cache/modelscope
+    layout: all
+    state: absent
+'''
+
+RETURN = r'''
+path:
+  description: Directory holding the model's files.
+  returned: always
+  type: str
+  sample: /var/cache/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct
+layout:
+  description: Layout written (after resolving V(auto)).
+  returned: always
+  type: str
+  sample: all
+sdk_generations:
+  description: SDK version ranges that read the model as a cache hit.
+  returned: always
+  type: list
+  elements: str
+  sample: ['1.15-1.22', '1.23-1.37', '>=1.38']
+sdks_found:
+  description: Interpreters with the C(modelscope) SDK found for O(layout=auto).
+  returned: when O(layout=auto)
+  type: list
+  elements: dict
+  sample: [{python: /opt/vllm/bin/python, version: 1.40.2}]
+revision:
+  description: Revision asked for.
+  returned: always
+  type: str
+  sample: master
+commit:
+  description: Commit the revision resolved to, at which every file was fetched.
+  returned: when O(state=present)
+  type: str
+  sample: 5a1d6b0c3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f80
+files:
+  description: Number of files of the model selected by O(include) and O(exclude).
+  returned: when O(state=present)
+  type: int
+  sample: 12
+bytes:
+  description: Total size of those files.
+  returned: when O(state=present)
+  type: int
+  sample: 988097824
+files_downloaded:
+  description: Paths downloaded, or that would be in check mode.
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: [model.safetensors]
+files_adopted:
+  description: Paths found on disk without a record, verified by sha256 and kept.
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: []
+bytes_downloaded:
+  description: Bytes transferred from the hub (in check mode, bytes that would be fetched).
+  returned: when O(state=present)
+  type: int
+  sample: 988097824
+bytes_reused:
+  description: Bytes of files already in the cache or adopted, not downloaded.
+  returned: when O(state=present)
+  type: int
+  sample: 0
+msg:
+  description: What changed and why, or why nothing did.
+  returned: always
+  type: str
+  sample: "Qwen/Qwen2.5-0.5B-Instruct@master: 12 file(s) to download"
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
+    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root)
+from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
+    HubApi, HubError, Resolved, auth_headers, resolve_endpoint, select_files)
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import generations, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
+
+
+def create_module():
+    argument_spec = dict(
+        name=dict(type='str', required=True, aliases=['model_id']),
+        revision=dict(type='str', default='master'),
+        cache_dir=dict(type='path'),
+        include=dict(type='list', elements='str', default=[]),
+        exclude=dict(type='list', elements='str', default=[]),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        workers=dict(type='int', default=8),
+        adopt=dict(type='bool', default=True),
+        adopt_from=dict(type='path'),
+        lock_timeout=dict(type='int', default=3600),
+    )
+    argument_spec.update(HUB_ARG_SPEC)
+    argument_spec.update(LAYOUT_ARG_SPEC)
+    return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+
+
+def choose_layout(module, result):
+    if module.params['layout'] != 'auto':
+        return module.params['layout']
+    found = find_sdks(module.params['sdk_pythons'])
+    result['sdks_found'] = found
+    return layout_for_versions([sdk['version'] for sdk in found])
+
+
+def ensure_present(module, cache, result):
+    p = module.params
+    endpoint = resolve_endpoint(p['endpoint'], os.environ)
+    token = p['token'] or os.environ.get('MODELSCOPE_API_TOKEN')
+    client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
+                        ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))
+    api = HubApi(client, endpoint)
+    label = '%s@%s' % (p['name'], p['revision'])
+    api.check_model(p['name'])
+    cache.resolved = api.resolve(p['name'], p['revision'])
+    files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
+    if not files:
+        module.fail_json(msg='%s: no file matches include %s and exclude %s' % (label, p['include'], p['exclude']), **result)
+
+    plan = cache.plan(files, adopt=p['adopt'], adopt_from=p['adopt_from'], workers=p['workers'])
+    reused = plan.reuse + plan.adopt + plan.staged + [f for f, _ in plan.copy]
+    result.update(
+        commit=cache.resolved.commit, files=len(files), bytes=sum(f.size for f in files),
+        files_downloaded=[f.path for f in plan.fetch], files_adopted=[f.path for f in plan.adopt + [c[0] for c in plan.copy]],
+        bytes_downloaded=sum(f.size for f in plan.fetch), bytes_reused=sum(f.size for f in reused))
+    if not plan.changed:
+        result['msg'] = '%s: all %d file(s) present and recorded as verified at commit %s' % (
+            label, len(files), cache.resolved.commit[:12])
+        return
+    result['changed'] = True
+    result['msg'] = '%s: %s' % (label, '; '.join(plan.reasons()))
+    if not module.check_mode:
+        result['bytes_downloaded'] = cache.apply(plan, files, client, api, workers=p['workers'])
+
+
+def main():
+    module = create_module()
+    p = module.params
+    result = dict(changed=False, revision=p['revision'])
+    try:
+        split_model_id(p['name'])
+        check_revision(p['revision'])
+    except InvalidName as exc:
+        module.fail_json(msg=str(exc), **result)
+    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0:
+        module.fail_json(msg='workers must be >= 1, retries >= 0 and timeout > 0', **result)
+    if p['adopt_from'] and not os.path.isdir(p['adopt_from']):
+        module.fail_json(msg='adopt_from %s is not a directory' % p['adopt_from'], **result)
+    root = cache_root(module)
+    layout = choose_layout(module, result)
+    cache = ModelCache(root, layout, p['name'], Resolved(p['revision'], None, 0))
+    result.update(path=cache.dir, layout=layout, sdk_generations=generations(layout))
+    try:
+        if p['state'] == 'absent':
+            exists = os.path.lexists(cache.dir) or os.path.exists(cache.record_path)
+            result['changed'] = exists
+            result['msg'] = '%s removed from %s' % (p['name'], cache.dir) if exists else '%s is not in %s' % (p['name'], cache.dir)
+            if exists and not module.check_mode:
+                with FileLock(cache.lock_path, p['lock_timeout']):
+                    cache.remove()
+        elif module.check_mode:
+            ensure_present(module, cache, result)
+        else:
+            with FileLock(cache.lock_path, p['lock_timeout']):
+                ensure_present(module, cache, result)
+    except (HubError, FetchError, HttpError, LockTimeout) as exc:
+        module.fail_json(msg=str(exc), **result)
+    except OSError as exc:
+        module.fail_json(msg='%s: %s' % (p['name'], exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
