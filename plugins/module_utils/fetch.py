@@ -51,6 +51,7 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
     makedirs(os.path.dirname(partial_path))
     partial = _Partial(partial_path, size)
     transferred = [0]
+    view = memoryview(bytearray(CHUNK))
 
     def attempt():
         if partial.length >= size:
@@ -64,19 +65,19 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
                 raise HttpError('%s: the server answered a resume with another range' % label, url=url, retryable=True)
             with open(partial.path, 'ab' if partial.length else 'wb') as out:
                 while True:
-                    chunk = resp.read(CHUNK)
-                    if not chunk:
+                    n = resp.readinto(view)
+                    if not n:
                         break
-                    if partial.length + len(chunk) > size:
+                    if partial.length + n > size:
                         raise FetchError('%s: the hub sent more than the %d bytes it lists' % (label, size))
-                    out.write(chunk)
-                    partial.digest.update(chunk)
-                    partial.length += len(chunk)
-                    transferred[0] += len(chunk)
+                    out.write(view[:n])
+                    partial.digest.update(view[:n])
+                    partial.length += n
+                    transferred[0] += n
                     if progress:
-                        progress(len(chunk))
+                        progress(n)
                 out.flush()
-                os.fsync(out.fileno())
+                os.fsync(out.fileno())  # durable before it can be renamed to a verified name
         if partial.length < size:
             raise HttpError('%s: transfer ended after %d of %d bytes' % (label, partial.length, size), url=url, retryable=True)
 

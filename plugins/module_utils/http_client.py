@@ -59,8 +59,14 @@ class Response(object):
         self.url = url
 
     def read(self, size=-1):
+        return self._io(lambda: self._raw.read(size) if size >= 0 else self._raw.read())
+
+    def readinto(self, buffer):
+        return self._io(lambda: self._raw.readinto(buffer))
+
+    def _io(self, operation):
         try:
-            return self._raw.read(size) if size >= 0 else self._raw.read()
+            return operation()
         except (OSError, http.client.HTTPException) as exc:
             self.close(reuse=False)
             raise HttpError('connection lost while reading %s: %s' % (self.url, exc), url=self.url, retryable=True)
@@ -222,4 +228,3 @@ def _error_detail(body):
     except (ValueError, AttributeError, UnicodeDecodeError):
         return ''
     return ': %s' % (message,) if message else ''
-

@@ -58,17 +58,20 @@ class Plan(object):
         return bool(self.adopt or self.copy or self.staged or self.fetch or self.metadata or self.links or self.record_stale)
 
     def reasons(self):
+        """Why the model directory is not yet what the listing asks for."""
         parts = []
-        for items, what in ((self.fetch, 'to download'), (self.staged, 'downloaded earlier, to move into place'),
-                            (self.adopt, 'found in place and verified'), (self.copy, 'to adopt from adopt_from')):
+        for items, why in ((self.fetch, 'missing or changed on the hub'),
+                           (self.staged, 'verified by an earlier run, not yet in place'),
+                           (self.adopt, 'found without metadata, verified by sha256'),
+                           (self.copy, 'found in adopt_from, verified by sha256')):
             if items:
-                parts.append('%d file(s) %s' % (len(items), what))
+                parts.append('%d file(s) %s' % (len(items), why))
         if self.metadata:
-            parts.append('SDK metadata %s to write' % ', '.join(self.metadata))
+            parts.append('SDK metadata %s missing or outdated' % ', '.join(self.metadata))
         if self.links:
-            parts.append('%d layout link(s) to create' % len(self.links))
+            parts.append('%d layout link(s) missing' % len(self.links))
         if self.record_stale and not parts:
-            parts.append('verification record to update')
+            parts.append('verification record outdated')
         return parts
 
 
@@ -112,7 +115,7 @@ class ModelCache(object):
                 to_hash.append((f, join(adopt_from, f.path), 'copy'))
             else:
                 plan.fetch.append(f)
-        for (f, path, how), digest in zip(to_hash, _hash_all([p for _, p, _ in to_hash], workers)):
+        for (f, path, how), digest in zip(to_hash, _hash_all([item[1] for item in to_hash], workers)):
             if digest != f.sha256:
                 plan.fetch.append(f)
             elif how == 'in place':
@@ -150,6 +153,7 @@ class ModelCache(object):
     def apply(self, plan, files, client, api, workers=4):
         """Carry out ``plan``; return the number of bytes transferred."""
         makedirs(self.root)
+        check_free_space(self.root, sum(f.size for f in plan.fetch) - _partial_bytes(self.partial))
         incoming = Record.load(self.incoming_record_path)
         for f, source in plan.copy:
             target = join(self.incoming, f.path)
@@ -237,8 +241,8 @@ class ModelCache(object):
     def remove(self):
         """Delete the model directory, its layout links and its state; True if anything existed."""
         existed = False
-        for link, _target in alias_links(self.layout, self.model_id):
-            path = absolute(self.root, link)
+        for link in alias_links(self.layout, self.model_id):
+            path = absolute(self.root, link[0])
             if os.path.islink(path):
                 os.unlink(path)
                 existed = True
@@ -249,6 +253,25 @@ class ModelCache(object):
         Record(self.record_path).remove()
         self._cleanup()
         return existed
+
+
+class NoSpace(Exception):
+    pass
+
+
+def check_free_space(path, needed):
+    """Fail before writing when the filesystem of ``path`` cannot take ``needed`` more bytes."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise NoSpace('not enough space in %s: %d bytes to download, %d bytes free' % (path, needed, free))
+
+
+def _partial_bytes(top):
+    total = 0
+    for dirpath, _dirs, names in os.walk(top):
+        total += sum(os.lstat(os.path.join(dirpath, n)).st_size for n in names)
+    return total
 
 
 def _size_of(path):

@@ -85,4 +85,3 @@ def unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
-

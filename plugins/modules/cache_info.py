@@ -21,13 +21,17 @@ description:
   - Tells which SDK generations would load each model as a cache hit.
   - Uses only the Python standard library; never changes anything.
 author:
-  - modelseed.fleet contributors
+  - modelseed.fleet team (@modelseed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: The module only reads.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   cache_dir:
     description:

@@ -1,0 +1,105 @@
+# Build, lint and test modelseed.fleet. Every target installs what it needs on first use.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+DEV_REQUIREMENTS := requirements-dev.txt
+VENV_STAMP := $(VENV)/.installed
+
+BUILD := $(CURDIR)/.build
+COLLECTION_LINK := $(BUILD)/ansible_collections/modelseed/fleet
+SANITY_TREE := $(BUILD)/sanity/ansible_collections/modelseed/fleet
+DIST := $(BUILD)/dist
+
+# ansible-test always bootstraps pip with get-pip.py, which it downloads unless the cache has it.
+# The version is the one ansible-test of ansible-core 2.19 pins.
+ANSIBLE_TEST_PIP := 24.2
+GET_PIP := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
+SANITY_PYTHON ?= $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+PYTEST_ARGS ?=
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
+
+.PHONY: help sysdeps venv collection sanity lint units integration test demo bench stress build clean
+
+help:
+	@echo "make demo         run the demo"
+	@echo "make test         sysdeps, venv, sanity, lint, units, integration"
+	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
+	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
+	@echo "make sanity       ansible-test sanity"
+	@echo "make lint         ansible-lint (production profile) and ruff"
+	@echo "make units        pytest tests/unit"
+	@echo "make integration  pytest tests/integration"
+	@echo "make bench        benchmarks"
+	@echo "make stress       stress tests"
+	@echo "make build        build the collection tarball into $(DIST) and check it installs offline"
+	@echo "make clean        remove .venv, .build and test outputs"
+
+sysdeps:
+	@tools/sysdeps.sh
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): $(DEV_REQUIREMENTS) | sysdeps
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed, $(PYTHON) is " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(DEV_REQUIREMENTS)
+	touch $@
+
+# The collection as ansible_collections/modelseed/fleet, for ANSIBLE_COLLECTIONS_PATH and imports in tests.
+collection: $(COLLECTION_LINK)
+
+$(COLLECTION_LINK):
+	mkdir -p $(@D)
+	ln -sfn ../../.. $@
+
+$(GET_PIP): tools/get_pip_standin.py
+	install -D -m 0644 $< $@
+
+# ansible-test resolves symlinks in the working directory, so it runs on a copy of the files git knows
+# about. The copy is a repository of its own: inside this one (which ignores .build) it would look empty.
+sanity: venv $(GET_PIP)
+	rm -rf $(SANITY_TREE)
+	mkdir -p $(SANITY_TREE)
+	git ls-files -z --cached --others --exclude-standard \
+		| rsync -a --from0 --files-from=- --ignore-missing-args ./ $(SANITY_TREE)/
+	git -C $(SANITY_TREE) init --quiet
+	cd $(SANITY_TREE) && ansible-test sanity --venv --python $(SANITY_PYTHON) --color no
+
+lint: venv collection
+	ansible-lint
+	ruff check .
+
+units: venv collection
+	pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv collection
+	pytest tests/integration $(PYTEST_ARGS)
+
+test: sysdeps venv sanity lint units integration
+
+demo: venv collection
+	tools/demo.sh
+
+bench: venv collection
+	python tools/bench.py
+
+stress: venv collection
+	python tools/stress.py
+
+build: venv
+	rm -rf $(DIST)
+	ansible-galaxy collection build --output-path $(DIST) .
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
+		&& ANSIBLE_COLLECTIONS_PATH="$$tmp" ansible-galaxy collection install --offline -p "$$tmp" $(DIST)/modelseed-fleet-*.tar.gz \
+		&& test -f "$$tmp/ansible_collections/modelseed/fleet/MANIFEST.json"
+
+clean:
+	rm -rf $(VENV) $(BUILD) tests/output .pytest_cache .ruff_cache

@@ -1,0 +1,273 @@
+"""modelscope_model through ansible-playbook against the loopback hub."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support.mshub import MsHub, make_repo, push_commit
+from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
+from support.sample_models import MODEL, model_files
+
+ESCAPED_DIR = "models/Qwen/Qwen2___5-0___5B-Test"
+
+
+def download(hub, cache, **options):
+    args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all", "retries": 2, **options}
+    return {"modelseed.fleet.modelscope_model": args}
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file and link under ``root`` (not followed) with its content hash or target."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def assert_model_files(model_dir: Path, files=None):
+    for rel, data in (files or model_files()).items():
+        assert (model_dir / rel).read_bytes() == data, rel
+
+
+def test_check_real_check_real(hub, tmp_path):
+    cache = tmp_path / "cache"
+    task = download(hub, cache)
+    mark = len(hub.log)
+    run = run_tasks([{**task, "check_mode": True}, task, {**task, "check_mode": True}, task])
+    assert [r["changed"] for r in run.results] == [True, True, False, False], [r.get("msg") for r in run.results]
+    assert not any(r.get("failed") for r in run.results)
+    check, real, again = run.results[0], run.results[1], run.results[3]
+    total = sum(len(v) for v in model_files().values())
+    assert check["bytes_downloaded"] == total and len(check["files_downloaded"]) == len(model_files())
+    assert real["bytes_downloaded"] == total and real["bytes_reused"] == 0
+    assert again["bytes_downloaded"] == 0 and again["bytes_reused"] == total
+    assert real["path"] == str(cache / ESCAPED_DIR) and real["layout"] == "all"
+    assert "missing or changed on the hub" in real["msg"] and "present and recorded" in again["msg"]
+    # Each file was fetched once, by the one real run.
+    assert hub.log.downloads(mark) == {name: 1 for name in model_files() if model_files()[name]}
+    assert_model_files(cache / ESCAPED_DIR)
+    assert os.readlink(cache / "hub/Qwen/Qwen2___5-0___5B-Test") == "../../models/Qwen/Qwen2___5-0___5B-Test"
+    for name in (".msc", ".mdl", ".mv"):
+        assert (cache / ESCAPED_DIR / name).stat().st_mode & 0o777 == 0o644
+    # Nothing is left in the scratch areas.
+    state = cache / ".modelseed"
+    assert not [p for kind in ("incoming", "partial", "progress") for p in (state / kind).rglob("*")]
+
+
+def test_second_run_reads_no_file_contents(hub, tmp_path):
+    cache = tmp_path / "cache"
+    assert not run_tasks([download(hub, cache)])[0].get("failed")
+    weights = cache / ESCAPED_DIR / "weights/model-00001.bin"
+    # Unreadable content proves the re-run decides from stat and the record alone.
+    os.chmod(weights, 0)
+    atime = weights.stat().st_atime_ns
+    try:
+        result = run_tasks([download(hub, cache)], env={"ANSIBLE_BECOME": "false"})[0]
+    finally:
+        os.chmod(weights, 0o644)
+    assert result["changed"] is False, result["msg"]
+    assert weights.stat().st_atime_ns == atime
+
+
+@pytest.mark.parametrize("layout, path", [
+    ("hub", "hub/Qwen/Qwen2___5-0___5B-Test"),
+    ("models", ESCAPED_DIR),
+    ("snapshots", "models/Qwen--Qwen2.5-0.5B-Test/snapshots/master"),
+])
+def test_explicit_layouts(hub, tmp_path, layout, path):
+    result = run_tasks([download(hub, tmp_path, layout=layout)])[0]
+    assert result["changed"] and result["path"] == str(tmp_path / path)
+    assert_model_files(tmp_path / path)
+    assert (tmp_path / path / ".msc").exists() == (layout != "snapshots")
+
+
+def test_corrupt_file_is_fetched_again_alone(hub, tmp_path):
+    cache = tmp_path / "cache"
+    run_tasks([download(hub, cache)])
+    victim = cache / ESCAPED_DIR / "weights/model-00002.bin"
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    mark = len(hub.log)
+    result = run_tasks([download(hub, cache)])[0]
+    assert result["changed"] and result["files_downloaded"] == ["weights/model-00002.bin"]
+    assert hub.log.downloads(mark) == {"weights/model-00002.bin": 1}
+    assert_model_files(cache / ESCAPED_DIR)
+
+
+def test_adopt_files_placed_by_hand(hub, tmp_path):
+    cache = tmp_path / "cache"
+    files = model_files()
+    target = cache / ESCAPED_DIR
+    for rel in ("weights/model-00001.bin", "config.json"):
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).write_bytes(files[rel])
+    (target / "tokenizer.json").write_bytes(b"x" * len(files["tokenizer.json"]))  # same size, wrong bytes
+    mark = len(hub.log)
+    result = run_tasks([download(hub, cache)])[0]
+    assert sorted(result["files_adopted"]) == ["config.json", "weights/model-00001.bin"]
+    assert "weights/model-00001.bin" not in hub.log.downloads(mark)
+    assert hub.log.downloads(mark)["tokenizer.json"] == 1
+    assert_model_files(target)
+
+
+def test_adopt_from_another_directory(hub, tmp_path):
+    elsewhere = tmp_path / "aria2"
+    (elsewhere / "weights").mkdir(parents=True)
+    (elsewhere / "weights/model-00001.bin").write_bytes(model_files()["weights/model-00001.bin"])
+    mark = len(hub.log)
+    result = run_tasks([download(hub, tmp_path / "cache", adopt_from=str(elsewhere))])[0]
+    assert result["files_adopted"] == ["weights/model-00001.bin"]
+    assert "weights/model-00001.bin" not in hub.log.downloads(mark)
+    assert_model_files(tmp_path / "cache" / ESCAPED_DIR)
+
+
+def test_include_exclude(hub, tmp_path):
+    result = run_tasks([download(hub, tmp_path, include=["*.json"], exclude=[".hidden/*"])])[0]
+    assert result["files"] == 2
+    assert sorted(p.name for p in (tmp_path / ESCAPED_DIR).iterdir() if p.is_file()) == [".mdl", ".msc", ".mv", "config.json", "tokenizer.json"]
+    nothing = run_tasks([download(hub, tmp_path, include=["*.gguf"])])[0]
+    assert nothing["failed"] and "no file matches" in nothing["msg"]
+
+
+def test_tag_and_commit_resolve_to_the_same_files(hub, tmp_path):
+    by_tag = run_tasks([download(hub, tmp_path / "a", revision="v1.0", layout="snapshots")])[0]
+    by_commit = run_tasks([download(hub, tmp_path / "b", revision=by_tag["commit"][:12], layout="snapshots")])[0]
+    assert by_tag["commit"] == by_commit["commit"]
+    assert by_tag["path"].endswith("/snapshots/v1.0")
+    assert tree_digest(Path(by_tag["path"])) == tree_digest(Path(by_commit["path"]))
+
+
+def test_push_during_download_does_not_mix_revisions(tmp_path):
+    root = tmp_path / "hub"
+    old = {"a.bin": b"old-a" * 1000, "b.bin": b"old-b" * 1000}
+    first = make_repo(root, "o/moving", old, versioned=True)
+    with MsHub(root) as hub:
+        # Master moves once the listing is served, while a.bin is still held back.
+        hub.faults.add(action="delay", file="a.bin", delay=2.0, times=1)
+
+        def push_after_listing():
+            deadline = time.time() + 60
+            while time.time() < deadline and not any("/repo/files" in r.path for r in hub.log.entries()):
+                time.sleep(0.02)
+            push_commit(root, "o/moving", {"a.bin": b"new-a", "b.bin": b"new-b"})
+
+        pusher = threading.Thread(target=push_after_listing)
+        pusher.start()
+        result = run_tasks([{"modelseed.fleet.modelscope_model": {
+            "name": "o/moving", "cache_dir": str(tmp_path / "c"), "endpoint": hub.url, "layout": "models", "workers": 1}}])[0]
+        pusher.join()
+    assert not result.get("failed"), result["msg"]
+    assert result["commit"] == first
+    model = tmp_path / "c/models/o/moving"
+    assert (model / "a.bin").read_bytes() == old["a.bin"] and (model / "b.bin").read_bytes() == old["b.bin"]
+    assert all(first in r.query for r in hub.log.entries() if r.file and r.path.endswith("/repo"))
+
+
+def test_kill_mid_file_then_resume(tmp_path):
+    root = tmp_path / "hub"
+    big = os.urandom(24 << 20)
+    make_repo(root, "o/big", {"big.bin": big, "small.txt": b"s"})
+    cache = tmp_path / "cache"
+    partial_dir = cache / ".modelseed/partial"
+    with MsHub(root, redirect_threshold=None) as hub:
+        hub.faults.add(action="throttle", file="big.bin", rate=4 << 20)
+        task = {"modelseed.fleet.modelscope_model": {"name": "o/big", "cache_dir": str(cache), "endpoint": hub.url, "layout": "models"}}
+        playbook = write_playbook([task], tmp_path / "killed.yml")
+        proc = subprocess.Popen(playbook_command(playbook), env=ansible_env(), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        partial = None
+        while time.time() < deadline:
+            parts = list(partial_dir.rglob("big.bin")) if partial_dir.exists() else []
+            if parts and parts[0].stat().st_size > (6 << 20):
+                partial = parts[0]
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert partial is not None, "the download never got going"
+        kept = partial.stat().st_size
+        assert not (cache / "models/o/big/big.bin").exists(), "an unverified file got its final name"
+        hub.faults.clear()
+        mark = len(hub.log)
+        result = run_tasks([task])[0]
+        assert not result.get("failed"), result["msg"]
+        resumed = [r for r in hub.log.entries(mark) if r.file == "big.bin"]
+        assert resumed[0].range == f"bytes={kept}-"
+        assert sum(r.sent for r in resumed) == len(big) - kept
+    assert (cache / "models/o/big/big.bin").read_bytes() == big
+
+
+@pytest.mark.parametrize("name, message", [
+    ("../x", "invalid model id"),
+    ("", "invalid model id"),
+    ("has space/x", "invalid model id"),
+    ("a/b/c", "invalid model id"),
+    ("nobody/nothing", "not found"),
+])
+def test_bad_model_ids_fail_clearly(hub, tmp_path, name, message):
+    result = run_tasks([download(hub, tmp_path, name=name)])[0]
+    assert result["failed"] and message in result["msg"]
+    assert not any(tmp_path.rglob("*.bin"))
+
+
+def test_unknown_revision(hub, tmp_path):
+    result = run_tasks([download(hub, tmp_path, revision="no-such-branch")])[0]
+    assert result["failed"] and "unknown revision 'no-such-branch'" in result["msg"] and "v1.0" in result["msg"]
+
+
+def test_wrong_hash_leaves_nothing(tmp_path):
+    root = tmp_path / "hub"
+    make_repo(root, "o/bad", {"w.bin": b"payload" * 100, "ok.txt": b"fine"})
+    with MsHub(root) as hub:
+        hub.faults.add(action="wrong_sha", file="w.bin")
+        result = run_tasks([{"modelseed.fleet.modelscope_model": {
+            "name": "o/bad", "cache_dir": str(tmp_path / "c"), "endpoint": hub.url, "layout": "models", "retries": 1}}])[0]
+    assert result["failed"] and "sha256" in result["msg"] and "w.bin" in result["msg"]
+    assert not (tmp_path / "c/models/o/bad").exists()
+    assert not list((tmp_path / "c/.modelseed/partial").rglob("w.bin"))
+
+
+def test_token_is_required_and_never_shown(tmp_path):
+    root = tmp_path / "hub"
+    make_repo(root, "private/m", {"w.bin": os.urandom(2 << 20)})
+    secret = "tok-5ecret-value-123"
+    with MsHub(root, token=secret, redirect_threshold=1 << 20) as hub:
+        task = {"name": "private/m", "cache_dir": str(tmp_path / "c"), "endpoint": hub.url, "layout": "models"}
+        denied = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": "wrong"}}])[0]
+        assert denied["failed"] and "check the token" in denied["msg"]
+        run = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": secret}}], verbosity=4)
+        assert not run[0].get("failed"), run[0]["msg"]
+        # The signed object-storage URL got no credentials.
+        assert [r.auth for r in hub.log.entries() if r.path.startswith("/oss/")] == [False]
+    assert secret not in run.stdout + run.stderr
+    for path in (tmp_path / "c").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_state_absent(hub, tmp_path):
+    run_tasks([download(hub, tmp_path)])
+    task = download(hub, tmp_path, state="absent")
+    run = run_tasks([{**task, "check_mode": True}, task, task])
+    assert [r["changed"] for r in run.results] == [True, True, False]
+    assert not (tmp_path / ESCAPED_DIR).exists() and not os.path.lexists(tmp_path / "hub/Qwen/Qwen2___5-0___5B-Test")
+
+
+def test_cache_dir_must_be_a_directory(hub, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert "not a directory" in run_tasks([download(hub, tmp_path / "file")])[0]["msg"]
+    assert "root directory" in run_tasks([download(hub, "/")])[0]["msg"]

@@ -1,0 +1,1 @@
+"""Test support: a ModelScope-compatible hub and real ModelScope SDKs in virtualenvs."""

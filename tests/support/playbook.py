@@ -1,0 +1,79 @@
+"""Run collection tasks through the real ``ansible-playbook`` and read back every task's result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTIONS = REPO / ".build"
+# The interpreter running pytest has ansible-core; ansible-playbook sits beside it.
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    results: list[dict]
+    stdout: str
+    stderr: str
+
+    def __getitem__(self, index: int) -> dict:
+        return self.results[index]
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="false",
+        ANSIBLE_DEPRECATION_WARNINGS="false",
+    )
+    env.update(extra)
+    return env
+
+
+def write_playbook(tasks: list[dict], path: Path) -> Path:
+    """A play on localhost, run by the interpreter that runs the tests."""
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks,
+             "vars": {"ansible_python_interpreter": sys.executable}}]
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    return path
+
+
+def playbook_command(playbook: Path, *, check: bool = False, verbosity: int = 0) -> list[str]:
+    cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook)]
+    if check:
+        cmd.append("--check")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    return cmd
+
+
+def run_tasks(tasks: list[dict], *, check: bool = False, env: dict[str, str] | None = None, verbosity: int = 0,
+              workdir: Path | None = None, timeout: float = 900) -> PlaybookRun:
+    """Run ``tasks`` on localhost, each registered and allowed to fail; return their results in order."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="playbook-"))
+    results_file = workdir / "results.json"
+    play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
+    names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
+    play_tasks.append({
+        "name": "Save results",
+        "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"},
+        "check_mode": False,
+    })
+    cmd = playbook_command(write_playbook(play_tasks, workdir / "playbook.yml"), check=check, verbosity=verbosity)
+    proc = subprocess.run(cmd, env=ansible_env(**(env or {})), capture_output=True, text=True, timeout=timeout, check=False)
+    if not results_file.exists():
+        raise AssertionError(f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    saved = json.loads(results_file.read_text())
+    return PlaybookRun(proc.returncode, [saved[f"step_{i}"] for i in range(len(tasks))], proc.stdout, proc.stderr)

@@ -1,0 +1,61 @@
+"""Runs inside an SDK virtualenv: one snapshot_download, then what it returned, as one JSON line.
+
+Usage: python sdk_judge.py '{"model_id": "o/n", "revision": null, "local_files_only": false, "login": false}'
+The result line starts with ``JUDGE `` because SDKs print to stdout too.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+MARK = "JUDGE "
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:  # e.g. metadata the runtime user may not read: the SDK's verdict still counts
+        return f"unreadable: {exc.strerror}"
+    return digest.hexdigest()
+
+
+def describe(top):
+    files = {}
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, top).replace(os.sep, "/")
+            files[rel] = {"size": os.path.getsize(full), "sha256": sha256(full)}
+    return files
+
+
+def main():
+    args = json.loads(sys.argv[1])
+    try:
+        if args.get("login"):
+            # Before 1.23 the SDK ignores MODELSCOPE_API_TOKEN; up to 1.37 it turns it into a cookie for
+            # domain "host:port", which never matches a hub on another port than 443. A login works for both.
+            from modelscope.hub.api import HubApi
+
+            HubApi().login(os.environ.pop("MODELSCOPE_API_TOKEN"))
+        from modelscope.hub.snapshot_download import snapshot_download
+
+        kwargs = {}
+        if args.get("revision") is not None:
+            kwargs["revision"] = args["revision"]
+        if args.get("local_files_only"):
+            kwargs["local_files_only"] = True
+        path = str(snapshot_download(args["model_id"], **kwargs))
+    except Exception as exc:  # reported, not raised: the caller asserts on it
+        print(MARK + json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(MARK + json.dumps({"ok": True, "dir": path, "files": describe(path)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

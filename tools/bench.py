@@ -1,0 +1,140 @@
+"""Benchmarks: time modelseed.fleet against the tools users would otherwise run, on the loopback hub.
+
+Results go into docs/benchmarks.md, each benchmark between its own markers so the others stay.
+
+    python tools/bench.py [--runs 5] [--size-mib 1024] [--files 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / ".build")]
+
+from support.mshub import MsHub  # noqa: E402
+from support.playbook import run_tasks  # noqa: E402
+from support.sdk import ensure_sdk  # noqa: E402
+
+WORK = REPO / ".cache" / "bench"
+REPORT = REPO / "docs" / "benchmarks.md"
+MODEL = "bench/model-1g"
+CHUNK = 16 << 20
+
+
+def build_model(root: Path, size_mib: int, files: int) -> None:
+    """A model of ``files`` weight shards totalling ``size_mib`` MiB of random bytes, made once.
+
+    Written straight into the hub's simple form (a directory per repo), then renamed into place.
+    """
+    target = root / MODEL
+    if target.exists():
+        return
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / "config.json").write_bytes(b'{"model_type": "bench"}')
+    shard = (size_mib << 20) // files
+    for i in range(files):
+        with (staging / f"model-{i + 1:05d}-of-{files:05d}.safetensors").open("wb") as out:
+            for _ in range(shard // CHUNK):
+                out.write(os.urandom(CHUNK))
+            out.write(os.urandom(shard % CHUNK))
+    staging.rename(target)
+
+
+def ours(hub: MsHub, cache: Path) -> float:
+    task = {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "snapshots"}}
+    started = time.monotonic()
+    result = run_tasks([task], workdir=cache.parent)[0]
+    elapsed = time.monotonic() - started
+    if result.get("failed") or not result["changed"]:
+        raise SystemExit(f"modelscope_model did not download: {result.get('msg')}")
+    return elapsed
+
+
+def cli(hub: MsHub, cache: Path, sdk) -> float:
+    env = sdk.env_for(hub, cache, home=cache.parent / "home")
+    started = time.monotonic()
+    # Through the venv's python: the console script's shebang names the directory the venv was built in.
+    subprocess.run([str(sdk.python), str(sdk.root / "bin" / "modelscope"), "download", "--model", MODEL, "--cache_dir", str(cache)],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def timed_runs(hub: MsHub, runs: int, total: int) -> dict[str, list[float]]:
+    sdk = ensure_sdk("1.40.2")
+    times: dict[str, list[float]] = {"modelscope_model": [], "modelscope download (1.40.2)": []}
+    tools = [("modelscope_model", lambda c: ours(hub, c)), ("modelscope download (1.40.2)", lambda c: cli(hub, c, sdk))]
+    for run in range(runs):
+        for name, tool in tools if run % 2 == 0 else reversed(tools):  # alternate who goes first
+            scratch = WORK / "run"
+            shutil.rmtree(scratch, ignore_errors=True)
+            (scratch / "home").mkdir(parents=True)
+            mark = len(hub.log)
+            times[name].append(tool(scratch / "cache"))
+            served = hub.log.bytes_served(mark)
+            if served < total:
+                raise SystemExit(f"{name} fetched {served} of {total} bytes: not a full download")
+            print(f"run {run + 1}/{runs} {name}: {times[name][-1]:.2f} s", flush=True)
+    shutil.rmtree(WORK / "run", ignore_errors=True)
+    return times
+
+
+def write_section(name: str, body: str) -> None:
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    text = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n\nProduced by `make bench`; numbers from the machine named in each section.\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    REPORT.write_text(text)
+
+
+def download_report(times: dict[str, list[float]], size_mib: int, files: int) -> str:
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    ours_median, cli_median = medians["modelscope_model"], medians["modelscope download (1.40.2)"]
+    rows = "\n".join(
+        f"| {name} | {medians[name]:.2f} | {size_mib / medians[name]:.0f} | {', '.join(f'{v:.2f}' for v in values)} |"
+        for name, values in times.items())
+    return f"""## Download from the hub
+
+{size_mib} MiB model in {files} shards plus a config file, from the loopback test hub (large files redirected to its
+object-storage path, as the real hub does), into an empty cache; {len(times['modelscope_model'])} alternating runs.
+`modelscope_model` runs through `ansible-playbook` (start-up included) and checks the sha256 of every byte.
+Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.
+
+| tool | median s | MiB/s | runs (s) |
+|---|---|---|---|
+{rows}
+
+Ratio modelscope_model / CLI: **{ours_median / cli_median:.2f}x** (target <= 1.0x).
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=4)
+    args = parser.parse_args()
+    hub_root = WORK / f"hub-{args.size_mib}m-{args.files}"
+    build_model(hub_root, args.size_mib, args.files)
+    total = sum(p.stat().st_size for p in (hub_root / MODEL).rglob("*") if p.is_file())
+    with MsHub(hub_root) as hub:
+        times = timed_runs(hub, args.runs, total)
+    write_section("download", download_report(times, args.size_mib, args.files))
+    print(REPORT.read_text())
+
+
+if __name__ == "__main__":
+    main()
