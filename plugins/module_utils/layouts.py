@@ -54,12 +54,22 @@ def model_dir(layout, model_id, revision):
 
 
 def alias_links(layout, model_id):
-    """[(relative link path, relative link target)] a layout adds beside the real dir."""
-    if layout != 'all':
-        return []
+    """[(relative link path, relative target)] a layout adds beside the real directory.
+
+    ``all`` links ``hub/<owner>/<escaped>`` to the ``models`` directory. For a dotted
+    name, SDKs 1.20 - 1.37 link ``<owner>/<name.with.dots>`` to the escaped directory
+    with an ABSOLUTE link, which breaks when the cache moves; a relative one made in
+    advance is kept by them instead.
+    """
     owner, name = split_model_id(model_id)
     escaped = escape_name(name)
-    return [(posixpath.join('hub', owner, escaped), posixpath.join('..', '..', 'models', owner, escaped))]
+    links = []
+    if layout == 'all':
+        links.append((posixpath.join('hub', owner, escaped), posixpath.join('..', '..', 'models', owner, escaped)))
+    if escaped != name:
+        for top in {'hub': ('hub',), 'models': ('models',), 'all': ('models', 'hub')}.get(layout, ()):
+            links.append((posixpath.join(top, owner, name), escaped))
+    return links
 
 
 def generations(layout):

@@ -6,6 +6,8 @@ import pytest
 
 from support.mshub import MsHub, make_repo
 from support.sample_models import MODEL, model_files
+from support.sdk import ensure_sdk
+from support.tls import ensure_tls
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +21,21 @@ def hub_root(tmp_path_factory):
 def hub(hub_root):
     with MsHub(hub_root, redirect_threshold=1 << 20) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory):
+    return ensure_tls(tmp_path_factory.mktemp("tls") / "certs")
+
+
+@pytest.fixture(scope="session")
+def tls_hub(hub_root, tls):
+    """The same repositories over https, the only way SDKs up to 1.37 reach a hub."""
+    with MsHub(hub_root, tls=tls.pair, redirect_threshold=1 << 20) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sdk():
+    """ensure_sdk(version): each pinned SDK virtualenv is built once, then shared."""
+    return ensure_sdk

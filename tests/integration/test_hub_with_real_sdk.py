@@ -16,7 +16,6 @@ import urllib.request
 import pytest
 from support.mshub import MsHub, make_repo
 from support.sdk import VERSIONS, ensure_sdk
-from support.tls import ensure_tls
 
 pytestmark = pytest.mark.slow
 
@@ -53,32 +52,27 @@ def model_files(result) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def tls(tmp_path_factory):
-    return ensure_tls(tmp_path_factory.mktemp("tls") / "certs")
-
-
-@pytest.fixture(scope="session")
-def hub_root(tmp_path_factory):
+def served_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     make_repo(root, MODEL, FILES, tags=["v1.0"])
     return root
 
 
 @pytest.fixture(scope="session")
-def https_hub(hub_root, tls):
-    with MsHub(hub_root, tls=tls.pair, redirect_threshold=REDIRECT_THRESHOLD) as server:
+def https_hub(served_root, tls):
+    with MsHub(served_root, tls=tls.pair, redirect_threshold=REDIRECT_THRESHOLD) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def http_hub(hub_root):
-    with MsHub(hub_root, redirect_threshold=REDIRECT_THRESHOLD) as server:
+def http_hub(served_root):
+    with MsHub(served_root, redirect_threshold=REDIRECT_THRESHOLD) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def token_hub(hub_root, tls):
-    with MsHub(hub_root, tls=tls.pair, token=TOKEN, redirect_threshold=REDIRECT_THRESHOLD) as server:
+def token_hub(served_root, tls):
+    with MsHub(served_root, tls=tls.pair, token=TOKEN, redirect_threshold=REDIRECT_THRESHOLD) as server:
         yield server
 
 
@@ -88,64 +82,64 @@ def sdk(request):
 
 
 @pytest.fixture
-def hub(sdk, request):
+def sdk_hub(sdk, request):
     return request.getfixturevalue("https_hub" if sdk.legacy else "http_hub")
 
 
-def test_download_then_offline_then_nothing_new(sdk, hub, tls, tmp_path):
+def test_download_then_offline_then_nothing_new(sdk, sdk_hub, tls, tmp_path):
     cache = tmp_path / "cache"
     expected = expected_files(sdk)
 
-    mark = len(hub.log)
-    first = sdk.snapshot(MODEL, cache, hub, ca_bundle=tls.ca)
+    mark = len(sdk_hub.log)
+    first = sdk.snapshot(MODEL, cache, sdk_hub, ca_bundle=tls.ca)
     assert first.ok, first.error + first.stderr[-2000:]
     assert first.dir == str(cache / MODEL_DIR[sdk.version].format(revision="master"))
     assert model_files(first) == expected
-    fetched = hub.log.downloads(mark)
+    fetched = sdk_hub.log.downloads(mark)
     assert set(fetched) <= set(expected) and set(fetched) >= {p for p, f in expected.items() if f["size"]}
     assert set(fetched.values()) == {1}
-    big = [r for r in hub.log.entries(mark) if r.file == BIG]
+    big = [r for r in sdk_hub.log.entries(mark) if r.file == BIG]
     assert [r.status for r in big] == [302, 206 if sdk.legacy else 200]  # up to 1.37 always send a Range
     assert big[1].path.startswith("/oss/")
 
-    mark = len(hub.log)
-    offline = sdk.snapshot(MODEL, cache, hub, ca_bundle=tls.ca, local_files_only=True)
+    mark = len(sdk_hub.log)
+    offline = sdk.snapshot(MODEL, cache, sdk_hub, ca_bundle=tls.ca, local_files_only=True)
     assert offline.ok, offline.error
     assert offline.dir == first.dir
     assert model_files(offline) == expected
-    assert hub.log.api_calls(mark) == []
+    assert sdk_hub.log.api_calls(mark) == []
 
-    mark = len(hub.log)
-    again = sdk.snapshot(MODEL, cache, hub, ca_bundle=tls.ca)
+    mark = len(sdk_hub.log)
+    again = sdk.snapshot(MODEL, cache, sdk_hub, ca_bundle=tls.ca)
     assert again.ok, again.error
     assert again.dir == first.dir
-    assert hub.log.downloads(mark) == {}, hub.log.api_calls(mark)
+    assert sdk_hub.log.downloads(mark) == {}, sdk_hub.log.api_calls(mark)
 
 
-def test_tag(sdk, hub, tls, tmp_path):
-    result = sdk.snapshot(MODEL, tmp_path / "cache", hub, ca_bundle=tls.ca, revision="v1.0")
+def test_tag(sdk, sdk_hub, tls, tmp_path):
+    result = sdk.snapshot(MODEL, tmp_path / "cache", sdk_hub, ca_bundle=tls.ca, revision="v1.0")
     assert result.ok, result.error
     assert result.dir == str(tmp_path / "cache" / MODEL_DIR[sdk.version].format(revision="v1.0"))
     assert model_files(result) == expected_files(sdk)
 
 
-def test_unknown_revision_is_reported(sdk, hub, tls, tmp_path):
-    result = sdk.snapshot(MODEL, tmp_path / "cache", hub, ca_bundle=tls.ca, revision="no-such-tag")
+def test_unknown_revision_is_reported(sdk, sdk_hub, tls, tmp_path):
+    result = sdk.snapshot(MODEL, tmp_path / "cache", sdk_hub, ca_bundle=tls.ca, revision="no-such-tag")
     assert not result.ok
     assert "no-such-tag" in result.error or "404" in result.error, result.error
 
 
-def test_unknown_model_is_reported(sdk, hub, tls, tmp_path):
-    result = sdk.snapshot("Qwen/Absent", tmp_path / "cache", hub, ca_bundle=tls.ca)
+def test_unknown_model_is_reported(sdk, sdk_hub, tls, tmp_path):
+    result = sdk.snapshot("Qwen/Absent", tmp_path / "cache", sdk_hub, ca_bundle=tls.ca)
     assert not result.ok
 
 
-def test_connection_reset_mid_file_still_gives_exact_bytes(sdk, hub, tls, tmp_path):
-    fault = hub.faults.add(action="reset", file=BIG, path="/oss/", after_bytes=REDIRECT_THRESHOLD, times=1)
+def test_connection_reset_mid_file_still_gives_exact_bytes(sdk, sdk_hub, tls, tmp_path):
+    fault = sdk_hub.faults.add(action="reset", file=BIG, path="/oss/", after_bytes=REDIRECT_THRESHOLD, times=1)
     try:
-        result = sdk.snapshot(MODEL, tmp_path / "cache", hub, ca_bundle=tls.ca)
+        result = sdk.snapshot(MODEL, tmp_path / "cache", sdk_hub, ca_bundle=tls.ca)
     finally:
-        hub.faults.clear()
+        sdk_hub.faults.clear()
     assert fault.hits == 1
     assert result.ok, result.error
     assert model_files(result) == expected_files(sdk)

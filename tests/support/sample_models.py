@@ -18,4 +18,5 @@ def model_files(seed: int = 1) -> dict[str, bytes]:
         ".hidden/settings.json": b'{"hidden": true}',
         "name with space.txt": b"spaces are legal in repo paths",
         "empty.txt": b"",
+        ".gitattributes": b"*.bin filter=lfs diff=lfs merge=lfs -text\n",
     }

@@ -18,9 +18,19 @@ def test_model_dirs(layout, revision, expected):
 
 
 def test_all_layout_links_hub_relatively():
-    assert alias_links('all', MODEL) == [('hub/Qwen/Qwen2___5-0___5B', '../../models/Qwen/Qwen2___5-0___5B')]
-    for layout in ('hub', 'models', 'snapshots'):
-        assert alias_links(layout, MODEL) == []
+    assert alias_links('all', MODEL) == [
+        ('hub/Qwen/Qwen2___5-0___5B', '../../models/Qwen/Qwen2___5-0___5B'),
+        ('models/Qwen/Qwen2.5-0.5B', 'Qwen2___5-0___5B'),
+        ('hub/Qwen/Qwen2.5-0.5B', 'Qwen2___5-0___5B'),
+    ]
+    assert alias_links('all', 'o/plain') == [('hub/o/plain', '../../models/o/plain')]
+
+
+def test_dotted_names_get_relative_links():
+    assert alias_links('hub', MODEL) == [('hub/Qwen/Qwen2.5-0.5B', 'Qwen2___5-0___5B')]
+    assert alias_links('models', MODEL) == [('models/Qwen/Qwen2.5-0.5B', 'Qwen2___5-0___5B')]
+    assert alias_links('snapshots', MODEL) == []
+    assert alias_links('models', 'o/plain') == []
 
 
 def test_generations():

@@ -1,0 +1,108 @@
+"""Caches written by modelscope_model, judged by the real modelscope SDK of each generation.
+
+A cache passes when the SDK finds every file offline (local_files_only=True) with the right
+bytes, and an online snapshot_download against the hub downloads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from support.playbook import run_tasks
+from support.sample_models import MODEL, model_files
+
+pytestmark = pytest.mark.slow
+
+SDK_METADATA = {".msc", ".mdl", ".mv"}
+# SDK versions that read each layout.
+READERS = {
+    "hub": ("1.15.0",),
+    "models": ("1.37.1", "1.40.2"),
+    "snapshots": ("1.40.2",),
+    "all": ("1.15.0", "1.37.1", "1.40.2"),
+}
+
+
+def seed(tls_hub, tls, cache, **options):
+    task = {"modelseed.fleet.modelscope_model": {
+        "name": MODEL, "cache_dir": str(cache), "endpoint": tls_hub.url, "ca_path": str(tls.ca), **options}}
+    result = run_tasks([task])[0]
+    assert result["changed"] and not result.get("failed"), result.get("msg")
+    return result
+
+
+@pytest.fixture(scope="module")
+def seeded(tls_hub, tls, tmp_path_factory):
+    """One cache per layout, seeded once; each test judges a copy, since SDKs write into caches."""
+    caches = {}
+    for layout in READERS:
+        caches[layout] = tmp_path_factory.mktemp(f"seeded-{layout}") / "cache"
+        seed(tls_hub, tls, caches[layout], layout=layout)
+    return caches
+
+
+def copy_cache(source, target):
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)  # keeps links, modes and mtimes
+    return target
+
+
+def expected(legacy):
+    files = model_files()
+    if legacy:  # SDKs up to 1.37 skip .gitattributes in listings, so do not insist on it
+        files.pop(".gitattributes")
+    return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+
+
+def judge(sdk_env, cache, hub, tls):
+    """Offline: every file, right bytes. Online: zero downloads."""
+    offline = sdk_env.snapshot(MODEL, cache, hub, local_files_only=True, ca_bundle=tls.ca)
+    assert offline.ok, offline.error or offline.stderr
+    found = {path: info["sha256"] for path, info in offline.files.items() if path not in SDK_METADATA}
+    want = expected(sdk_env.legacy)
+    assert {p: found.get(p) for p in want} == want
+    mark = len(hub.log)
+    online = sdk_env.snapshot(MODEL, cache, hub, ca_bundle=tls.ca)
+    assert online.ok, online.error or online.stderr
+    assert hub.log.downloads(mark) == {}, hub.log.api_calls(mark)
+    return offline
+
+
+@pytest.mark.parametrize("layout, version", [(layout, v) for layout, versions in READERS.items() for v in versions])
+def test_sdk_finds_every_file_and_downloads_nothing(seeded, tls_hub, tls, sdk, tmp_path, layout, version):
+    cache = copy_cache(seeded[layout], tmp_path / "cache")
+    judge(sdk(version), cache, tls_hub, tls)
+
+
+def test_dotted_name_link_stays_relative(seeded, tls_hub, tls, sdk, tmp_path):
+    cache = copy_cache(seeded["models"], tmp_path / "cache")
+    judge(sdk("1.37.1"), cache, tls_hub, tls)
+    # 1.37 would have made an absolute link here; it keeps the relative one that is already there.
+    link = cache / "models/Qwen/Qwen2.5-0.5B-Test"
+    assert link.is_symlink() and str(link.readlink()) == "Qwen2___5-0___5B-Test"
+
+
+@pytest.mark.parametrize("versions, layout", [
+    (("1.37.1",), "models"),
+    (("1.40.2",), "snapshots"),
+    (("1.15.0", "1.40.2"), "all"),
+])
+def test_auto_layout_follows_the_serving_sdks(tls_hub, tls, sdk, tmp_path, versions, layout):
+    envs = [sdk(v) for v in versions]
+    result = seed(tls_hub, tls, tmp_path / "cache", layout="auto", sdk_pythons=[str(e.python) for e in envs])
+    assert result["layout"] == layout
+    assert sorted(found["version"] for found in result["sdks_found"]) == sorted(versions)
+    for env in envs:
+        judge(env, tmp_path / "cache", tls_hub, tls)
+
+
+def test_moved_cache_still_loads(seeded, tls_hub, tls, sdk, tmp_path):
+    """Only relative links: the cache works from wherever it is moved to."""
+    moved = tmp_path / "elsewhere" / "cache"
+    moved.parent.mkdir()
+    shutil.copytree(seeded["all"], moved, symlinks=True)
+    for version in READERS["all"]:
+        judge(sdk(version), moved, tls_hub, tls)
