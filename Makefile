@@ -86,7 +86,7 @@ integration: venv collection
 test: sysdeps venv sanity lint units integration
 
 demo: venv collection
-	tools/demo.sh
+	python tools/demo.py
 
 bench: venv collection
 	python tools/bench.py

@@ -45,9 +45,9 @@ def build_model(root: Path, size_mib: int, files: int) -> None:
     shard = (size_mib << 20) // files
     for i in range(files):
         with (staging / f"model-{i + 1:05d}-of-{files:05d}.safetensors").open("wb") as out:
-            for _ in range(shard // CHUNK):
-                out.write(os.urandom(CHUNK))
-            out.write(os.urandom(shard % CHUNK))
+            written = 0
+            while written < shard:
+                written += out.write(os.urandom(min(CHUNK, shard - written)))
     staging.rename(target)
 
 

@@ -122,7 +122,7 @@ class SdkEnv:
                 runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
                 command = [runuser, "-u", user, "--", "env", *[f"{k}={v}" for k, v in env.items()], *command]
             started = time.monotonic()
-            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(JUDGE_MARK)]
         crashed = {"ok": False, "error": "no result: " + (proc.stderr.strip().splitlines() or ["?"])[-1]}
         report = json.loads(lines[-1][len(JUDGE_MARK) :]) if lines else crashed
@@ -168,7 +168,7 @@ def ensure_sdk(version: str, cache: Path | None = None) -> SdkEnv:
             work.chmod(0o755)  # mkdtemp makes it private; runtime users must be able to run the SDK
             subprocess.run([BASE_PYTHON, "-m", "venv", str(work)], check=True, capture_output=True, text=True)
             for step in [*_install_steps(version), ["-c", IMPORT_CHECK]]:
-                proc = subprocess.run([str(work / "bin" / "python"), *step], capture_output=True, text=True)
+                proc = subprocess.run([str(work / "bin" / "python"), *step], capture_output=True, text=True, check=False)
                 if proc.returncode:
                     raise RuntimeError(f"building the modelscope {version} venv failed at {step}:\n{proc.stdout}\n{proc.stderr}")
             (work / marker.name).write_text(fingerprint)

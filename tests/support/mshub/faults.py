@@ -8,6 +8,7 @@ Actions:
   empty          answer 200 with an empty body
   wrong_sha      list the file with a wrong Sha256
   redirect_loop  redirect the request to itself
+  throttle       send the body at ``rate`` bytes per second (a slow link, to interrupt mid-file)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import fnmatch
 import threading
 from dataclasses import dataclass
 
-ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop"}
+ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop", "throttle"}
 LISTING_ACTIONS = {"wrong_sha"}
 REQUEST_ACTIONS = ACTIONS - LISTING_ACTIONS
 
@@ -30,6 +31,7 @@ class Fault:
     retry_after: int | None = None
     after_bytes: int = 0
     delay: float = 0.0
+    rate: int = 0  # bytes per second, for throttle
     times: int | None = None  # how often to strike; None: always
     hits: int = 0
 

@@ -21,7 +21,7 @@ from .ranges import UNSATISFIABLE, parse_range
 from .store import Repo, RepoFile
 
 CHUNK = 1 << 16
-BODY_FAULTS = ("reset", "truncate", "empty")
+BODY_FAULTS = ("reset", "truncate", "empty", "throttle")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -213,10 +213,14 @@ class Handler(BaseHTTPRequestHandler):
         self.rec.status = status
         if self.command == "HEAD":
             return
-        limit = fault.after_bytes if fault and fault.action != "empty" else None
-        for chunk in _chunks(body, source, limit):
+        limit = fault.after_bytes if fault and fault.action in ("reset", "truncate") else None
+        rate = fault.rate if fault and fault.action == "throttle" else 0
+        started = time.monotonic()
+        for chunk in _chunks(body, source, limit, CHUNK if not rate else max(1, min(CHUNK, rate // 20))):
             self.wfile.write(chunk)
             self.rec.sent += len(chunk)
+            if rate:
+                time.sleep(max(0.0, self.rec.sent / rate - (time.monotonic() - started)))
         if limit is not None:
             self._hang_up(reset=fault.action == "reset")
 
@@ -227,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.close()
 
 
-def _chunks(body: bytes, source, limit: int | None):
+def _chunks(body: bytes, source, limit: int | None, size: int = CHUNK):
     if source is None:
         yield body[:limit] if limit is not None else body
         return
@@ -237,7 +241,7 @@ def _chunks(body: bytes, source, limit: int | None):
     with open(path, "rb") as stream:
         stream.seek(offset)
         while remaining > 0:
-            chunk = stream.read(min(CHUNK, remaining))
+            chunk = stream.read(min(size, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)

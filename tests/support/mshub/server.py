@@ -51,8 +51,10 @@ class MsHub:
         tls: tuple[Path | str, Path | str] | None = None,
         redirect_threshold: int | None = DEFAULT_REDIRECT_THRESHOLD,
         log_file: Path | str | None = None,
+        object_host: str | None = None,
     ) -> None:
         self.store = Store(root)
+        self.object_host = object_host  # another name for this server: redirects then leave the hub's origin
         self.host, self._port = host, port
         self.token = token
         self.tls = tls
@@ -118,7 +120,8 @@ class MsHub:
         self._objects[item.sha256] = item.local
         expires = str(int(time.time()) + URL_LIFETIME)
         query = {"Model": model, "File": item.path, "Expires": expires, "Signature": self._signature(item.sha256, model, item.path, expires)}
-        return f"{self.url}/oss/{item.sha256}?{urlencode(query)}"
+        base = f"{'https' if self.tls else 'http'}://{self.object_host}:{self.port}" if self.object_host else self.url
+        return f"{base}/oss/{item.sha256}?{urlencode(query)}"
 
     def object_path(self, sha256: str, query: dict[str, list[str]]) -> Path | None:
         """The file behind a signed object URL, or None when the URL is forged, expired or unknown."""

@@ -12,6 +12,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import Hub
 from support.mshub import MsHub, make_repo
 
 DATA = os.urandom(3 << 20)
+SIZE = len(DATA)
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
@@ -23,7 +24,7 @@ def hub(tmp_path_factory):
         yield server
 
 
-def fetch(hub, tmp_path, size=len(DATA), sha=SHA, name='w.bin', retries=2):
+def fetch(hub, tmp_path, size=SIZE, sha=SHA, name='w.bin', retries=2):
     client = HttpClient(retries=retries, backoff=0.01)
     url = HubApi(client, hub.url).file_url('o/m', 'master', name)
     return fetch_file(client, url, str(tmp_path / 'part'), str(tmp_path / 'final'), size, sha, 'o/m: ' + name)
