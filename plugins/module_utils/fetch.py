@@ -11,10 +11,12 @@ import hashlib
 import os
 import re
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import CHUNK, update_from_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import update_from_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
 
+# Large reads keep per-call overhead low; hashing and writing release the GIL for each.
+BUFFER = 4 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
@@ -51,7 +53,7 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
     makedirs(os.path.dirname(partial_path))
     partial = _Partial(partial_path, size)
     transferred = [0]
-    view = memoryview(bytearray(CHUNK))
+    view = memoryview(bytearray(BUFFER))
 
     def attempt():
         if partial.length >= size:
@@ -76,8 +78,6 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
                     transferred[0] += n
                     if progress:
                         progress(n)
-                out.flush()
-                os.fsync(out.fileno())  # durable before it can be renamed to a verified name
         if partial.length < size:
             raise HttpError('%s: transfer ended after %d of %d bytes' % (label, partial.length, size), url=url, retryable=True)
 
