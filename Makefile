@@ -30,7 +30,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 
 help:
 	@echo "make demo         run the demo"
-	@echo "make test         sysdeps, venv, sanity, lint, units, integration"
+	@echo "make test         sysdeps, venv, sanity, lint, build, units, integration"
 	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
 	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
 	@echo "make sanity       ansible-test sanity"
@@ -83,7 +83,7 @@ units: venv collection
 integration: venv collection
 	pytest tests/integration $(PYTEST_ARGS)
 
-test: sysdeps venv sanity lint units integration
+test: sysdeps venv sanity lint build units integration
 
 demo: venv collection
 	python tools/demo.py
@@ -99,7 +99,9 @@ build: venv
 	ansible-galaxy collection build --output-path $(DIST) .
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
 		&& ANSIBLE_COLLECTIONS_PATH="$$tmp" ansible-galaxy collection install --offline -p "$$tmp" $(DIST)/modelseed-fleet-*.tar.gz \
-		&& test -f "$$tmp/ansible_collections/modelseed/fleet/MANIFEST.json"
+		&& test -f "$$tmp/ansible_collections/modelseed/fleet/MANIFEST.json" \
+		&& for module in $$(ls plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$$//'); do \
+			ANSIBLE_COLLECTIONS_PATH="$$tmp" ansible-doc modelseed.fleet.$$module > /dev/null || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(BUILD) tests/output .pytest_cache .ruff_cache

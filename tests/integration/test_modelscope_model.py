@@ -274,3 +274,31 @@ def test_cache_dir_must_be_a_directory(hub, tmp_path):
     (tmp_path / "file").write_text("x")
     assert "not a directory" in run_tasks([download(hub, tmp_path / "file")])[0]["msg"]
     assert "root directory" in run_tasks([download(hub, "/")])[0]["msg"]
+
+
+def test_endpoint_and_token_from_the_environment(tmp_path):
+    root = tmp_path / "hub"
+    make_repo(root, "private/env", {"w.bin": b"weights" * 100})
+    with MsHub(root, token="env-token-42") as hub:
+        task = {"modelseed.fleet.modelscope_model": {"name": "private/env", "cache_dir": str(tmp_path / "c"), "layout": "models"}}
+        result = run_tasks([task], env={"MODELSCOPE_ENDPOINT": hub.url, "MODELSCOPE_API_TOKEN": "env-token-42"})[0]
+    assert result["changed"] and not result.get("failed"), result.get("msg")
+    assert (tmp_path / "c/models/private/env/w.bin").read_bytes() == b"weights" * 100
+
+
+def test_cache_info_reports_what_modelscope_model_wrote(hub, tmp_path):
+    run_tasks([download(hub, tmp_path)])
+    info = {"modelseed.fleet.cache_info": {"cache_dir": str(tmp_path)}}
+    full = {"modelseed.fleet.cache_info": {"cache_dir": str(tmp_path), "verify": "full"}}
+    clean = run_tasks([{**info, "check_mode": True}])[0]
+    (model,) = clean["models"]
+    assert not clean["changed"] and model["id"] == MODEL and model["layout"] == "all" and model["complete"]
+    assert model["files"] == len(model_files()) and model["bytes"] == sum(map(len, model_files().values()))
+    assert model["sdk_generations"] == ["1.15-1.22", "1.23-1.37", ">=1.38"] and clean["problems"] == []
+    victim = tmp_path / ESCAPED_DIR / "tokenizer.json"
+    victim.write_bytes(b"\0" * victim.stat().st_size)
+    (victim.parent / "config.json").unlink()
+    quick, slow = run_tasks([info, full]).results
+    assert quick["models"][0]["missing"] == ["config.json"] and quick["models"][0]["modified"] == ["tokenizer.json"]
+    assert slow["models"][0]["corrupt"] == ["tokenizer.json"] and not slow["models"][0]["complete"]
+    assert "1 missing" in slow["problems"][0] and "1 corrupt" in slow["problems"][0]
