@@ -98,9 +98,6 @@ class HubApi(object):
             raise HubError('%s refused a request about %s: %s' % (self.endpoint, model_id, message or body))
         return body.get('Data')
 
-    def check_model(self, model_id):
-        self._data(model_id)
-
     def resolve(self, model_id, revision):
         """Resolve a branch, tag or commit id to the commit every file will be fetched at."""
         data = self._data(model_id, '/revisions') or {}

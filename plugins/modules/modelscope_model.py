@@ -311,7 +311,6 @@ def ensure_present(module, cache, result):
                         ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))
     api = HubApi(client, endpoint)
     label = '%s@%s' % (p['name'], p['revision'])
-    api.check_model(p['name'])
     cache.resolved = api.resolve(p['name'], p['revision'])
     files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
     if not files:

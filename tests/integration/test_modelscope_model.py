@@ -70,15 +70,14 @@ def test_second_run_reads_no_file_contents(hub, tmp_path):
     cache = tmp_path / "cache"
     assert not run_tasks([download(hub, cache)])[0].get("failed")
     weights = cache / ESCAPED_DIR / "weights/model-00001.bin"
-    # Unreadable content proves the re-run decides from stat and the record alone.
-    os.chmod(weights, 0)
-    atime = weights.stat().st_atime_ns
-    try:
-        result = run_tasks([download(hub, cache)], env={"ANSIBLE_BECOME": "false"})[0]
-    finally:
-        os.chmod(weights, 0o644)
+    # Same size, other bytes, the old mtime: only a run that reads the contents can notice.
+    st = weights.stat()
+    weights.write_bytes(b"\0" * st.st_size)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    mark = len(hub.log)
+    result = run_tasks([download(hub, cache)])[0]
     assert result["changed"] is False, result["msg"]
-    assert weights.stat().st_atime_ns == atime
+    assert hub.log.downloads(mark) == {}
 
 
 @pytest.mark.parametrize("layout, path", [
