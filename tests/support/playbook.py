@@ -50,16 +50,18 @@ def write_playbook(tasks: list[dict], path: Path) -> Path:
     return path
 
 
-def playbook_command(playbook: Path, *, check: bool = False, verbosity: int = 0) -> list[str]:
+def playbook_command(playbook: Path, *, check: bool = False, diff: bool = False, verbosity: int = 0) -> list[str]:
     cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook)]
     if check:
         cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
     return cmd
 
 
-def run_tasks(tasks: list[dict], *, check: bool = False, env: dict[str, str] | None = None, verbosity: int = 0,
+def run_tasks(tasks: list[dict], *, check: bool = False, diff: bool = False, env: dict[str, str] | None = None, verbosity: int = 0,
               workdir: Path | None = None, timeout: float = 900) -> PlaybookRun:
     """Run ``tasks`` on localhost, each registered and allowed to fail; return their results in order."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="playbook-"))
@@ -71,7 +73,7 @@ def run_tasks(tasks: list[dict], *, check: bool = False, env: dict[str, str] | N
         "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"},
         "check_mode": False,
     })
-    cmd = playbook_command(write_playbook(play_tasks, workdir / "playbook.yml"), check=check, verbosity=verbosity)
+    cmd = playbook_command(write_playbook(play_tasks, workdir / "playbook.yml"), check=check, diff=diff, verbosity=verbosity)
     proc = subprocess.run(cmd, env=ansible_env(**(env or {})), capture_output=True, text=True, timeout=timeout, check=False)
     if not results_file.exists():
         raise AssertionError(f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
