@@ -120,6 +120,7 @@ def inspect(root, layout, rel, model_id, verify='quick'):
         'not_in_msc': unlisted,
         'complete': complete,
         'sdk_generations': _generations(layout) if complete else [],
+        'shadowed': False,
     }
 
 
@@ -146,9 +147,11 @@ def _mv_revision(top):
 def scan(root, verify='quick', names=None):
     found = [m for m in find_models(root) if not names or m[2] in names]
     models = [inspect(root, layout, rel, model_id, verify) for layout, rel, model_id in found]
-    # SDK >= 1.38 prefers models/<owner>/<escaped name> over any snapshot of the same model.
-    preferred = set(m['id'] for m in models if m['layout'] in ('models', 'all') and m['complete'])
+    # SDK >= 1.38 takes any non-empty models/<owner>/<escaped name> over the model's snapshots,
+    # even one an older SDK left holding nothing but .mdl after a miss.
+    shadowing = set(m['id'] for m in models if m['layout'] in ('models', 'all') and os.listdir(m['path']))
     for m in models:
-        if m['layout'] == 'snapshots' and m['id'] in preferred:
+        if m['layout'] == 'snapshots' and m['id'] in shadowing:
             m['sdk_generations'] = []
+            m['shadowed'] = True
     return models

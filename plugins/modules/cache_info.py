@@ -129,6 +129,11 @@ models:
     complete:
       description: Whether every expected file is present, intact and described by the SDK metadata.
       type: bool
+    shadowed:
+      description:
+        - A snapshot that SDK 1.38 and later never read, because a non-empty C(models/<owner>/<escaped name>)
+          directory of the same model exists (an SDK up to 1.37 leaves one holding only C(.mdl) when it misses).
+      type: bool
     sdk_generations:
       description: SDK version ranges that load the model as a cache hit.
       type: list
@@ -158,6 +163,8 @@ def describe_problem(model):
     for key in ('missing', 'size_mismatch', 'corrupt', 'not_in_msc', 'modified'):
         if model[key]:
             issues.append('%d %s' % (len(model[key]), key.replace('_', ' ')))
+    if model['shadowed']:
+        issues.append('hidden from SDK >= 1.38 by the non-empty models/ directory of the same model')
     if not model['complete'] and not issues:
         issues.append('no metadata or record describes its files')
     return '%s (%s, %s): %s' % (model['id'], model['layout'], model['path'], ', '.join(issues)) if issues else None

@@ -87,3 +87,16 @@ def test_names_filter(tmp_path):
     sdk_written(os.path.join(root, 'models/o/a'), {'f': b'1'})
     sdk_written(os.path.join(root, 'models/o/b'), {'f': b'1'})
     assert [m['id'] for m in scan(root, names=['o/b'])] == ['o/b']
+
+
+def test_metadata_only_dir_shadows_the_snapshot(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, 'models/o/n'))
+    with open(os.path.join(root, 'models/o/n/.mdl'), 'wb') as out:
+        out.write(md.mdl_bytes('o/n'))
+    os.makedirs(os.path.join(root, 'models/o--n/snapshots/master'))
+    with open(os.path.join(root, 'models/o--n/snapshots/master/a.bin'), 'wb') as out:
+        out.write(b'1')
+    found = by_layout(scan(root))
+    assert found['snapshots']['shadowed'] and found['snapshots']['sdk_generations'] == []
+    assert not found['models']['complete']
