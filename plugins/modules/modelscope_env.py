@@ -36,7 +36,7 @@ attributes:
 options:
   variables:
     description:
-      - Variables to set, for example C({MODELSCOPE_CACHE: /var/cache/modelscope}).
+      - "Variables to set, for example C({MODELSCOPE_CACHE: /var/cache/modelscope})."
       - With O(state=absent), the variables to remove (values are ignored).
     type: dict
     required: true
