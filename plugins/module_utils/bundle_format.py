@@ -15,12 +15,28 @@ this collection generates it from the manifest. Entries are sorted by path;
 owner and group are 0 with empty names, directories 0755, files 0644, every
 mtime the commit's ``created_at``: the same files at the same commit always give
 the same tar, whatever cache or layout they came from.
+
+A model entry of the manifest (checked by ``validate_model``)::
+
+    id, revision            the model and the revision it was fetched for
+    commit, created_at      the commit the files are at, and its time (unix seconds)
+    source_layout           informational: the cache layout the staging host read it from
+    tar, tar_size, tar_sha256
+    bytes                   sum of the files' sizes
+    files                   [{path, size, sha256, revision}], sorted by path; revision is the
+                            per-file commit the SDK's ``.msc`` lists
+    metadata                [{path, size, sha256}] of the ``.msc``/``.mdl``/``.mv`` in the tar,
+                            exactly ``metadata_list(model)`` (they follow from the fields above)
+
+``tar_members(model)`` is the complete, ordered member list of a model's tar; an
+installer must accept no other member.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import json
 import re
 
@@ -51,10 +67,45 @@ def tar_name(model_id, revision):
 
 
 def metadata_entries(model):
-    """[(name, bytes)] of the SDK metadata a model's tar carries at its top."""
+    """[(name, bytes)] of the SDK metadata a model's tar carries at its top.
+
+    pickle memoizes repeated string *objects*, so the same revision as one shared
+    object or as equal copies (a manifest built in memory vs. parsed from JSON)
+    would give different ``.msc`` bytes; every equal string is made one object first.
+    """
+    same = {}
+
+    def one(text):
+        return same.setdefault(text, text)
+
     files = sdk_metadata.expected_files(model['id'], model['revision'], model['created_at'],
-                                        [(f['path'], f['revision']) for f in model['files']])
+                                        [(one(f['path']), one(f['revision'])) for f in model['files']])
     return sorted(files.items())
+
+
+def metadata_list(model):
+    """The manifest's ``metadata`` list: path, size and sha256 of each SDK metadata file in the tar."""
+    return [{'path': name, 'size': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
+            for name, data in metadata_entries(model)]
+
+
+def tar_members(model):
+    """[(name, kind, size)] of every member of a model's tar, in tar order.
+
+    kind is 'dir' (the parent directories of the listed files, no trailing
+    slash here, ``name/`` in the tar), 'file' (the ``files`` list) or 'metadata'
+    (the ``metadata`` list, regular files at the top). Sorted by name.
+    """
+    members = {}
+    for entry in model['files']:
+        parts = entry['path'].split('/')
+        for depth in range(1, len(parts)):
+            members['/'.join(parts[:depth])] = ('dir', 0)
+    for entry in model['files']:
+        members[entry['path']] = ('file', entry['size'])
+    for entry in model['metadata']:
+        members[entry['path']] = ('metadata', entry['size'])
+    return [(name, kind, size) for name, (kind, size) in sorted(members.items())]
 
 
 def manifest_bytes(models):
@@ -137,6 +188,11 @@ def validate_model(model):
         _sha(entry.get('sha256'), '%s %s sha256' % (label, entry['path']))
         _require(isinstance(entry.get('revision'), str), '%s %s revision must be a string' % (label, entry['path']))
     _require(model.get('bytes') == sum(f['size'] for f in files), '%s bytes is not the sum of its file sizes' % label)
+    for entry in files:
+        parts = entry['path'].split('/')
+        for depth in range(1, len(parts)):
+            _require('/'.join(parts[:depth]) not in seen, '%s lists %s both as a file and as a directory' % (label, '/'.join(parts[:depth])))
+    _require(model.get('metadata') == metadata_list(model), '%s metadata does not describe the .msc/.mdl/.mv its files imply' % label)
     return model
 
 

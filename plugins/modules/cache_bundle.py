@@ -1,0 +1,380 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: cache_bundle
+short_description: Pack models of a ModelScope cache into a verifiable bundle for offline nodes
+version_added: 0.1.0
+description:
+  - Writes a bundle directory O(dest) on the staging host, for M(modelseed.fleet.cache_install) to put on
+    the nodes. It holds one uncompressed tar per model (C(<owner>--<name>--<revision>.tar)), a C(manifest.json)
+    listing every model, revision, commit and file with its size and sha256, and a C(SHA256SUMS) file that
+    C(sha256sum -c) checks anywhere, offline.
+  - Each tar holds the model's files at their repository paths, whatever layout the cache used, plus the SDK
+    metadata (C(.msc), C(.mdl), C(.mv)) generated from the manifest. Members are sorted, owned by 0:0, with
+    modes 0755/0644 and the commit's time as modification time, so the same files at the same commit always
+    give the same bytes.
+  - Only models that M(modelseed.fleet.modelscope_model) downloaded or adopted can be bundled, because the file
+    hashes come from the record it wrote when it verified them (under C(<cache_dir>/.modelseed/)). The weights
+    are then read only once, to be copied into the tar, while the tar's own sha256 is computed on the way.
+  - A model's tar is rewritten only when its files or commit changed; when nothing changed, the module reads
+    no tar and reports no change.
+  - New tars are written under temporary names in O(dest) and renamed into place only when all of them are
+    complete, just before C(manifest.json) and then C(SHA256SUMS) are replaced. A failure while reading the cache
+    or writing a tar (a file changed, a full disk) leaves the previous bundle untouched.
+  - Uses only the Python standard library.
+author:
+  - modelseed.fleet team (@modelseed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports which tars would be written, with their exact sizes, and writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the models and commits of the bundle before and after.
+  platform:
+    platforms: posix
+options:
+  cache_dir:
+    description:
+      - Cache root to read the models from, the value of C(MODELSCOPE_CACHE) for the SDK that uses it.
+      - Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
+    type: path
+  dest:
+    description:
+      - Bundle directory, created when missing. The module owns it; keep other files out of it.
+    type: path
+    required: true
+  models:
+    description:
+      - Models to bundle.
+      - When empty, every model of O(cache_dir) that has a verification record and is complete; others found
+        there are reported as warnings.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description:
+          - Model id, C(owner/name).
+        type: str
+        required: true
+        aliases: [model_id]
+      revision:
+        description:
+          - Revision the model was downloaded for with M(modelseed.fleet.modelscope_model) (its O(modelseed.fleet.modelscope_model#module:revision)).
+        type: str
+        default: master
+  layout:
+    description:
+      - Which model directory of the cache to read each model from.
+      - V(auto) takes the directory that has a verification record for the model at that revision, trying
+        C(models/<owner>/<escaped name>) (the V(models) and V(all) layouts) first, then the V(snapshots) directory,
+        then V(hub).
+      - An explicit layout reads only that layout's directory. The tar does not depend on the layout read.
+    type: str
+    default: auto
+    choices: [auto, all, models, snapshots, hub]
+  verify:
+    description:
+      - V(none) trusts the record written when each file was verified against the hub, and only checks that every
+        file still has the size and modification time it had then; a file changed since fails the task.
+      - V(full) re-hashes every file of every bundled model against its recorded sha256 (while it is copied into the
+        tar, for tars being written) and fails on any difference. Files changed on disk but still identical pass.
+    type: str
+    default: none
+    choices: [none, full]
+  prune:
+    description:
+      - Remove C(.tar) files in O(dest) that the new manifest does not list, such as models no longer bundled.
+    type: bool
+    default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for another run writing the same O(dest).
+    type: int
+    default: 3600
+notes:
+  - Links inside a model directory and files no record lists are never bundled.
+seealso:
+  - module: modelseed.fleet.modelscope_model
+  - module: modelseed.fleet.cache_info
+'''
+
+EXAMPLES = r'''
+- name: Download the models on the staging host
+  modelseed.fleet.modelscope_model:
+    name: "{{ item }}"
+    cache_dir: /srv/modelscope
+    layout: all
+  loop: [Qwen/Qwen2.5-0.5B-Instruct, Qwen/Qwen2.5-7B-Instruct]
+
+- name: Bundle them for the fleet
+  modelseed.fleet.cache_bundle:
+    cache_dir: /srv/modelscope
+    dest: /srv/bundles/models
+    models:
+      - name: Qwen/Qwen2.5-0.5B-Instruct
+      - name: Qwen/Qwen2.5-7B-Instruct
+        revision: v1.0
+  register: bundle
+
+- name: Bundle every complete model of the cache, re-hashing each file first
+  modelseed.fleet.cache_bundle:
+    cache_dir: /srv/modelscope
+    dest: /mnt/usb/bundle
+    verify: full
+'''
+
+RETURN = r'''
+dest:
+  description: Bundle directory.
+  returned: always
+  type: str
+  sample: /srv/bundles/models
+manifest:
+  description: Path of the bundle's C(manifest.json).
+  returned: always
+  type: str
+  sample: /srv/bundles/models/manifest.json
+models:
+  description: One entry per model of the bundle, sorted by id and revision.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Model id.
+      type: str
+      sample: Qwen/Qwen2.5-0.5B-Instruct
+    revision:
+      description: Revision.
+      type: str
+      sample: master
+    commit:
+      description: Commit the files are at.
+      type: str
+      sample: 5a1d6b0c3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f80
+    source_layout:
+      description: Layout of the cache directory the model was read from.
+      type: str
+      sample: all
+    source:
+      description: Directory the model was read from.
+      type: str
+      sample: /srv/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct
+    tar:
+      description: File name of the model's tar in O(dest).
+      type: str
+      sample: Qwen--Qwen2.5-0.5B-Instruct--master.tar
+    tar_size:
+      description: Size of the tar (exact, also in check mode).
+      type: int
+      sample: 988119040
+    tar_sha256:
+      description: sha256 of the tar; null in check mode for a tar that would be written.
+      type: str
+      sample: 0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0
+    files:
+      description: Number of files of the model (SDK metadata not counted).
+      type: int
+      sample: 12
+    bytes:
+      description: Total size of those files.
+      type: int
+      sample: 988097824
+    changed:
+      description: Whether the tar was (or in check mode would be) written by this run.
+      type: bool
+bytes:
+  description: Total size of the files of every model in the bundle.
+  returned: success
+  type: int
+  sample: 988097824
+bytes_written:
+  description: Bytes of tars written (in check mode, that would be written).
+  returned: success
+  type: int
+  sample: 988119040
+removed:
+  description: Tars removed from O(dest) (or that would be) because the manifest no longer lists them.
+  returned: success
+  type: list
+  elements: str
+  sample: [Qwen--Qwen2.5-7B-Instruct--v0.9.tar]
+msg:
+  description: What changed and why, or why nothing did.
+  returned: always
+  type: str
+  sample: "1 model(s) new, 1 model(s) changed commit; wrote 2 tar(s), 7624151040 bytes, reused 1"
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_writer import (
+    BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, manifest_entry, stale_files)
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs
+
+LOCK_NAME = '.lock'
+SHOWN = 5
+
+
+def create_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            cache_dir=dict(type='path'),
+            dest=dict(type='path', required=True),
+            models=dict(type='list', elements='dict', default=[], options=dict(
+                name=dict(type='str', required=True, aliases=['model_id']),
+                revision=dict(type='str', default='master'),
+            )),
+            layout=dict(type='str', default='auto', choices=['auto', 'all', 'models', 'snapshots', 'hub']),
+            verify=dict(type='str', default='none', choices=['none', 'full']),
+            prune=dict(type='bool', default=True),
+            lock_timeout=dict(type='int', default=3600),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def requested(module, root):
+    """[(model id, revision)] to bundle, validated."""
+    wanted = []
+    for item in module.params['models']:
+        try:
+            split_model_id(item['name'])
+            check_revision(item['revision'])
+        except InvalidName as exc:
+            module.fail_json(msg=str(exc))
+        key = (item['name'], item['revision'])
+        if key in wanted:
+            module.fail_json(msg='%s@%s is listed twice in models' % key)
+        wanted.append(key)
+    if wanted:
+        return wanted
+    wanted, warnings = discover(root, module.params['layout']) if os.path.isdir(root) else ([], [])
+    for warning in warnings:
+        module.warn(warning)
+    if not wanted:
+        module.fail_json(msg='no complete model with a verification record found in %s; download models with '
+                             'modelseed.fleet.modelscope_model first, or list them in models' % root)
+    return wanted
+
+
+def _some(items):
+    return ', '.join(items[:SHOWN]) + (', ...' if len(items) > SHOWN else '')
+
+
+def collect(module, root):
+    """[(manifest entry, Source)] for every requested model, each checked against its record."""
+    entries = []
+    verify = module.params['verify']
+    for model_id, revision in requested(module, root):
+        source = find_source(root, model_id, revision, module.params['layout'])
+        entry = manifest_entry(model_id, revision, source)
+        problems = stale_files(entry, source)
+        if verify == 'full':
+            problems = [(path, why) for path, why in problems if why in ('missing', 'not a regular file', 'size changed')]
+        if problems:
+            raise BundleWriteError(
+                '%s@%s: %d file(s) of %s changed since they were verified (%s); run modelseed.fleet.modelscope_model for '
+                'it to verify them again, or bundle with verify=full' % (
+                    model_id, revision, len(problems), source.dir, _some(['%s: %s' % item for item in problems])))
+        entries.append((entry, source))
+    return entries
+
+
+def verify_reused(plan):
+    """verify=full: re-hash the files of models whose tar is kept (written ones are hashed as they are copied)."""
+    written = set((m['id'], m['revision']) for m in plan.write)
+    for model in plan.models:
+        key = (model['id'], model['revision'])
+        if key in written:
+            continue
+        bad = hash_mismatches(model, plan.sources[key])
+        if bad:
+            raise BundleWriteError('%s@%s: %d file(s) differ from the sha256 recorded when they were verified: %s' % (
+                key[0], key[1], len(bad), _some(bad)))
+
+
+def summary(plan, writing):
+    models = []
+    for model in plan.models:
+        key = (model['id'], model['revision'])
+        models.append(dict(
+            id=model['id'], revision=model['revision'], commit=model['commit'], source_layout=model['source_layout'],
+            source=plan.sources[key].dir, tar=model['tar'], tar_size=model['tar_size'], tar_sha256=model['tar_sha256'],
+            files=len(model['files']), bytes=model['bytes'], changed=key in writing))
+    return models
+
+
+def diff(plan):
+    before = dict(('%s@%s' % k, m['commit']) for k, m in sorted(plan.old.items()))
+    after = dict(('%s@%s' % (m['id'], m['revision']), m['commit']) for m in plan.models)
+    return dict(before=before, after=after, before_header='%s (model@revision: commit)' % bundle_format.MANIFEST,
+                after_header='%s (model@revision: commit)' % bundle_format.MANIFEST)
+
+
+def run(module, root, dest, result):
+    plan = BundlePlan(dest, collect(module, root), prune=module.params['prune'])
+    if module.params['verify'] == 'full':
+        verify_reused(plan)
+    writing = set((m['id'], m['revision']) for m in plan.write)
+    changed = plan.changed
+    reasons = plan.describe() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
+    if module._diff:
+        result['diff'] = diff(plan)
+    if not module.check_mode:
+        plan.remove_leftovers()
+    if changed and not module.check_mode:
+        plan.apply(verify=module.params['verify'])
+    result.update(changed=changed, models=summary(plan, writing), bytes=sum(m['bytes'] for m in plan.models),
+                  bytes_written=plan.bytes_to_write(), removed=plan.prune)
+    reused = len(plan.models) - len(plan.write)
+    if not changed:
+        result['msg'] = 'bundle in %s is up to date: %d model(s), %d bytes of files' % (dest, len(plan.models), result['bytes'])
+    else:
+        result['msg'] = '%s; %s %d tar(s), %d bytes, reused %d' % (
+            ', '.join(reasons), 'would write' if module.check_mode else 'wrote', len(plan.write), plan.bytes_to_write(), reused)
+
+
+def main():
+    module = create_module()
+    root = cache_root(module)
+    dest = os.path.abspath(module.params['dest'])
+    result = dict(changed=False, dest=dest, manifest=os.path.join(dest, bundle_format.MANIFEST))
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        module.fail_json(msg='dest %s exists and is not a directory' % dest, **result)
+    if dest == root or dest == '/':
+        module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
+    try:
+        if module.check_mode:
+            run(module, root, dest, result)
+        else:
+            makedirs(dest)
+            with FileLock(os.path.join(dest, LOCK_NAME), module.params['lock_timeout']):
+                run(module, root, dest, result)
+    except (BundleWriteError, LockTimeout) as exc:
+        module.fail_json(msg=str(exc), **result)
+    except OSError as exc:
+        module.fail_json(msg='%s: %s' % (dest, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
