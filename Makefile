@@ -89,7 +89,7 @@ demo: venv collection
 	python tools/demo.py
 
 bench: venv collection
-	python tools/bench.py
+	python tools/bench
 
 stress: venv collection
 	python tools/stress.py

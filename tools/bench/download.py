@@ -1,58 +1,26 @@
-"""Benchmarks: time modelseed.fleet against the tools users would otherwise run, on the loopback hub.
+"""Download benchmark: modelscope_model against the SDK's own CLI, from the loopback hub.
 
-Results go into docs/benchmarks.md, each benchmark between its own markers so the others stay.
-
-    python tools/bench.py [--runs 5] [--size-mib 1024] [--files 4]
+    python tools/bench/download.py [--runs 5] [--size-mib 1024] [--files 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / ".build")]
+from common import REPORT, WORK, machine, run_module, write_random_model, write_section
+from support.mshub import MsHub
+from support.playbook import ansible_env, playbook_command, write_playbook
+from support.sdk import ensure_sdk
 
-from support.mshub import MsHub  # noqa: E402
-from support.playbook import ansible_env, playbook_command, write_playbook  # noqa: E402
-from support.sdk import ensure_sdk  # noqa: E402
-
-WORK = REPO / ".cache" / "bench"
-REPORT = REPO / "docs" / "benchmarks.md"
 MODEL = "bench/model-1g"
 PLAYBOOK = "modelscope_model, through ansible-playbook"
 DIRECT = "modelscope_model, module process only"
 CLI = "modelscope download (SDK 1.40.2)"
-CHUNK = 16 << 20
-
-
-def build_model(root: Path, size_mib: int, files: int) -> None:
-    """A model of ``files`` weight shards totalling ``size_mib`` MiB of random bytes, made once.
-
-    Written straight into the hub's simple form (a directory per repo), then renamed into place.
-    """
-    target = root / MODEL
-    if target.exists():
-        return
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "config.json").write_bytes(b'{"model_type": "bench"}')
-    shard = (size_mib << 20) // files
-    for i in range(files):
-        with (staging / f"model-{i + 1:05d}-of-{files:05d}.safetensors").open("wb") as out:
-            written = 0
-            while written < shard:
-                written += out.write(os.urandom(min(CHUNK, shard - written)))
-    staging.rename(target)
 
 
 def ours(hub: MsHub, cache: Path) -> float:
@@ -65,16 +33,10 @@ def ours(hub: MsHub, cache: Path) -> float:
 
 def module_direct(hub: MsHub, cache: Path) -> float:
     """The module alone, run as Ansible runs it on a host but without ansible-playbook's start-up."""
-    args = cache.parent / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
-        "name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "snapshots"}}))
-    module = REPO / "plugins" / "modules" / "modelscope_model.py"
-    env = dict(os.environ, PYTHONPATH=str(REPO / ".build"))
-    started = time.monotonic()
-    out = subprocess.run([sys.executable, str(module), str(args)], env=env, check=True, capture_output=True, text=True).stdout
-    elapsed = time.monotonic() - started
-    if not json.loads(out).get("changed"):
-        raise SystemExit(f"modelscope_model did not download: {out}")
+    args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "snapshots"}
+    elapsed, result, _rss = run_module("modelscope_model", args, cache.parent)
+    if not result.get("changed"):
+        raise SystemExit(f"modelscope_model did not download: {result.get('msg')}")
     return elapsed
 
 
@@ -110,17 +72,6 @@ def timed_runs(hub: MsHub, runs: int, total: int) -> dict[str, list[float]]:
     return times
 
 
-def write_section(name: str, body: str) -> None:
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    text = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n\nProduced by `make bench`; numbers from the machine named in each section.\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    REPORT.write_text(text)
-
-
 def download_report(times: dict[str, list[float]], size_mib: int, files: int) -> str:
     medians = {name: statistics.median(values) for name, values in times.items()}
     rows = "\n".join(
@@ -134,7 +85,7 @@ object-storage path, as the real hub does), into an empty cache; {len(times[CLI]
 `modelscope_model` checks the sha256 of every byte before a file gets its name. The first row includes
 ansible-playbook's own start-up (about a second); the second runs the same module file the way Ansible
 runs it on a host, without that start-up. Target: modelscope_model <= 1.0x the CLI.
-Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.
+Machine: {machine()}.
 
 | tool | median s | MiB/s | vs CLI | runs (s) |
 |---|---|---|---|---|
@@ -149,7 +100,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4)
     args = parser.parse_args()
     hub_root = WORK / f"hub-{args.size_mib}m-{args.files}"
-    build_model(hub_root, args.size_mib, args.files)
+    write_random_model(hub_root / MODEL, args.size_mib, args.files)
     total = sum(p.stat().st_size for p in (hub_root / MODEL).rglob("*") if p.is_file())
     with MsHub(hub_root) as hub:
         times = timed_runs(hub, args.runs, total)
