@@ -6,18 +6,17 @@ bytes, and an online snapshot_download against the hub downloads nothing.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 
 import pytest
 
+from support.judging import judge
 from support.playbook import run_tasks
-from support.sample_models import MODEL, model_files
+from support.sample_models import MODEL
 
 pytestmark = pytest.mark.slow
 
-SDK_METADATA = {".msc", ".mdl", ".mv"}
 # SDK versions that read each layout.
 READERS = {
     "hub": ("1.15.0",),
@@ -48,27 +47,6 @@ def seeded(tls_hub, tls, tmp_path_factory):
 def copy_cache(source, target):
     subprocess.run(["cp", "-a", str(source), str(target)], check=True)  # keeps links, modes and mtimes
     return target
-
-
-def expected(legacy):
-    files = model_files()
-    if legacy:  # SDKs up to 1.37 skip .gitattributes in listings, so do not insist on it
-        files.pop(".gitattributes")
-    return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
-
-
-def judge(sdk_env, cache, hub, tls):
-    """Offline: every file, right bytes. Online: zero downloads."""
-    offline = sdk_env.snapshot(MODEL, cache, hub, local_files_only=True, ca_bundle=tls.ca)
-    assert offline.ok, offline.error or offline.stderr
-    found = {path: info["sha256"] for path, info in offline.files.items() if path not in SDK_METADATA}
-    want = expected(sdk_env.legacy)
-    assert {p: found.get(p) for p in want} == want
-    mark = len(hub.log)
-    online = sdk_env.snapshot(MODEL, cache, hub, ca_bundle=tls.ca)
-    assert online.ok, online.error or online.stderr
-    assert hub.log.downloads(mark) == {}, hub.log.api_calls(mark)
-    return offline
 
 
 @pytest.mark.parametrize("layout, version", [(layout, v) for layout, versions in READERS.items() for v in versions])

@@ -42,7 +42,7 @@ def hashlib_floor(mib: int = 1024) -> float:
     block = os.urandom(64 << 20)
     digest = hashlib.sha256()
     started = time.monotonic()
-    for _ in range(mib // 64):
+    for _block in range(mib // 64):
         digest.update(block)
     return (mib << 20) / (time.monotonic() - started) / 1e9
 
@@ -54,7 +54,7 @@ def disk_floor(directory: Path, mib: int = 2048) -> float:
     started = time.monotonic()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        for _ in range(mib // 16):
+        for _block in range(mib // 16):
             os.write(fd, block)
         os.fsync(fd)
     finally:

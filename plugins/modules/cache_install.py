@@ -1,0 +1,526 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: cache_install
+short_description: Verify a model bundle and install it atomically into a ModelScope cache
+version_added: 0.1.0
+description:
+  - Installs the models of a bundle (C(manifest.json), C(SHA256SUMS) and one tar per model, as made by
+    M(modelseed.fleet.cache_bundle)) into the cache root O(cache_dir), in the layout the node's C(modelscope) SDK
+    reads, with the hidden metadata that makes the SDK treat each model as a complete cache hit.
+  - The bundle is a directory on the node or an http(s) URL. C(manifest.json) is checked against C(SHA256SUMS)
+    first; then each model's tar is read once, as a stream (a node never needs room for two copies of it).
+    Every member is judged before it is written (only regular files and directories that the manifest lists,
+    at safe relative paths, with the listed size, once each; no links, devices or FIFOs), hashed while it is
+    written to a staging directory beside the cache and checked against the manifest's sha256; the whole tar's
+    sha256 and size are checked at its end.
+  - Nothing moves into place before every model of the bundle has passed every check. Then each model
+    directory is swapped into place in one atomic step (C(renameat2) with C(RENAME_EXCHANGE) on Linux), so an
+    SDK sees either the old or the new model, never a mix. A run killed at any point leaves the previous cache
+    as it was; the next run cleans up and completes.
+  - The verified size, sha256 and modification time of every installed file are recorded under
+    C(<cache_dir>/.modelseed/), so a second run with the same bundle decides from C(stat) alone, without reading
+    file contents.
+  - Uses only the Python standard library.
+author:
+  - modelseed.fleet team (@modelseed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the manifest and the cache records, then reports the models it would install, replace or remove.
+  diff_mode:
+    support: full
+    details: Shows the models (directory, id, revision and commit) before and after.
+  platform:
+    platforms: posix
+options:
+  src:
+    description:
+      - The bundle, a directory on the node holding C(manifest.json), C(SHA256SUMS) and the tars, or an
+        C(http://) or C(https://) URL under which those files are published.
+    type: str
+    required: true
+  cache_dir:
+    description:
+      - Cache root, the value C(MODELSCOPE_CACHE) has for the SDK that will read the models. Created if missing.
+      - Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
+    type: path
+  layout:
+    description:
+      - Which SDK generation reads the result, whatever layout the bundle was made from.
+      - V(hub) is C(<cache_dir>/hub/<owner>/<escaped name>) with metadata, read by SDK 1.15 to 1.22.
+      - V(models) is C(<cache_dir>/models/<owner>/<escaped name>) with metadata, read by SDK 1.23 to 1.37 and
+        reused by SDK 1.38 and later.
+      - V(snapshots) is C(<cache_dir>/models/<owner>--<name>/snapshots/<revision>), read by SDK 1.38 and later.
+      - V(all) is the V(models) directory plus a relative link C(hub/<owner>/<escaped name>) to it, read by
+        every SDK from 1.15 on.
+      - V(auto) looks for the SDK in the interpreters of O(sdk_pythons) and the module's own, and picks the
+        layout they read; V(all) when they disagree or none has the SDK.
+    type: str
+    default: auto
+    choices: [hub, models, snapshots, all, auto]
+  sdk_pythons:
+    description:
+      - Python interpreters of the serving stack to look for the C(modelscope) SDK in when O(layout=auto).
+    type: list
+    elements: path
+    default: []
+  prune:
+    description:
+      - Also remove the models of the chosen layout that this collection recorded in the cache and that the
+        bundle does not hold. Models without a record (put there by hand or by an SDK) are never touched.
+    type: bool
+    default: false
+  verify:
+    description:
+      - V(quick) trusts an installed file whose size and modification time are those recorded when it was
+        verified.
+      - V(full) also re-hashes every installed file, and reinstalls each model with a file that differs.
+    type: str
+    default: quick
+    choices: [quick, full]
+  owner:
+    description:
+      - User (name or uid) that owns every installed file and directory, and the cache root.
+      - Defaults to the user the module runs as.
+    type: str
+  group:
+    description:
+      - Group (name or gid) of every installed file and directory, and of the cache root.
+    type: str
+  file_mode:
+    description:
+      - Mode of the installed model files, as an octal string. Never world-writable.
+      - SDK metadata is always readable by everyone.
+    type: raw
+    default: '0644'
+  dir_mode:
+    description:
+      - Mode of the installed directories, as an octal string. Never world-writable.
+    type: raw
+    default: '0755'
+  shared:
+    description:
+      - Make the cache usable by every member of O(group), not only O(owner). SDKs up to 1.37 write into the
+        cache even when they load offline (C(.mdl) and C(.mv) in the model directory, C(<cache_dir>/.lock),
+        C(<cache_dir>/models/._____temp), C(<cache_dir>/hub/._____temp), and for 1.15 C(<cache_dir>/ast_indexer)).
+      - With V(true), the cache root and those scratch directories become group-writable and setgid, every
+        installed directory setgid, and C(.mdl) and C(.mv) group-writable. Nothing becomes world-writable.
+    type: bool
+    default: false
+  validate_certs:
+    description:
+      - Verify the TLS certificate of an https O(src).
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - PEM file with the CA certificates to trust for an https O(src).
+    type: path
+  url_username:
+    description:
+      - User name for HTTP basic authentication to O(src). Sent only to the origin of O(src).
+    type: str
+  url_password:
+    description:
+      - Password for HTTP basic authentication to O(src).
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for a connection or for data before a retry.
+    type: float
+    default: 60.0
+  retries:
+    description:
+      - How many times to retry a request that failed with 429, 5xx or a connection error. A tar download that
+        breaks resumes where it stopped.
+    type: int
+    default: 5
+  workers:
+    description:
+      - Files hashed in parallel for O(verify=full).
+    type: int
+    default: 4
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that is writing one of the same models.
+    type: int
+    default: 3600
+notes:
+  - Free space is checked before anything is written. The old copy of a model stays in place until the new
+    one is verified, so a replacement needs room for both.
+  - Any model directory of the chosen layout that the bundle holds is replaced as a whole, including files an
+    SDK or a user added to it.
+seealso:
+  - module: modelseed.fleet.modelscope_model
+  - module: modelseed.fleet.cache_info
+'''
+
+EXAMPLES = r'''
+- name: Install a bundle copied to the node, for whatever SDK the serving venv has
+  modelseed.fleet.cache_install:
+    src: /srv/bundles/2024-06-qwen
+    cache_dir: /var/cache/modelscope
+    sdk_pythons: [/opt/vllm/bin/python]
+
+- name: Install from the staging host over https, shared by the members of group "inference"
+  modelseed.fleet.cache_install:
+    src: https://staging.example.com/bundles/2024-06-qwen
+    ca_path: /etc/pki/internal-ca.pem
+    url_username: fleet
+    url_password: "{{ bundle_password }}"
+    cache_dir: /var/cache/modelscope
+    layout: all
+    owner: root
+    group: inference
+    shared: true
+
+- name: Make the cache hold exactly the bundle's models, re-hashing what is installed
+  modelseed.fleet.cache_install:
+    src: /srv/bundles/2024-06-qwen
+    cache_dir: /var/cache/modelscope
+    layout: snapshots
+    prune: true
+    verify: full
+'''
+
+RETURN = r'''
+cache_dir:
+  description: Cache root.
+  returned: always
+  type: str
+  sample: /var/cache/modelscope
+layout:
+  description: Layout written (after resolving V(auto)).
+  returned: always
+  type: str
+  sample: all
+sdk_generations:
+  description: SDK version ranges that read the installed models as cache hits.
+  returned: always
+  type: list
+  elements: str
+  sample: ['1.15-1.22', '1.23-1.37', '>=1.38']
+sdks_found:
+  description: Interpreters with the C(modelscope) SDK found for O(layout=auto).
+  returned: when O(layout=auto)
+  type: list
+  elements: dict
+  sample: [{python: /opt/vllm/bin/python, version: 1.40.2}]
+models:
+  description:
+    - The bundle's models and the models removed by O(prune), with what was done (or would be, in check mode).
+    - C(action) is V(install) (was absent), V(replace) (differed), V(fix) (only metadata, links, ownership, modes
+      or the record), V(none) or V(remove).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{id: Qwen/Qwen2.5-0.5B-Instruct, revision: master, layout: all, bytes: 988097824, action: install,
+            path: /var/cache/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct}]
+bytes_installed:
+  description: Bytes of model files extracted into the cache (in check mode, that would be).
+  returned: always
+  type: int
+  sample: 988097824
+manifest_sha256:
+  description: sha256 of the bundle's C(manifest.json).
+  returned: when the bundle could be read
+  type: str
+  sample: 0c5b7e0f8a1c0bd3d5b6f4d3a2e1f0c9b8a7d6e5f4c3b2a1908f7e6d5c4b3a21
+msg:
+  description: What changed and why, or why nothing did.
+  returned: always
+  type: str
+  sample: "installed 1 model(s): Qwen/Qwen2.5-0.5B-Instruct@master: not installed; 988097824 bytes"
+'''
+
+import base64
+import errno
+import grp
+import os
+import pwd
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
+    InstallError, Locks, ModelInstall, Perms, check_free_space, empty_trash, fix_runtime_dirs, pending_installs,
+    recorded_models, recover_pending, remove_model, runtime_dirs_to_fix)
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
+
+_OCTAL = re.compile(r'^0?[0-7]{3}\Z')
+
+
+def create_module():
+    argument_spec = dict(
+        src=dict(type='str', required=True),
+        cache_dir=dict(type='path'),
+        prune=dict(type='bool', default=False),
+        verify=dict(type='str', default='quick', choices=['quick', 'full']),
+        owner=dict(type='str'),
+        group=dict(type='str'),
+        file_mode=dict(type='raw', default='0644'),
+        dir_mode=dict(type='raw', default='0755'),
+        shared=dict(type='bool', default=False),
+        validate_certs=dict(type='bool', default=True),
+        ca_path=dict(type='path'),
+        url_username=dict(type='str'),
+        url_password=dict(type='str', no_log=True),
+        timeout=dict(type='float', default=60.0),
+        retries=dict(type='int', default=5),
+        workers=dict(type='int', default=4),
+        lock_timeout=dict(type='int', default=3600),
+    )
+    argument_spec.update(LAYOUT_ARG_SPEC)
+    return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                         required_if=[('shared', True, ('group',))],
+                         required_together=[('url_username', 'url_password')])
+
+
+def parse_mode(module, name, directory):
+    value = module.params[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and _OCTAL.match(value):
+        mode = int(value, 8)
+    else:
+        module.fail_json(msg='%s must be an octal mode such as %s, got %r' % (name, '0755' if directory else '0644', value))
+    needed = 0o500 if directory else 0o400
+    if mode & ~0o777 or mode & 0o002 or mode & needed != needed:
+        module.fail_json(msg='%s %s: modes must be readable%s by the owner, carry no special bits and never be world-writable' % (
+            name, oct(mode), ' and searchable' if directory else ''))
+    return mode
+
+
+def lookup(module, kind, value):
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid if kind == 'owner' else grp.getgrnam(value).gr_gid
+    except KeyError:
+        module.fail_json(msg='%s %r does not exist on %s' % (kind, value, os.uname()[1]))
+
+
+def split_credentials(url):
+    """(url without user:password@, user, password); credentials never appear in messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    netloc = parts.hostname + (':%d' % parts.port if parts.port else '')
+    if ':' in parts.hostname:
+        netloc = '[%s]%s' % (parts.hostname, ':%d' % parts.port if parts.port else '')
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(parts.username or ''), unquote(parts.password or '')
+
+
+def make_source(module):
+    p = module.params
+    src = p['src']
+    if re.match(r'^https?://', src, re.I):
+        src, user, password = split_credentials(src)
+        user, password = p['url_username'] or user, p['url_password'] or password
+        headers = {}
+        if user:
+            token = base64.b64encode(('%s:%s' % (user, password or '')).encode('utf-8')).decode('ascii')
+            headers['Authorization'] = 'Basic %s' % token
+        client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
+                            ca_path=p['ca_path'], auth_url=src, auth_headers=headers)
+        return UrlSource(src, client)
+    if '://' in src:
+        module.fail_json(msg='src %s: only a directory or an http(s) URL is supported' % split_credentials(src)[0])
+    path = os.path.abspath(src)
+    if not os.path.isdir(path):
+        module.fail_json(msg='src %s is not a directory holding a bundle' % path)
+    return DirSource(path)
+
+
+def choose_layout(module, result):
+    if module.params['layout'] != 'auto':
+        return module.params['layout']
+    found = find_sdks(module.params['sdk_pythons'])
+    result['sdks_found'] = found
+    return layout_for_versions([sdk['version'] for sdk in found])
+
+
+def describe(target_rel, facts):
+    return '%s: %s@%s commit %s' % (target_rel, facts.get('model'), facts.get('revision'), str(facts.get('commit'))[:12])
+
+
+def summarize(targets, prunes, runtime_fix, check_mode):
+    counts = []
+    verbs = (('install', 'install', 'installed'), ('replace', 'replace', 'replaced'), ('fix', 'fix', 'fixed'))
+    for action, future, past in verbs:
+        n = sum(1 for t in targets if t.plan.action == action)
+        if n:
+            counts.append('%s %d' % ('would %s' % future if check_mode else past, n))
+    if prunes:
+        counts.append('%s %d' % ('would remove' if check_mode else 'removed', len(prunes)))
+    reasons = ['%s: %s' % (t.label, '; '.join(t.plan.reasons)) for t in targets if t.plan.action != 'none']
+    reasons.extend('%s@%s: not in the bundle (prune)' % (rec.data.get('model'), rec.data.get('revision')) for rel, rec in prunes)
+    if runtime_fix:
+        reasons.append('cache root or SDK scratch directories (%s) missing or with other owner or modes' % (
+            ', '.join(rel or '.' for rel, mode in runtime_fix)))
+    head = ', '.join(counts) + ' model(s)' if counts else 'models unchanged'
+    return '%s: %s' % (head, '; '.join(reasons))
+
+
+def run(module, bundle, root, layout, perms, targets, prunes, result):
+    p = module.params
+    for target in targets:
+        target.decide(perms, p['verify'], p['workers'])
+    runtime_fix = runtime_dirs_to_fix(root, layout, perms)
+    to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
+    result['models'] = [dict(id=t.model['id'], revision=t.model['revision'], layout=layout, path=t.dir,
+                             bytes=t.model['bytes'], action=t.plan.action) for t in targets]
+    result['models'].extend(dict(id=rec.data.get('model'), revision=rec.data.get('revision'), layout=layout,
+                                 path=absolute(root, rel), bytes=sum(f.get('size', 0) for f in rec.files.values()),
+                                 action='remove') for rel, rec in prunes)
+    result['bytes_installed'] = sum(t.model['bytes'] for t in to_stage)
+    result['changed'] = bool(prunes or runtime_fix or any(t.plan.action != 'none' for t in targets))
+    if module._diff:
+        before, after = [], []
+        for target in targets:
+            installed = target.installed_facts()
+            if installed:
+                before.append(describe(target.rel, installed))
+            after.append(describe(target.rel, target.facts()))
+        before.extend(describe(rel, rec.data) for rel, rec in prunes)
+        result['diff'] = dict(before='\n'.join(sorted(before)) + '\n', after='\n'.join(sorted(after)) + '\n',
+                              before_header='%s (models of layout %s)' % (root, layout), after_header=p['src'])
+    if not result['changed']:
+        result['msg'] = 'all %d model(s) of the bundle are installed in layout %s and recorded as verified' % (len(targets), layout)
+        return
+    summary = summarize(targets, prunes, runtime_fix, module.check_mode)
+    existing = root
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    check_free_space(existing, [t.model for t in to_stage])
+    if module.check_mode:
+        result['msg'] = '%s; would extract %d bytes' % (summary, result['bytes_installed'])
+        return
+    try:
+        for target in to_stage:
+            target.stage(bundle, perms)
+    except BaseException:
+        for target in to_stage:
+            target.unstage()
+        raise
+    fix_runtime_dirs(root, runtime_fix, perms)
+    for index, target in enumerate(to_stage):
+        try:
+            target.commit(perms)
+        except BaseException:
+            for later in to_stage[index + 1:]:
+                later.unstage()
+            raise
+    for target in targets:
+        if target.plan.action == 'fix':
+            target.fix(perms)
+    for rel, rec in prunes:
+        remove_model(root, layout, rel, rec.data.get('model'))
+    result['msg'] = '%s; extracted %d bytes' % (summary, result['bytes_installed'])
+
+
+def prepare_root(root, perms):
+    if os.path.isdir(root):
+        return
+    parent = os.path.dirname(root)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o755)
+    os.mkdir(root, 0o700)
+    perms.apply(root, perms.shared_dir if perms.shared else perms.dir)
+
+
+def recover_others(root, skip):
+    """Finish or clean what killed runs left for models outside this bundle, when nobody holds them."""
+    for rel in pending_installs(root):
+        if rel in skip:
+            continue
+        try:
+            with FileLock(state_path(root, 'locks', rel, '.lock'), 0):
+                recover_pending(root, rel)
+        except LockTimeout:
+            continue
+
+
+def main():
+    module = create_module()
+    p = module.params
+    result = dict(changed=False, models=[], bytes_installed=0)
+    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
+        module.fail_json(msg='workers must be >= 1, retries >= 0, timeout > 0 and lock_timeout >= 0', **result)
+    perms = Perms(uid=lookup(module, 'owner', p['owner']), gid=lookup(module, 'group', p['group']),
+                  file_mode=parse_mode(module, 'file_mode', False), dir_mode=parse_mode(module, 'dir_mode', True),
+                  shared=p['shared'])
+    root = cache_root(module)
+    layout = choose_layout(module, result)
+    result.update(cache_dir=root, layout=layout, sdk_generations=generations(layout))
+    source = make_source(module)
+    try:
+        bundle = Bundle(source)
+        result['manifest_sha256'] = bundle.manifest_sha256
+        targets = [ModelInstall(root, layout, model) for model in bundle.models]
+        by_rel = {}
+        for target in targets:
+            if target.rel in by_rel:
+                module.fail_json(msg='the bundle holds %s and %s, which layout %s puts in the same directory %s' % (
+                    by_rel[target.rel], target.label, layout, target.rel), **result)
+            by_rel[target.rel] = target.label
+        prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel not in by_rel] if p['prune'] else []
+        if module.check_mode:
+            run(module, bundle, root, layout, perms, targets, prunes, result)
+        else:
+            prepare_root(root, perms)
+            recover_others(root, set(by_rel))
+            locks = [t.lock_path for t in targets] + [state_path(root, 'locks', rel, '.lock') for rel, rec in prunes]
+            with Locks(locks, p['lock_timeout']):
+                empty_trash(root)
+                for target in targets:
+                    target.recover()
+                if prunes:  # read again under the locks: only what is still recorded goes
+                    locked = set(rel for rel, rec in prunes)
+                    prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel in locked]
+                run(module, bundle, root, layout, perms, targets, prunes, result)
+    except (BundleError, InstallError, LockTimeout) as exc:
+        module.fail_json(msg=str(exc), **result)
+    except HttpError as exc:
+        module.fail_json(msg='cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc), **result)
+    except OSError as exc:
+        module.fail_json(msg='installing into %s failed: %s' % (root, describe_os_error(exc, root)), **result)
+    finally:
+        source.close()
+    module.exit_json(**result)
+
+
+def describe_os_error(exc, root):
+    text = '%s%s' % (exc.strerror or exc, ': %s' % exc.filename if exc.filename else '')
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            st = os.statvfs(root)
+            text += ' (%d bytes and %d inodes free now; the partial copy was removed)' % (st.f_bavail * st.f_frsize, st.f_favail)
+        except OSError:
+            pass
+    return text
+
+
+if __name__ == '__main__':
+    main()

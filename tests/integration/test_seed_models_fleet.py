@@ -1,0 +1,344 @@
+"""seed_models.yml end to end on the real-sshd fleet: node1 stages, node2 and node3 are seeded.
+
+Push (rsync over ssh from node1), then the same run again (no change anywhere), then check mode
+(no change, nothing written); pull over HTTPS with basic authentication from the nginx node1 runs,
+with a dead mirror first in line for one node. The caches are judged from outside the nodes (their
+trees on this side) and with the real SDK, inside the nodes (modelscope_ready) and outside.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.fleet import Fleet, new_state_dir, sandbox
+from support.playbook import ansible_env
+from support.sample_models import MODEL, model_files
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
+SDK_VERSIONS = ("1.37.1", "1.40.2")
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+PROGRESS = re.compile(r"Qwen/Qwen2\.5-0\.5B-Test: \d+/\d+ files, [\d.]+ \w+ of [\d.]+ \w+ \([\d.]+%\), [\d.]+ \w+/s")
+PASSWORD = "s3cret bundle pass"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap") or not os.path.exists(sandbox.SSHD)
+                       or not shutil.which("rsync") or not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
+                       reason="the fleet needs root, bubblewrap, openssh-server, rsync and nginx"),
+]
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with Fleet(new_state_dir("seed-"), 3, groups={"modelscope_staging": [1], "modelscope_nodes": [2, 3]}) as running:
+        # The staging host pushes to the nodes with a key of its own, as a real one would hold.
+        ssh_dir = running.node(1).path / "root" / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        shutil.copy(running.key, ssh_dir / "id_ed25519")
+        (ssh_dir / "id_ed25519").chmod(0o600)
+        shutil.copy(running.known_hosts, ssh_dir / "known_hosts")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def sdk_pythons(sdk):
+    # The venvs live under this checkout, which nodes see read-only like the rest of the host's /.
+    return [str(sdk(version).python) for version in SDK_VERSIONS]
+
+
+def inventory(fleet_: Fleet, directory: Path, shared: dict, staging: dict | None = None) -> Path:
+    """The fleet's hosts plus group_vars/all.yml: the one place a user sets what both halves need."""
+    (directory / "group_vars").mkdir(parents=True, exist_ok=True)
+    shutil.copy(fleet_.inventory_path, directory / "hosts.yml")
+    (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(shared, sort_keys=False))
+    if staging:
+        (directory / "group_vars" / "modelscope_staging.yml").write_text(yaml.safe_dump(staging, sort_keys=False))
+    return directory
+
+
+def seed(fleet_: Fleet, inventory_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*fleet_.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inventory_dir), str(REPO / "seed_models.yml"), *args],
+                          env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default"), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"seed_models.yml {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def recap(proc: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    return {host: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+            for host, _ok, changed, unreachable, failed in RECAP.findall(proc.stdout)}
+
+
+def changed_hosts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    return {host: counts["changed"] for host, counts in recap(proc).items() if counts["changed"]}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def assert_seeded(fleet_: Fleet, node: int, cache: str) -> None:
+    """Every file of the model, byte for byte, in the layout every SDK reads, and MODELSCOPE_CACHE pointing at it."""
+    root = fleet_.node(node).path
+    model_dir = root / cache.lstrip("/") / "models" / ESCAPED
+    expected = {path: sha256(data) for path, data in model_files().items()}
+    found = {str(p.relative_to(model_dir)): sha256(p.read_bytes()) for p in model_dir.rglob("*") if p.is_file()
+             and p.name not in (".msc", ".mdl", ".mv")}
+    assert found == expected
+    assert {".msc", ".mdl", ".mv"} <= {p.name for p in model_dir.iterdir()}
+    hub_link = root / cache.lstrip("/") / "hub" / ESCAPED
+    assert hub_link.is_symlink() and not os.path.isabs(os.readlink(hub_link))
+    assert f"MODELSCOPE_CACHE={cache}" in (root / "etc/environment").read_text().splitlines()
+    assert f"export MODELSCOPE_CACHE='{cache}'" in (root / "etc/profile.d/modelscope.sh").read_text()
+    assert f"MODELSCOPE_CACHE={cache}" in (root / "etc/systemd/system.conf.d/modelscope.conf").read_text()
+    # What a user gets who logs in: pam_env reads /etc/environment, a login shell the profile script.
+    assert login_env(fleet_, node, "MODELSCOPE_CACHE") == (cache, cache)
+
+
+def login_env(fleet_: Fleet, node: int, name: str) -> tuple[str, str]:
+    """``name`` in a plain ssh session and in a login shell on the node."""
+    ssh = [*fleet_.command_prefix, "ssh", "-i", str(fleet_.key), "-o", f"UserKnownHostsFile={fleet_.known_hosts}",
+           "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", f"root@{fleet_.node(node).address}"]
+    plain = subprocess.run([*ssh, f"printenv {name}"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    login = subprocess.run([*ssh, f"bash -lc 'printenv {name}'"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    return plain, login
+
+
+def node_state(fleet_: Fleet) -> dict[str, tuple]:
+    """(type, size, mtime, link target) of every path the play manages on every node, SDK scratch files aside."""
+    state = {}
+    skip = {".mdl", ".lock", "._____temp"}  # SDKs up to 1.37 rewrite these on every load, even offline
+    for node in fleet_.nodes:
+        for top in ("etc/environment", "etc/profile.d", "etc/systemd", "var/cache", "srv"):
+            base = node.path / top
+            paths = [base] if base.is_file() else sorted(base.rglob("*")) if base.exists() else []
+            for path in paths:
+                if skip & set(path.relative_to(node.path).parts):
+                    continue
+                st = path.lstat()
+                state[str(path)] = (st.st_mode, st.st_size if not path.is_dir() else 0, st.st_mtime_ns if not path.is_dir() else 0,
+                                    os.readlink(path) if path.is_symlink() else None)
+    return state
+
+
+def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, sdk_pythons, tmp_path):
+    report = tmp_path / "report.json"
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_cache_dir": "/var/cache/modelscope",
+        "modelseed_transport": "push",
+        "modelseed_endpoint": hub.url,
+        "modelseed_sdk_pythons": sdk_pythons,
+        "modelseed_report_path": str(report),
+    }, staging={"staging_poll_interval": 1})
+    # Slow weights, so that the download runs long enough to be reported while it runs.
+    hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=1 << 20, times=2)
+
+    start = len(hub.log)
+    first = seed(fleet, inv)
+    assert PROGRESS.search(first.stdout), first.stdout
+    # The hub is read once for the whole fleet: every file exactly once, by the staging host.
+    assert hub.log.bytes_served(start) == sum(len(d) for d in model_files().values())
+    assert set(changed_hosts(first)) == {"node1", "node2", "node3"}
+    for node in (2, 3):
+        assert_seeded(fleet, node, "/var/cache/modelscope")
+        # Pushed tars are gone after the install: one copy of the models per node.
+        assert sorted(p.name for p in (fleet.node(node).path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]
+    bundle = fleet.node(1).path / "srv/modelseed/bundle"
+    assert (bundle / "Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()
+
+    fleet_report = json.loads(report.read_text())
+    assert fleet_report["failed"] == []
+    rows = {row["host"]: row for row in fleet_report["nodes"]}
+    assert sorted(rows) == ["node2", "node3"]
+    for row in rows.values():
+        assert row["ready"] is True and row["complete"] is True and row["layout"] == "all"
+        assert sorted(s["version"] for s in row["sdks"]) == sorted(SDK_VERSIONS)
+        assert [(m["id"], m["bytes"]) for m in row["models"]] == [(MODEL, sum(len(d) for d in model_files().values()))]
+    assert "node2" in first.stdout and re.search(r"node2\s+push\s+1/1", first.stdout)
+
+    # The real SDKs, from outside the node, against the node's cache and an online hub: zero file downloads.
+    mark, tls_mark = len(hub.log), len(tls_hub.log)
+    cache = fleet.node(2).path / "var/cache/modelscope"
+    newest = sdk("1.40.2").snapshot(MODEL, cache, hub)
+    oldest = sdk("1.37.1").snapshot(MODEL, cache, tls_hub, ca_bundle=tls.ca)
+    assert newest.ok and oldest.ok, (newest.error, oldest.error)
+    for result in (newest, oldest):
+        assert {p: f["sha256"] for p, f in result.files.items() if p not in (".msc", ".mdl", ".mv")} == \
+            {p: sha256(d) for p, d in model_files().items()}
+    assert hub.log.downloads(mark) == {} and tls_hub.log.downloads(tls_mark) == {}
+
+    # Second run: nothing changes anywhere, and the hub serves no file.
+    mark = len(hub.log)
+    second = seed(fleet, inv)
+    assert changed_hosts(second) == {}, second.stdout
+    assert hub.log.downloads(mark) == {}
+
+    # Check mode: runs end to end, reports no change, and writes nothing on any node.
+    before = node_state(fleet)
+    check = seed(fleet, inv, "--check")
+    assert changed_hosts(check) == {}, check.stdout
+    assert node_state(fleet) == before
+
+
+def test_check_mode_before_anything_exists_says_so(fleet, hub, sdk_pythons, tmp_path):
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_cache_dir": "/var/cache/modelscope-never",
+        "modelseed_bundle_dir": "/srv/modelseed/bundle-never",
+        "modelseed_endpoint": hub.url,
+        "modelseed_sdk_pythons": sdk_pythons,
+        "modelseed_report_path": str(tmp_path / "report.json"),
+    })
+    before = node_state(fleet)
+    check = seed(fleet, inv, "--check")
+    assert "no bundle in /srv/modelseed/bundle-never on node1 yet" in check.stdout
+    assert node_state(fleet) == before
+    assert not any((node.path / "var/cache/modelscope-never").exists() for node in fleet.nodes)
+
+
+def make_certificate(directory: Path, address: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``address``: (ca, cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=seed test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={address}")
+    (directory / "server.ext").write_text(f"basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{address}\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "server.ext", "-out", "server.pem")
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+def get(url: str, ca: Path, *, auth: bool = True, byte_range: str | None = None):
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"modelseed:{PASSWORD}".encode()).decode())
+    if byte_range:
+        request.add_header("Range", f"bytes={byte_range}")
+    try:
+        with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(ca)), timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), b""
+
+
+def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pythons, tmp_path):
+    staging = fleet.node(1)
+    ca, cert, key = make_certificate(tmp_path / "tls", staging.address)
+    # The user's certificate on the staging host, and the CA on the nodes: files on their trees.
+    tls_dir = staging.path / "etc/modelseed-tls"
+    tls_dir.mkdir(exist_ok=True)
+    shutil.copy(cert, tls_dir / "server.pem")
+    shutil.copy(key, tls_dir / "server.key")
+    for node in (2, 3):
+        shutil.copy(ca, fleet.node(node).path / "etc/modelseed-ca.pem")
+    url = f"https://{staging.address}:8443/bundle/"
+    report = tmp_path / "report.json"
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_cache_dir": "/var/cache/modelscope-pull",
+        "modelseed_transport": "pull",
+        "modelseed_endpoint": hub.url,
+        "modelseed_bundle_urls": ["https://127.0.0.1:9/bundle/", url],  # nothing listens on the first
+        "modelseed_bundle_password": PASSWORD,
+        "modelseed_bundle_ca_path": "/etc/modelseed-ca.pem",
+        "modelseed_sdk_pythons": sdk_pythons,
+        "modelseed_report_path": str(report),
+        "modelseed_runtime_user": "nobody",
+        "modelseed_runtime_group": "nogroup",
+        "node_pull_retries": 1,
+    }, staging={
+        "staging_http_port": 8443,
+        "staging_http_tls_cert": "/etc/modelseed-tls/server.pem",
+        "staging_http_tls_key": "/etc/modelseed-tls/server.key",
+    })
+
+    # Check mode first: nginx is not started, so no mirror serves the bundle yet, and the node play says so.
+    before = node_state(fleet)
+    check = seed(fleet, inv, "--check")
+    assert "no mirror serves the bundle yet" in check.stdout
+    assert node_state(fleet) == before
+
+    first = seed(fleet, inv)
+    assert set(changed_hosts(first)) == {"node1", "node2", "node3"}
+    # Mirrors are spread: node2 starts with the dead one, fails over, and is seeded all the same.
+    assert "https://127.0.0.1:9/bundle/: cannot fetch the bundle" in first.stdout
+    assert re.search(r"node2\s+: .*rescued=1", first.stdout)
+    nobody = pwd.getpwnam("nobody")
+    for node in (2, 3):
+        assert_seeded(fleet, node, "/var/cache/modelscope-pull")
+        assert not (fleet.node(node).path / "var/cache/modelseed-bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").exists()
+        # Owned by the runtime user, who proved readiness with both SDKs (1.37 must write into the cache).
+        model_dir = fleet.node(node).path / "var/cache/modelscope-pull/models" / ESCAPED
+        assert (model_dir.stat().st_uid, (model_dir / "config.json").stat().st_uid) == (nobody.pw_uid, nobody.pw_uid)
+    assert all(row["ready"] for row in json.loads(report.read_text())["nodes"])
+    assert PASSWORD not in first.stdout + first.stderr
+    assert PASSWORD not in (staging.path / "srv/modelseed/http/htpasswd").read_text()
+
+    # nginx answers Range requests (what a node resumes with), wants the password, and hides dot-files.
+    tar = (staging.path / "srv/modelseed/bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").read_bytes()
+    status, headers, body = get(url + "Qwen--Qwen2.5-0.5B-Test--master.tar", ca, byte_range="1000-1999")
+    assert status == 206 and headers["Content-Range"] == f"bytes 1000-1999/{len(tar)}" and body == tar[1000:2000]
+    assert get(url + "manifest.json", ca, auth=False)[0] == 401
+    assert get(url + ".lock", ca)[0] == 404
+
+    second = seed(fleet, inv)
+    assert changed_hosts(second) == {}, second.stdout
+
+
+def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
+    """Golden image: the bundle is already in reach, nothing runs in the image, no hub address is set."""
+    node = fleet.node(3)
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_cache_dir": "/var/cache/modelscope",
+        "modelseed_endpoint": hub.url,
+        "modelseed_transport": "local",
+        "modelseed_node_bundle_dir": "/var/tmp/bundle",
+        "modelseed_node_endpoint": "",
+        "modelseed_report_path": str(tmp_path / "report.json"),
+        "node_image_root": "/var/tmp/image",
+        "node_runtime_user": "0",
+    })
+    # Stage (nothing to do when an earlier test did), then carry the bundle to where the image build finds it.
+    seed(fleet, inv, "--tags", "staging")
+    shutil.copytree(fleet.node(1).path / "srv/modelseed/bundle", node.path / "var/tmp/bundle", ignore=shutil.ignore_patterns(".*"))
+    (node.path / "var/tmp/image/etc").mkdir(parents=True)
+    real_environment = (node.path / "etc/environment").read_text()
+
+    first = seed(fleet, inv, "--tags", "nodes", "--limit", "node3,localhost")
+    assert set(changed_hosts(first)) == {"node3"}
+    image = node.path / "var/tmp/image"
+    model_dir = image / "var/cache/modelscope/models" / ESCAPED
+    assert {str(p.relative_to(model_dir)): sha256(p.read_bytes()) for p in model_dir.rglob("*") if p.is_file()
+            and p.name not in (".msc", ".mdl", ".mv")} == {p: sha256(d) for p, d in model_files().items()}
+    assert (image / "etc/environment").read_text() == "MODELSCOPE_CACHE=/var/cache/modelscope\n"
+    assert (node.path / "etc/environment").read_text() == real_environment  # the node's own /etc is not the image's
+    assert (node.path / "var/tmp/bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()  # local bundles stay
+    row = json.loads((tmp_path / "report.json").read_text())["nodes"][0]
+    assert (row["host"], row["complete"], row["ready"], row["image_root"]) == ("node3", True, None, "/var/tmp/image")
+
+    second = seed(fleet, inv, "--tags", "nodes", "--limit", "node3,localhost")
+    assert changed_hosts(second) == {}, second.stdout
