@@ -67,19 +67,9 @@ def tar_name(model_id, revision):
 
 
 def metadata_entries(model):
-    """[(name, bytes)] of the SDK metadata a model's tar carries at its top.
-
-    pickle memoizes repeated string *objects*, so the same revision as one shared
-    object or as equal copies (a manifest built in memory vs. parsed from JSON)
-    would give different ``.msc`` bytes; every equal string is made one object first.
-    """
-    same = {}
-
-    def one(text):
-        return same.setdefault(text, text)
-
+    """[(name, bytes)] of the SDK metadata a model's tar carries at its top."""
     files = sdk_metadata.expected_files(model['id'], model['revision'], model['created_at'],
-                                        [(one(f['path']), one(f['revision'])) for f in model['files']])
+                                        [(f['path'], f['revision']) for f in model['files']])
     return sorted(files.items())
 
 

@@ -25,8 +25,18 @@ MODE = 0o644
 
 
 def msc_bytes(entries):
-    """entries: iterable of (path, per-file revision)."""
-    records = [{'Path': path, 'Revision': revision} for path, revision in sorted(entries)]
+    """entries: iterable of (path, per-file revision).
+
+    pickle memoizes repeated string *objects*: equal revisions given as one shared
+    object or as equal copies (parsed from JSON, say) would pickle differently, so
+    equal strings are made one object first.
+    """
+    same = {}
+
+    def one(text):
+        return same.setdefault(text, text)
+
+    records = [{'Path': one(path), 'Revision': one(revision)} for path, revision in sorted(entries)]
     return pickle.dumps(records, protocol=PICKLE_PROTOCOL)
 
 

@@ -52,3 +52,10 @@ def test_same_content_by_meaning():
     assert md.same_content(md.MSC, pickle.dumps([{'Revision': 'r', 'Path': 'a'}], protocol=2), wanted[md.MSC])
     assert not md.same_content(md.MSC, md.msc_bytes([('a', 'other')]), wanted[md.MSC])
     assert not md.same_content(md.MSC, None, wanted[md.MSC])
+
+
+def test_msc_bytes_do_not_depend_on_string_identity():
+    shared = 'c' * 40
+    copies = [('a', shared), ('b', shared)]
+    equal = [('a', ''.join(['c'] * 40)), ('b', ''.join(['c'] * 40))]
+    assert md.msc_bytes(copies) == md.msc_bytes(equal)
