@@ -34,6 +34,7 @@ author:
   - modelseed.fleet team (@modelseed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - modelseed.fleet.layout
 attributes:
   check_mode:
     support: full
@@ -55,26 +56,6 @@ options:
       - Cache root, the value C(MODELSCOPE_CACHE) has for the SDK that will read the models. Created if missing.
       - Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
     type: path
-  layout:
-    description:
-      - Which SDK generation reads the result, whatever layout the bundle was made from.
-      - V(hub) is C(<cache_dir>/hub/<owner>/<escaped name>) with metadata, read by SDK 1.15 to 1.22.
-      - V(models) is C(<cache_dir>/models/<owner>/<escaped name>) with metadata, read by SDK 1.23 to 1.37 and
-        reused by SDK 1.38 and later.
-      - V(snapshots) is C(<cache_dir>/models/<owner>--<name>/snapshots/<revision>), read by SDK 1.38 and later.
-      - V(all) is the V(models) directory plus a relative link C(hub/<owner>/<escaped name>) to it, read by
-        every SDK from 1.15 on.
-      - V(auto) looks for the SDK in the interpreters of O(sdk_pythons) and the module's own, and picks the
-        layout they read; V(all) when they disagree or none has the SDK.
-    type: str
-    default: auto
-    choices: [hub, models, snapshots, all, auto]
-  sdk_pythons:
-    description:
-      - Python interpreters of the serving stack to look for the C(modelscope) SDK in when O(layout=auto).
-    type: list
-    elements: path
-    default: []
   prune:
     description:
       - Also remove the models of the chosen layout that this collection recorded in the cache and that the
