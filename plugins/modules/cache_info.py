@@ -19,6 +19,9 @@ description:
     C(<cache_dir>/.modelseed/)), or with the SDK's C(.msc) metadata when there is no record, and reports
     missing, size-mismatched, modified and (with O(verify=full)) corrupt files.
   - Tells which SDK generations would load each model as a cache hit.
+  - With O(bundle), also reads a bundle directory made by M(modelseed.fleet.cache_bundle), lists its models and tells
+    whether it verifies (C(manifest.json) against C(SHA256SUMS), each tar's size, and with O(verify=full)
+    each tar's sha256).
   - Uses only the Python standard library; never changes anything.
 author:
   - modelseed.fleet team (@modelseed)
@@ -36,6 +39,11 @@ options:
   cache_dir:
     description:
       - Cache root. Defaults to C(MODELSCOPE_CACHE) in the environment of the module.
+      - Not needed when only O(bundle) is to be read.
+    type: path
+  bundle:
+    description:
+      - A bundle directory to report on.
     type: path
   names:
     description:
@@ -46,7 +54,7 @@ options:
   verify:
     description:
       - V(quick) compares sizes and modification times with the record.
-      - V(full) also re-hashes every recorded file against its recorded sha256.
+      - V(full) also re-hashes every recorded file against its recorded sha256, and every tar of O(bundle).
     type: str
     default: quick
     choices: [quick, full]
@@ -60,6 +68,13 @@ EXAMPLES = r'''
     cache_dir: /var/cache/modelscope
   register: cache
 
+- name: Is the bundle carried across the air gap intact?
+  modelseed.fleet.cache_info:
+    bundle: /mnt/usb/modelseed-bundle
+    verify: full
+  register: carried
+  failed_when: not carried.bundle.verified
+
 - name: Re-hash one model against what was verified at download time
   modelseed.fleet.cache_info:
     cache_dir: /var/cache/modelscope
@@ -72,7 +87,7 @@ EXAMPLES = r'''
 RETURN = r'''
 cache_dir:
   description: Cache root that was read.
-  returned: always
+  returned: unless only O(bundle) was read
   type: str
   sample: /var/cache/modelscope
 models:
@@ -143,6 +158,27 @@ total_bytes:
   description: Size of all models found.
   returned: always
   type: int
+bundle:
+  description: The bundle of O(bundle).
+  returned: when O(bundle) is set
+  type: dict
+  contains:
+    path:
+      description: Bundle directory.
+      type: str
+    verified:
+      description: Whether the manifest matches C(SHA256SUMS) and every tar is there, at its size (and sha256).
+      type: bool
+    error:
+      description: Why the manifest or C(SHA256SUMS) could not be trusted.
+      type: str
+    models:
+      description: Each model with C(id), C(revision), C(commit), C(tar), C(tar_size), C(bytes), C(files), C(ok), C(problem).
+      type: list
+      elements: dict
+    total_bytes:
+      description: Size of the models' files.
+      type: int
 problems:
   description: One line per model that is not complete.
   returned: always
@@ -154,6 +190,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_check import check_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
 
@@ -174,16 +211,25 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             cache_dir=dict(type='path'),
+            bundle=dict(type='path'),
             names=dict(type='list', elements='str', default=[]),
             verify=dict(type='str', default='quick', choices=['quick', 'full']),
         ),
         supports_check_mode=True,
     )
-    root = cache_root(module)
-    models = scan(root, module.params['verify'], module.params['names']) if os.path.isdir(root) else []
-    problems = [p for p in (describe_problem(m) for m in models) if p]
-    module.exit_json(changed=False, cache_dir=root, models=models, total_bytes=sum(m['bytes'] for m in models),
-                     problems=problems)
+    result = dict(changed=False, cache_dir=None, models=[], total_bytes=0, problems=[])
+    if module.params['bundle']:
+        result['bundle'] = check_bundle(module.params['bundle'], module.params['verify'])
+        if result['bundle']['error']:
+            result['problems'].append('bundle %s: %s' % (module.params['bundle'], result['bundle']['error']))
+        result['problems'].extend('bundle %s: %s' % (module.params['bundle'], m['problem'])
+                                  for m in result['bundle']['models'] if m['problem'])
+    if module.params['cache_dir'] or os.environ.get('MODELSCOPE_CACHE') or not module.params['bundle']:
+        root = cache_root(module)
+        models = scan(root, module.params['verify'], module.params['names']) if os.path.isdir(root) else []
+        result.update(cache_dir=root, models=models, total_bytes=sum(m['bytes'] for m in models))
+        result['problems'].extend(p for p in (describe_problem(m) for m in models) if p)
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':
