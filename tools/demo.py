@@ -75,11 +75,11 @@ def main() -> None:
     WORK.mkdir(parents=True)
     make_repo(WORK / "hub", MODEL, demo_files(), tags=["v1.0"])
     groups = {"modelscope_staging": [1], "modelscope_nodes": [2, 3]}
-    with MsHub(WORK / "hub") as hub, Fleet(new_state_dir("demo-"), 3, groups=groups) as fleet:
+    sdk = ensure_sdk(SDK_VERSION)  # the nodes prove readiness with it, so they see its directory
+    with MsHub(WORK / "hub") as hub, Fleet(new_state_dir("demo-"), 3, groups=groups, shared=[sdk.root.parent]) as fleet:
         banner(f"hub serving {MODEL} at {hub.url}; nodes " + ", ".join(
             f"node{n} at {fleet.node(n).address}" for n in (1, 2, 3)))
         let_staging_reach_nodes(fleet)
-        sdk = ensure_sdk(SDK_VERSION)  # the nodes prove readiness with it
         command = [ANSIBLE_PLAYBOOK, "-i", str(inventory(fleet, hub, sdk.python)), str(REPO / "seed_models.yml")]
         for attempt in ("first run: download on node1, push to node2 and node3", "second run: nothing to do"):
             banner(f"ansible-playbook seed_models.yml ({attempt})")

@@ -28,6 +28,7 @@ import yaml
 from support.fleet import Fleet, new_state_dir, sandbox
 from support.playbook import ansible_env
 from support.sample_models import MODEL, model_files
+from support.sdk import cache_dir as sdk_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
@@ -48,7 +49,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def fleet():
-    with Fleet(new_state_dir("seed-"), 3, groups={"modelscope_staging": [1], "modelscope_nodes": [2, 3]}) as running:
+    groups = {"modelscope_staging": [1], "modelscope_nodes": [2, 3]}
+    # The nodes run the SDK virtualenvs to prove readiness: let them see those, wherever the checkout is.
+    sdk_cache_dir().mkdir(parents=True, exist_ok=True)
+    with Fleet(new_state_dir("seed-"), 3, groups=groups, shared=[sdk_cache_dir()]) as running:
         # The staging host pushes to the nodes with a key of its own, as a real one would hold.
         ssh_dir = running.node(1).path / "root" / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)

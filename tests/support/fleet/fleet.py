@@ -41,7 +41,7 @@ class Fleet:
 
     def __init__(self, state_dir: str | Path, size: int = 3, *, airgap: bool = False,
                  groups: dict[str, list[int] | None] | None = None, hostvars: dict | None = None,
-                 subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0):
+                 subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0, shared: list[str | Path] = ()):
         if not 1 <= size <= 250:
             raise FleetError(f"a fleet has 1 to 250 nodes, not {size}")
         self.state_dir = Path(state_dir).absolute()
@@ -51,6 +51,8 @@ class Fleet:
         self.hostvars = dict(hostvars or {})
         self.subnet = subnet
         self.ready_timeout = ready_timeout
+        # Host directories the nodes see read-only at the same path (SDK virtualenvs, say), wherever they live.
+        self.shared = tuple(Path(p).absolute() for p in shared)
         self.run_id = ""
         self.loopback_block: str | None = None
         self.control_dir: Path | None = None
@@ -200,7 +202,7 @@ class Fleet:
         self.known_hosts.write_text("".join(known_hosts_line(node.address, node.host_key) + "\n" for node in self.nodes),
                                     encoding="ascii")
         for node in self.nodes:
-            self._launchers[node.name] = sandbox.start(node, self.state_dir)
+            self._launchers[node.name] = sandbox.start(node, self.state_dir, self.shared)
         self._save()
         for node in self.nodes:
             sandbox.wait_child_pid(node, self._launchers[node.name], timeout=self.ready_timeout)

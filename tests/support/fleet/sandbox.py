@@ -20,7 +20,8 @@ REPLACED = ("/dev", "/proc", "/run", "/etc", *(f"/{name}" for name in PRIVATE_DI
 SANDBOX_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-def bwrap_command(node: Node, state_dir: Path, info_fd: int) -> list[str]:
+def bwrap_command(node: Node, state_dir: Path, info_fd: int, shared: tuple[Path, ...] = ()) -> list[str]:
+    """``shared``: host directories every node sees read-only at the same path, even inside its private dirs."""
     root = node.path
     cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run", "--dir", "/run/sshd",
            "--bind", str(root / "etc"), "/etc"]
@@ -28,6 +29,8 @@ def bwrap_command(node: Node, state_dir: Path, info_fd: int) -> list[str]:
         cmd += ["--bind", str(root / name), f"/{name}"]
     if not any(_is_within(state_dir, Path(top)) for top in REPLACED):
         cmd += ["--tmpfs", str(state_dir)]  # other nodes' trees and the controller's private key
+    for path in shared:
+        cmd += ["--ro-bind", str(path), str(path)]
     cmd += ["--unshare-pid", "--unshare-uts", "--unshare-ipc", "--hostname", node.name,
             "--info-fd", str(info_fd), SSHD, "-D", "-e"]
     if node.netns:
@@ -35,13 +38,13 @@ def bwrap_command(node: Node, state_dir: Path, info_fd: int) -> list[str]:
     return cmd
 
 
-def start(node: Node, state_dir: Path) -> subprocess.Popen:
+def start(node: Node, state_dir: Path, shared: tuple[Path, ...] = ()) -> subprocess.Popen:
     """Launch the node in a session of its own (no --die-with-parent: nodes outlive the command that starts them)."""
     info_fd = os.open(node.info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with open(node.log, "wb") as log:
             proc = subprocess.Popen(  # pylint: disable=consider-using-with  # runs until down()
-                bwrap_command(node, state_dir, info_fd), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                bwrap_command(node, state_dir, info_fd, shared), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(info_fd,), start_new_session=True, env=SANDBOX_ENV)
     finally:
         os.close(info_fd)
