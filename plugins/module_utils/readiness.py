@@ -52,6 +52,7 @@ def run_probe(python, models, environment, user=None, timeout=300):
     ``environment``: the full environment of the process (the node's, plus overrides).
     ``user``: run as this user (the runtime user), with its groups and home.
     """
+    failed = {'python': python, 'version': None, 'ready': False, 'models': []}
     env = dict(environment)
     command = [python, '-c', PROBE, json.dumps(models)]
     preexec = None
@@ -59,7 +60,7 @@ def run_probe(python, models, environment, user=None, timeout=300):
         try:
             account = pwd.getpwnam(user)
         except KeyError:
-            return {'python': python, 'ready': False, 'models': [], 'error': 'no such user %s' % user}
+            return dict(failed, error='no such user %s' % user)
         env.setdefault('HOME', account.pw_dir)
         env['USER'] = env['LOGNAME'] = user
         preexec = _drop_to(account)
@@ -67,7 +68,7 @@ def run_probe(python, models, environment, user=None, timeout=300):
         proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                               preexec_fn=preexec, check=False, cwd='/')
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return {'python': python, 'ready': False, 'models': [], 'error': str(exc)}
+        return dict(failed, error='cannot run %s%s: %s' % (python, ' as %s' % user if user else '', exc))
     return parse(python, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace'), models)
 
 

@@ -44,7 +44,16 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MODELSEED_SDK_CACHE") or REPO / ".cache" / "sdk")
+    """Where the SDK virtualenvs live: tests run them as other users, so every parent must let others through.
+
+    ``$MODELSEED_SDK_CACHE``, else ``.cache/sdk`` in the checkout, else (a checkout under a private
+    directory such as /root) ``/var/tmp/modelseed-sdk``.
+    """
+    if os.environ.get("MODELSEED_SDK_CACHE"):
+        return Path(os.environ["MODELSEED_SDK_CACHE"])
+    if all(os.stat(parent).st_mode & 0o001 for parent in REPO.parents):
+        return REPO / ".cache" / "sdk"
+    return Path("/var/tmp/modelseed-sdk")
 
 
 @dataclass(frozen=True)

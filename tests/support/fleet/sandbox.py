@@ -30,12 +30,25 @@ def bwrap_command(node: Node, state_dir: Path, info_fd: int, shared: tuple[Path,
     if not any(_is_within(state_dir, Path(top)) for top in REPLACED):
         cmd += ["--tmpfs", str(state_dir)]  # other nodes' trees and the controller's private key
     for path in shared:
-        cmd += ["--ro-bind", str(path), str(path)]
+        cmd += [*_traversable_parents(path), "--ro-bind", str(path), str(path)]
     cmd += ["--unshare-pid", "--unshare-uts", "--unshare-ipc", "--hostname", node.name,
             "--info-fd", str(info_fd), SSHD, "-D", "-e"]
     if node.netns:
         cmd = [*command_prefix(node.netns), *cmd]
     return cmd
+
+
+def _traversable_parents(path: Path) -> list[str]:
+    """bwrap makes missing mount points 0700: inside a node's private dirs, make them 0755 first, so that
+    a runtime user can reach a shared directory below /tmp or /root as well."""
+    top = next((Path(t) for t in REPLACED if _is_within(path, Path(t))), None)
+    if top is None:
+        return []
+    args: list[str] = []
+    for parent in reversed(path.parents):
+        if _is_within(parent, top) and parent != top:
+            args += ["--perms", "0755", "--dir", str(parent)]
+    return args
 
 
 def start(node: Node, state_dir: Path, shared: tuple[Path, ...] = ()) -> subprocess.Popen:
