@@ -51,7 +51,7 @@ def cache_dir() -> Path:
     """
     if os.environ.get("MODELSEED_SDK_CACHE"):
         return Path(os.environ["MODELSEED_SDK_CACHE"])
-    if all(os.stat(parent).st_mode & 0o001 for parent in REPO.parents):
+    if all(os.stat(path).st_mode & 0o001 for path in (REPO, *REPO.parents)):
         return REPO / ".cache" / "sdk"
     return Path("/var/tmp/modelseed-sdk")
 
