@@ -38,6 +38,7 @@ __metaclass__ = type
 
 import hashlib
 import json
+import posixpath
 import re
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
@@ -79,6 +80,17 @@ def metadata_list(model):
             for name, data in metadata_entries(model)]
 
 
+def parent_dirs(paths):
+    """Every directory leading to ``paths`` (relative POSIX paths)."""
+    dirs = set()
+    for path in paths:
+        parent = posixpath.dirname(path)
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    return dirs
+
+
 def tar_members(model):
     """[(name, kind, size)] of every member of a model's tar, in tar order.
 
@@ -86,11 +98,7 @@ def tar_members(model):
     slash here, ``name/`` in the tar), 'file' (the ``files`` list) or 'metadata'
     (the ``metadata`` list, regular files at the top). Sorted by name.
     """
-    members = {}
-    for entry in model['files']:
-        parts = entry['path'].split('/')
-        for depth in range(1, len(parts)):
-            members['/'.join(parts[:depth])] = ('dir', 0)
+    members = dict((name, ('dir', 0)) for name in parent_dirs(f['path'] for f in model['files']))
     for entry in model['files']:
         members[entry['path']] = ('file', entry['size'])
     for entry in model['metadata']:
@@ -178,10 +186,8 @@ def validate_model(model):
         _sha(entry.get('sha256'), '%s %s sha256' % (label, entry['path']))
         _require(isinstance(entry.get('revision'), str), '%s %s revision must be a string' % (label, entry['path']))
     _require(model.get('bytes') == sum(f['size'] for f in files), '%s bytes is not the sum of its file sizes' % label)
-    for entry in files:
-        parts = entry['path'].split('/')
-        for depth in range(1, len(parts)):
-            _require('/'.join(parts[:depth]) not in seen, '%s lists %s both as a file and as a directory' % (label, '/'.join(parts[:depth])))
+    clashes = sorted(parent_dirs(seen) & seen)
+    _require(not clashes, '%s lists %s both as a file and as a directory' % (label, clashes[0] if clashes else ''))
     _require(model.get('metadata') == metadata_list(model), '%s metadata does not describe the .msc/.mdl/.mv its files imply' % label)
     return model
 

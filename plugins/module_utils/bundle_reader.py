@@ -247,17 +247,6 @@ def model_label(model):
     return '%s@%s' % (model['id'], model['revision'])
 
 
-def parent_dirs(paths):
-    """Every directory leading to ``paths``."""
-    dirs = set()
-    for path in paths:
-        parent = posixpath.dirname(path)
-        while parent and parent not in dirs:
-            dirs.add(parent)
-            parent = posixpath.dirname(parent)
-    return dirs
-
-
 # -- tar streaming ---------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import concurrent.futures
 import hashlib
 import os
 import queue
@@ -37,9 +36,9 @@ import threading
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, read_bytes, require_space, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 BLOCK = 512
@@ -525,16 +524,7 @@ def stale_files(model, source):
 
 def hash_mismatches(model, source, workers=2):
     """Paths of ``model`` whose sha256 on disk is not the recorded one (missing files included)."""
-    paths = [os.path.join(source.dir, *f['path'].split('/')) for f in model['files']]
-
-    def digest(path):
-        try:
-            return sha256_file(path)
-        except OSError:
-            return None
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        digests = list(pool.map(digest, paths))
+    digests = sha256_files([os.path.join(source.dir, *f['path'].split('/')) for f in model['files']], workers)
     return [f['path'] for f, got in zip(model['files'], digests) if got != f['sha256']]
 
 
@@ -649,7 +639,7 @@ class BundlePlan(object):
 
     def apply(self, verify='none', buffer_size=BUFFER_SIZE, buffers=BUFFERS):
         """Write the new tars under temp names, move them into place, then manifest.json, SHA256SUMS; prune."""
-        check_free_space(self.dest, self.bytes_to_write())
+        require_space(self.dest, self.bytes_to_write(), 'to write the tars')
         staged = []
         try:
             for entry in self.write:
@@ -707,10 +697,3 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def check_free_space(path, needed):
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    if needed > free:
-        raise BundleWriteError('not enough space in %s: %d bytes of tars to write, %d bytes free' % (path, needed, free))

@@ -9,7 +9,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
 
 HUB_ARG_SPEC = dict(
     endpoint=dict(type='str'),
@@ -24,6 +25,15 @@ LAYOUT_ARG_SPEC = dict(
     layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
     sdk_pythons=dict(type='list', elements='path', default=[]),
 )
+
+
+def choose_layout(module, result):
+    """The ``layout`` option; for ``auto``, what the SDKs in ``sdk_pythons`` read (recorded in ``result``)."""
+    if module.params['layout'] != 'auto':
+        return module.params['layout']
+    found = find_sdks(module.params['sdk_pythons'])
+    result['sdks_found'] = found
+    return layout_for_versions([sdk['version'] for sdk in found])
 
 
 def cache_root(module):

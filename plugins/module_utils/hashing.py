@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import concurrent.futures
 import hashlib
 
 CHUNK = 1024 * 1024
@@ -33,3 +34,16 @@ def sha256_file(path):
     digest = hashlib.sha256()
     update_from_file(digest, path)
     return digest.hexdigest()
+
+
+def sha256_files(paths, workers):
+    """sha256 of each path, ``workers`` at a time (hashlib releases the GIL); None for a file that cannot be read."""
+    def one(path):
+        try:
+            return sha256_file(path)
+        except OSError:
+            return None
+    if not paths:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, paths))

@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import concurrent.futures
 import ctypes
 import ctypes.util
 import errno
@@ -38,13 +37,15 @@ import time
 from urllib.parse import quote, unquote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label, parent_dirs
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import join, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
+    join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
 
 PENDING_SUFFIX = '.install'
@@ -62,10 +63,6 @@ RENAME_EXCHANGE = 2
 
 
 class InstallError(Exception):
-    pass
-
-
-class NoSpace(InstallError):
     pass
 
 
@@ -410,7 +407,7 @@ class ModelInstall(object):
             if corrupt:
                 return Plan('replace', ['%d file(s) differ from the bundle (verify=full), for example %s' % (len(corrupt), corrupt[0])])
         for rel in sorted(parent_dirs(f['path'] for f in self.files)):
-            st = _lstat(join(self.dir, rel))
+            st = lstat_or_none(join(self.dir, rel))
             if st is None or not stat.S_ISDIR(st.st_mode):
                 return Plan('replace', ['directory %s is missing' % rel])
             if not perms.ok(st, perms.dir):
@@ -420,13 +417,13 @@ class ModelInstall(object):
         stale_metadata = []
         for name, data in sorted(self.wanted_metadata().items()):
             path = os.path.join(self.dir, name)
-            st = _lstat(path)
+            st = lstat_or_none(path)
             if st is None or not stat.S_ISREG(st.st_mode) or not sdk_metadata.same_content(name, read_bytes(path), data):
                 stale_metadata.append(name)
             elif not perms.ok(st, perms.file_mode(name)):
                 wrong_perms.append(path)
         links = [(link, target) for link, target in alias_links(self.layout, m['id'])
-                 if _readlink(absolute(self.root, link)) != target]
+                 if readlink_or_none(absolute(self.root, link)) != target]
         wanted = self.facts()
         record_stale = any(facts.get(key) != value for key, value in wanted.items()) or any(
             record.files[f['path']].get('revision') != f['revision'] for f in self.files)
@@ -450,9 +447,7 @@ class ModelInstall(object):
         return Plan('none')
 
     def _corrupt(self, workers):
-        paths = [join(self.dir, f['path']) for f in self.files]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            digests = list(pool.map(sha256_file, paths))
+        digests = sha256_files([join(self.dir, f['path']) for f in self.files], workers)
         return [f['path'] for f, digest in zip(self.files, digests) if digest != f['sha256']]
 
     # -- recovering ----------------------------------------------------------
@@ -553,20 +548,6 @@ class ModelInstall(object):
                 os.rename(tmp, path)
 
 
-def _lstat(path):
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
 def recover_pending(root, rel):
     """Promote a pending record whose swap happened; drop staging and pending records otherwise."""
     pending_path = state_path(root, 'incoming', rel, PENDING_SUFFIX)
@@ -574,7 +555,7 @@ def recover_pending(root, rel):
     promoted = False
     if os.path.exists(pending_path):
         pending = Record.load(pending_path)
-        st = _lstat(absolute(root, rel))
+        st = lstat_or_none(absolute(root, rel))
         if (st is not None and pending.files and pending.data.get('path') == rel
                 and pending.data.get('dir_ino') == st.st_ino and pending.data.get('dir_dev') == st.st_dev):
             makedirs(os.path.join(root, STATE_DIR, 'records'))
@@ -655,11 +636,11 @@ def runtime_dirs_to_fix(root, layout, perms):
         wanted.append(('', perms.shared_dir))
         wanted.extend((rel, perms.shared_dir) for rel in RUNTIME_DIRS[layout])
     elif perms.uid is not None or perms.gid is not None:
-        st = _lstat(root)
+        st = lstat_or_none(root)
         wanted.append(('', stat.S_IMODE(st.st_mode) if st else perms.dir))
     fix = []
     for rel, mode in wanted:
-        st = _lstat(absolute(root, rel) if rel else root)
+        st = lstat_or_none(absolute(root, rel) if rel else root)
         if st is None or not stat.S_ISDIR(st.st_mode) or not perms.ok(st, mode):
             fix.append((rel, mode))
     return fix
@@ -681,8 +662,7 @@ def check_free_space(root, models):
     """Fail before writing when the filesystem of ``root`` cannot take the staged copies of ``models``."""
     if not models:
         return
-    st = os.statvfs(root)
-    block = st.f_frsize or 4096
+    block = os.statvfs(root).f_frsize or 4096
     needed = 0
     inodes = 0
     for model in models:
@@ -692,13 +672,8 @@ def check_free_space(root, models):
         needed += (dirs + len(bundle_format.metadata_entries(model))) * block
         inodes += len(files) + dirs + 3
     needed += sum(len(json.dumps(model['files'])) for model in models)  # records, roughly
-    free = st.f_bavail * st.f_frsize
-    if needed > free:
-        raise NoSpace('not enough space in %s to install %s: %d bytes needed, %d bytes free (the old copies stay in place '
-                      'until every model is verified)' % (root, ', '.join(model_label(m) for m in models), needed, free))
-    if st.f_files and inodes > st.f_favail:
-        raise NoSpace('not enough inodes in %s to install %s: %d needed, %d free' % (
-            root, ', '.join(model_label(m) for m in models), inodes, st.f_favail))
+    require_space(root, needed, 'to install %s (the old copies stay in place until every model is verified)' % (
+        ', '.join(model_label(m) for m in models)), inodes)
 
 
 class Locks(object):
@@ -725,4 +700,4 @@ class Locks(object):
             self._held.pop().__exit__(None, None, None)
 
 
-__all__ = ['InstallError', 'NoSpace', 'LockTimeout', 'Perms', 'ModelInstall', 'Locks']
+__all__ = ['InstallError', 'LockTimeout', 'Perms', 'ModelInstall', 'Locks']

@@ -17,15 +17,17 @@ __metaclass__ = type
 import concurrent.futures
 import os
 import shutil
+import stat
 import threading
 import time
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import fetch_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, join, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
+    atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
@@ -35,11 +37,8 @@ RECORD_SAVE_INTERVAL = 1.0
 
 def _lstat_file(path):
     """stat of a regular file (not followed through links), else None."""
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return st if os.path.stat.S_ISREG(st.st_mode) else None
+    st = lstat_or_none(path)
+    return st if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
 class Plan(object):
@@ -115,7 +114,7 @@ class ModelCache(object):
                 to_hash.append((f, join(adopt_from, f.path), 'copy'))
             else:
                 plan.fetch.append(f)
-        for (f, path, how), digest in zip(to_hash, _hash_all([item[1] for item in to_hash], workers)):
+        for (f, path, how), digest in zip(to_hash, sha256_files([item[1] for item in to_hash], workers)):
             if digest != f.sha256:
                 plan.fetch.append(f)
             elif how == 'in place':
@@ -128,7 +127,7 @@ class ModelCache(object):
             plan.record_stale = True
         plan.metadata = self._stale_metadata(files)
         plan.links = [(link, target) for link, target in alias_links(self.layout, self.model_id)
-                      if _readlink(absolute(self.root, link)) != target]
+                      if readlink_or_none(absolute(self.root, link)) != target]
         plan.fetch.sort(key=lambda f: -f.size)  # big files first keeps every worker busy to the end
         return plan
 
@@ -153,7 +152,7 @@ class ModelCache(object):
     def apply(self, plan, files, client, api, workers=4):
         """Carry out ``plan``; return the number of bytes transferred."""
         makedirs(self.root)
-        check_free_space(self.root, sum(f.size for f in plan.fetch) - _partial_bytes(self.partial))
+        require_space(self.root, sum(f.size for f in plan.fetch) - _partial_bytes(self.partial), 'to download %s' % self.model_id)
         incoming = Record.load(self.incoming_record_path)
         for f, source in plan.copy:
             target = join(self.incoming, f.path)
@@ -255,18 +254,6 @@ class ModelCache(object):
         return existed
 
 
-class NoSpace(Exception):
-    pass
-
-
-def check_free_space(path, needed):
-    """Fail before writing when the filesystem of ``path`` cannot take ``needed`` more bytes."""
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    if needed > free:
-        raise NoSpace('not enough space in %s: %d bytes to download, %d bytes free' % (path, needed, free))
-
-
 def _partial_bytes(top):
     total = 0
     for dirpath, _dirs, names in os.walk(top):
@@ -277,20 +264,6 @@ def _partial_bytes(top):
 def _size_of(path):
     st = _lstat_file(path)
     return st.st_size if st else None
-
-
-def _hash_all(paths, workers):
-    if not paths:
-        return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(sha256_file, paths))
-
-
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
 
 
 def _force_symlink(target, path):

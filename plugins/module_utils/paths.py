@@ -85,3 +85,33 @@ def unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def lstat_or_none(path):
+    """``os.lstat(path)``, or None when nothing is there."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def readlink_or_none(path):
+    """The target of the link ``path``, or None when it is not a link."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+class NoSpace(Exception):
+    pass
+
+
+def require_space(path, needed, what, inodes=0):
+    """Fail before writing when the filesystem of ``path`` cannot take ``needed`` bytes (and ``inodes`` files)."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise NoSpace('not enough space in %s %s: %d bytes needed, %d bytes free' % (path, what, needed, free))
+    if inodes and st.f_files and inodes > st.f_favail:
+        raise NoSpace('not enough inodes in %s %s: %d needed, %d free' % (path, what, inodes, st.f_favail))

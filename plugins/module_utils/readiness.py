@@ -17,7 +17,7 @@ import pwd
 import shutil
 import subprocess
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import escape_name, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
 
 MARK = 'MODELSEED-READY '
@@ -102,9 +102,7 @@ def parse(python, stdout, stderr, models):
 
 def legacy_dirs(cache, model_id):
     """Directories where an SDK up to 1.37 looks for (and, on a miss, creates) a model."""
-    owner, name = split_model_id(model_id)
-    escaped = escape_name(name)
-    return [os.path.join(cache, 'models', owner, escaped), os.path.join(cache, 'hub', owner, escaped)]
+    return [absolute(cache, model_dir(layout, model_id, None)) for layout in ('models', 'hub')]
 
 
 def remove_stray_dirs(before, candidates):

@@ -228,7 +228,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_writer impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, makedirs
 
 LOCK_NAME = '.lock'
 SHOWN = 5
@@ -369,7 +369,7 @@ def main():
             makedirs(dest)
             with FileLock(os.path.join(dest, LOCK_NAME), module.params['lock_timeout']):
                 run(module, root, dest, result)
-    except (BundleWriteError, LockTimeout) as exc:
+    except (BundleWriteError, LockTimeout, NoSpace) as exc:
         module.fail_json(msg=str(exc), **result)
     except OSError as exc:
         module.fail_json(msg='%s: %s' % (dest, exc), **result)

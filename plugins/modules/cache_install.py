@@ -237,15 +237,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
     InstallError, Locks, ModelInstall, Perms, check_free_space, empty_trash, fix_runtime_dirs, pending_installs,
     recorded_models, recover_pending, remove_model, runtime_dirs_to_fix)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 
@@ -332,14 +332,6 @@ def make_source(module):
     if not os.path.isdir(path):
         module.fail_json(msg='src %s is not a directory holding a bundle' % path)
     return DirSource(path)
-
-
-def choose_layout(module, result):
-    if module.params['layout'] != 'auto':
-        return module.params['layout']
-    found = find_sdks(module.params['sdk_pythons'])
-    result['sdks_found'] = found
-    return layout_for_versions([sdk['version'] for sdk in found])
 
 
 def describe(target_rel, facts):
@@ -481,7 +473,7 @@ def main():
                     locked = set(rel for rel, rec in prunes)
                     prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel in locked]
                 run(module, bundle, root, layout, perms, targets, prunes, result)
-    except (BundleError, InstallError, LockTimeout) as exc:
+    except (BundleError, InstallError, LockTimeout, NoSpace) as exc:
         module.fail_json(msg=str(exc), **result)
     except HttpError as exc:
         module.fail_json(msg='cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc), **result)

@@ -244,16 +244,16 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
-    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root)
+    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root, choose_layout)
 from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
     HubApi, HubError, Resolved, auth_headers, resolve_endpoint, select_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import generations, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import generations
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache, NoSpace
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
 
 
 def create_module():
@@ -272,14 +272,6 @@ def create_module():
     argument_spec.update(HUB_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-
-def choose_layout(module, result):
-    if module.params['layout'] != 'auto':
-        return module.params['layout']
-    found = find_sdks(module.params['sdk_pythons'])
-    result['sdks_found'] = found
-    return layout_for_versions([sdk['version'] for sdk in found])
 
 
 def ensure_present(module, cache, result):

@@ -114,7 +114,6 @@ msg:
 '''
 
 import glob
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -123,7 +122,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.env_files import c
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes
 from ansible_collections.modelseed.fleet.plugins.module_utils.readiness import legacy_dirs, remove_stray_dirs, run_probe
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR
+from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import sdk_version
 
 
@@ -131,12 +130,9 @@ def recorded_files(cache, model_id, revision):
     """Paths recorded for the model at that revision in any layout of the cache."""
     files = set()
     for path in glob.glob(os.path.join(cache, STATE_DIR, 'records', '*.json')):
-        try:
-            record = json.loads((read_bytes(path) or b'{}').decode('utf-8'))
-        except ValueError:
-            continue
-        if record.get('model') == model_id and record.get('revision') == revision:
-            files.update(record.get('files') or {})
+        record = Record.load(path)
+        if record.data.get('model') == model_id and record.data.get('revision') == revision:
+            files.update(record.files)
     return sorted(files)
 
 

@@ -16,19 +16,12 @@ from pathlib import Path
 import pytest
 
 from support.bundles import spec_from_hub, write_bundle
-from support.judging import judge
+from support.judging import READERS, judge
 from support.playbook import run_tasks
 from support.sample_models import MODEL, model_files
+from support.sdk import VERSIONS
 
 pytestmark = pytest.mark.slow
-
-READERS = {
-    "hub": ("1.15.0",),
-    "models": ("1.37.1", "1.40.2"),
-    "snapshots": ("1.40.2",),
-    "all": ("1.15.0", "1.37.1", "1.40.2"),
-}
-ALL_VERSIONS = ("1.15.0", "1.37.1", "1.40.2")
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +55,11 @@ def test_sdk_finds_every_file_and_downloads_nothing(bundle, tls_hub, tls, sdk, t
 
 
 def test_auto_layout_with_every_sdk_serves_them_all(bundle, tls_hub, tls, sdk, tmp_path):
-    envs = [sdk(v) for v in ALL_VERSIONS]
+    envs = [sdk(v) for v in VERSIONS]
     cache = tmp_path / "cache"
     result = install(bundle, cache, layout="auto", sdk_pythons=[str(e.python) for e in envs])
     assert result["layout"] == "all"
-    assert sorted(found["version"] for found in result["sdks_found"]) == sorted(ALL_VERSIONS)
+    assert sorted(found["version"] for found in result["sdks_found"]) == sorted(VERSIONS)
     for env in envs:
         judge(env, cache, tls_hub, tls)
     # What the SDKs wrote into the cache (.mdl, .mv, scratch dirs) is no reason to reinstall.
@@ -74,7 +67,7 @@ def test_auto_layout_with_every_sdk_serves_them_all(bundle, tls_hub, tls, sdk, t
     assert again["changed"] is False, again["msg"]
 
 
-@pytest.mark.parametrize("version", ALL_VERSIONS)
+@pytest.mark.parametrize("version", VERSIONS)
 def test_runtime_user_loads_a_shared_root_owned_cache(bundle, tls_hub, tls, sdk, open_dir, version):
     """Root installs; `nobody` (group nogroup) loads offline and online, although SDKs up to 1.37 write into the cache."""
     cache = open_dir / "cache"

@@ -15,11 +15,9 @@ import pytest
 import yaml
 
 from support.fleet import Fleet, netns, new_state_dir, registry, sandbox
-from support.playbook import ansible_env
+from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 
-REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = str(Path(sys.executable).with_name("ansible"))
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 ANSIBLE_INVENTORY = str(Path(sys.executable).with_name("ansible-inventory"))
 
 # Run on a node: try a TCP connection to each HOST:PORT argument and report how it went.

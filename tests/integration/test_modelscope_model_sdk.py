@@ -11,19 +11,11 @@ import subprocess
 
 import pytest
 
-from support.judging import judge
+from support.judging import READERS, judge
 from support.playbook import run_tasks
 from support.sample_models import MODEL
 
 pytestmark = pytest.mark.slow
-
-# SDK versions that read each layout.
-READERS = {
-    "hub": ("1.15.0",),
-    "models": ("1.37.1", "1.40.2"),
-    "snapshots": ("1.40.2",),
-    "all": ("1.15.0", "1.37.1", "1.40.2"),
-}
 
 
 def seed(tls_hub, tls, cache, **options):

@@ -17,7 +17,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,12 +25,10 @@ import pytest
 import yaml
 
 from support.fleet import Fleet, new_state_dir, sandbox
-from support.playbook import ansible_env
+from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
 SDK_VERSIONS = ("1.37.1", "1.40.2")
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)

@@ -8,6 +8,13 @@ import hashlib
 from support.sample_models import MODEL, model_files
 
 SDK_METADATA = {".msc", ".mdl", ".mv"}
+# The pinned SDK versions that read each layout as a cache hit.
+READERS = {
+    "hub": ("1.15.0",),
+    "models": ("1.37.1", "1.40.2"),
+    "snapshots": ("1.40.2",),
+    "all": ("1.15.0", "1.37.1", "1.40.2"),
+}
 
 
 def expected(legacy: bool, files: dict[str, bytes] | None = None) -> dict[str, str]:
