@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import concurrent.futures
+import errno
 import os
 import shutil
 import stat
@@ -27,7 +28,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
+    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
@@ -152,7 +153,20 @@ class ModelCache(object):
     def apply(self, plan, files, client, api, workers=4):
         """Carry out ``plan``; return the number of bytes transferred."""
         makedirs(self.root)
-        require_space(self.root, sum(f.size for f in plan.fetch) - _partial_bytes(self.partial), 'to download %s' % self.model_id)
+        needed = sum(f.size for f in plan.fetch) - _partial_bytes(self.partial)
+        require_space(self.root, needed, 'to download %s' % self.model_id)
+        try:
+            return self._apply(plan, files, client, api, workers)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Another writer took the room after the check: give back what this run took, keep the model as it was.
+            self.remove_scratch()
+            st = os.statvfs(self.root)
+            raise NoSpace('%s: %s in %s while downloading: %d bytes needed, %d bytes free now; the partial downloads were removed'
+                          % (self.model_id, exc.strerror, self.root, needed, st.f_bavail * st.f_frsize))
+
+    def _apply(self, plan, files, client, api, workers):
         incoming = Record.load(self.incoming_record_path)
         for f, source in plan.copy:
             target = join(self.incoming, f.path)
@@ -168,7 +182,7 @@ class ModelCache(object):
         for link, target in plan.links:
             if _force_symlink(target, absolute(self.root, link)):
                 Record(state_path(self.root, 'records', link, '.json')).remove()
-        self._cleanup()
+        self.remove_scratch()
         return transferred
 
     def _fetch_all(self, todo, incoming, client, api, workers):
@@ -231,7 +245,8 @@ class ModelCache(object):
         record.save(model=self.model_id, revision=self.resolved.revision, commit=self.resolved.commit,
                     created_at=self.resolved.created_at, layout=self.layout, path=self.rel)
 
-    def _cleanup(self):
+    def remove_scratch(self):
+        """Drop what a run keeps only while it works (also what a run killed after its record left)."""
         for path in (self.incoming, self.partial):
             shutil.rmtree(path, ignore_errors=True)
         unlink(self.incoming_record_path)
@@ -250,7 +265,7 @@ class ModelCache(object):
             existed = True
         existed = os.path.exists(self.record_path) or existed
         Record(self.record_path).remove()
-        self._cleanup()
+        self.remove_scratch()
         return existed
 
 

@@ -478,18 +478,19 @@ def main():
     except HttpError as exc:
         module.fail_json(msg='cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc), **result)
     except OSError as exc:
-        module.fail_json(msg='installing into %s failed: %s' % (root, describe_os_error(exc, root)), **result)
+        module.fail_json(msg='installing into %s failed: %s' % (root, describe_os_error(exc, root, result['bytes_installed'])), **result)
     finally:
         source.close()
     module.exit_json(**result)
 
 
-def describe_os_error(exc, root):
+def describe_os_error(exc, root, needed):
     text = '%s%s' % (exc.strerror or exc, ': %s' % exc.filename if exc.filename else '')
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
             st = os.statvfs(root)
-            text += ' (%d bytes and %d inodes free now; the partial copy was removed)' % (st.f_bavail * st.f_frsize, st.f_favail)
+            text += ' (%d bytes needed, %d bytes and %d inodes free now; the partial copy was removed)' % (
+                needed, st.f_bavail * st.f_frsize, st.f_favail)
         except OSError:
             pass
     return text

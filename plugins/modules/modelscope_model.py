@@ -296,6 +296,8 @@ def ensure_present(module, cache, result):
     if not plan.changed:
         result['msg'] = '%s: all %d file(s) present and recorded as verified at commit %s' % (
             label, len(files), cache.resolved.commit[:12])
+        if not module.check_mode:
+            cache.remove_scratch()
         return
     result['changed'] = True
     reasons = '; '.join(plan.reasons())

@@ -7,6 +7,7 @@ import pytest
 from support.mshub import MsHub, make_repo
 from support.sample_models import MODEL, model_files
 from support.sdk import ensure_sdk
+from support.smallfs import mounted_tmpfs
 from support.tls import ensure_tls
 
 
@@ -39,3 +40,10 @@ def tls_hub(hub_root, tls):
 def sdk():
     """ensure_sdk(version): each pinned SDK virtualenv is built once, then shared."""
     return ensure_sdk
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 20 MiB tmpfs of the test's own (needs root); unmounted afterwards."""
+    with mounted_tmpfs(tmp_path / "small", "20m") as mount:
+        yield mount

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import threading
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from support.interrupt import content_digest
 from support.mshub import MsHub, make_repo, push_commit
 from support.processes import kill_tree
 from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
@@ -22,18 +22,6 @@ ESCAPED_DIR = "models/Qwen/Qwen2___5-0___5B-Test"
 def download(hub, cache, **options):
     args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all", "retries": 2, **options}
     return {"modelseed.fleet.modelscope_model": args}
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file and link under ``root`` (not followed) with its content hash or target."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = "-> " + os.readlink(path)
-        elif path.is_file():
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def assert_model_files(model_dir: Path, files=None):
@@ -146,7 +134,7 @@ def test_tag_and_commit_resolve_to_the_same_files(hub, tmp_path):
     by_commit = run_tasks([download(hub, tmp_path / "b", revision=by_tag["commit"][:12], layout="snapshots")])[0]
     assert by_tag["commit"] == by_commit["commit"]
     assert by_tag["path"].endswith("/snapshots/v1.0")
-    assert tree_digest(Path(by_tag["path"])) == tree_digest(Path(by_commit["path"]))
+    assert content_digest(Path(by_tag["path"])) == content_digest(Path(by_commit["path"]))
 
 
 def test_push_during_download_does_not_mix_revisions(tmp_path):

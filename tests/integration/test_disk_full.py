@@ -1,0 +1,102 @@
+"""A full disk while modelscope_model downloads: up front (the listing does not fit) and during the transfer
+(another writer takes the room). The install side is in test_cache_install.py (up-front check, filling up while
+staging); the bundle side here. Each time: a clear error with the numbers, the cache byte for byte as it was,
+no partial, staged or temp file left."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
+from support.interrupt import bytes_below, files_below, tree_digest, wait_until
+from support.mshub import MsHub, make_repo, push_commit
+from support.playbook import run_tasks
+from support.reliability import record
+from support.smallfs import fill
+
+pytestmark = pytest.mark.hostile
+
+MiB = 1 << 20
+REPO_ID = "full/m"
+REL = model_dir("models", REPO_ID, "master")
+OLD = {"weights/a.bin": random.Random(1).randbytes(2 * MiB), "config.json": b'{"v": 1}'}
+
+
+def download(hub, cache) -> dict:
+    return {"modelseed.fleet.modelscope_model": {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models",
+                                                "workers": 2, "retries": 0}}
+
+
+def scratch(cache) -> list[str]:
+    """Files in the scratch areas of the cache, where nothing may stay after a failed run."""
+    return [str(p) for kind in ("partial", "incoming", "progress") for p in files_below(cache / ".modelseed" / kind)]
+
+
+@pytest.fixture
+def seeded(tmp_path, small_fs):
+    """A hub with REPO_ID, and a cache on the small filesystem holding its first commit."""
+    root = tmp_path / "hub"
+    make_repo(root, REPO_ID, OLD, versioned=True)
+    cache = small_fs / "cache"
+    with MsHub(root, redirect_threshold=None) as hub:
+        assert not run_tasks([download(hub, cache)])[0].get("failed")
+        yield hub, root, cache
+
+
+def test_download_that_cannot_fit_fails_first_with_the_numbers(seeded, small_fs):
+    hub, root, cache = seeded
+    push_commit(root, REPO_ID, {"weights/huge.bin": random.Random(2).randbytes(24 * MiB)})
+    before = tree_digest(cache)
+    mark = len(hub.log)
+    result = run_tasks([download(hub, cache)])[0]
+    message = result.get("msg", "")
+    ok = bool(result.get("failed")) and "bytes needed" in message and "bytes free" in message and tree_digest(cache) == before
+    record("disk full: download larger than the free space", outcome="fails before writing, with needed and free bytes; cache unchanged",
+           handled=int(ok and not scratch(cache)), corrupt=int(tree_digest(cache) != before))
+    assert result.get("failed") and "not enough space" in message, message
+    assert f"{24 * MiB} bytes needed" in message and "bytes free" in message and str(cache) in message, message
+    assert hub.log.downloads(mark) == {}, "fetched although it could not fit"
+    assert tree_digest(cache) == before and not scratch(cache)
+
+
+def test_disk_filling_up_during_the_download(seeded, small_fs):
+    """Room at the check; another writer takes it once the transfer runs: the download fails naming the bytes it
+    still needed and the bytes free, removes its partial files, and the cache is as it was; later it completes."""
+    hub, root, cache = seeded
+    new = {"weights/b.bin": random.Random(3).randbytes(10 * MiB), "config.json": b'{"v": 2}'}
+    push_commit(root, REPO_ID, new)
+    before = tree_digest(cache)
+    hub.faults.add(action="throttle", file="weights/b.bin", rate=4 * MiB)
+    filler = small_fs / "filler"
+    partial = cache / ".modelseed/partial"
+    outcome = {}
+    finished = threading.Event()
+
+    def fill_once_downloading():
+        if wait_until(lambda: bytes_below(partial) > 0 or finished.is_set(), timeout=120) and not finished.is_set():
+            outcome["error"] = fill(filler)
+
+    filling = threading.Thread(target=fill_once_downloading)
+    filling.start()
+    result = run_tasks([download(hub, cache)])[0]
+    finished.set()
+    filling.join()
+    filler.unlink(missing_ok=True)
+    message = result.get("msg", "")
+    left = scratch(cache)
+    intact = tree_digest(cache) == before
+    ok = bool(result.get("failed")) and "bytes needed" in message and "bytes free" in message and intact and not left
+    record("disk full: filesystem fills during the download", outcome="fails with needed and free bytes; partial files removed; cache unchanged",
+           handled=int(ok), corrupt=int(not intact))
+    assert "error" in outcome, f"the filler never ran: {message}"
+    assert result.get("failed") and "No space left on device" in message, message
+    assert "bytes needed" in message and "bytes free" in message, message
+    assert intact, "the cache changed"
+    assert not left, f"left behind: {left}"
+    hub.faults.clear()
+    again = run_tasks([download(hub, cache)])[0]
+    assert not again.get("failed"), again["msg"]
+    assert (cache / REL / "weights/b.bin").read_bytes() == new["weights/b.bin"]

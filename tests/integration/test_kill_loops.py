@@ -1,0 +1,341 @@
+"""kill -9 at random moments of modelscope_model, cache_bundle and cache_install, then a run to completion.
+
+Each case first times one run that is not killed, from the moment the module starts writing (a partial
+download, a temp tar, a staged file) until ansible-playbook exits; every iteration then kills a run at a
+seeded random delay within that window, checks what the kill left, and runs again to completion.
+``MODELSEED_STRESS_N`` sets the iterations (5), ``MODELSEED_SEED`` replays one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from support.bundles import ModelSpec, write_bundle
+from support.interrupt import bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.mshub import MsHub, make_repo, push_commit
+from support.playbook import run_tasks
+from support.reliability import iterations, record, seeded_rng
+
+pytestmark = pytest.mark.hostile
+
+MiB = 1 << 20
+
+
+def timed_window(tasks: list[dict], workdir: Path, started, finished) -> float:
+    """Seconds from ``started()`` to ``finished()`` in one run that is left alone (it must succeed): the span
+    in which the module changes things, which the kills are spread over."""
+    run = spawn(tasks, workdir)
+    assert wait_until(started, run.proc), "the run never started writing"
+    began = time.monotonic()
+    wait_until(finished, run.proc, step=0.002)
+    window = time.monotonic() - began
+    run.wait()
+    failures = [r.get("msg") for r in run.results() if r.get("failed")]
+    assert not failures, failures
+    assert finished(), "the run ended without finishing"
+    return window
+
+
+def kill_after(tasks: list[dict], workdir: Path, started, delay: float) -> bool:
+    """Start ``tasks``, wait for ``started()``, sleep ``delay``, kill -9 the whole tree; whether it was still running."""
+    run = spawn(tasks, workdir)
+    wait_until(started, run.proc)
+    time.sleep(delay)
+    running = run.proc.poll() is None
+    run.kill()
+    return running
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+    return target
+
+
+# -- modelscope_model ------------------------------------------------------------------------------
+
+REPO_ID = "kill/dl"
+OLD_FILES = {
+    "weights/big-1.bin": random.Random(1).randbytes(10 * MiB),
+    "weights/big-2.bin": random.Random(2).randbytes(3 * MiB // 2 + 11),
+    "weights/mid.bin": random.Random(3).randbytes(3 * MiB // 4),
+    "weights/small.bin": random.Random(4).randbytes(MiB // 4),
+    "tokenizer.json": random.Random(5).randbytes(64 << 10),
+    "config.json": b'{"model_type": "qwen2"}',
+}
+CHANGES = {
+    "weights/big-1.bin": random.Random(11).randbytes(10 * MiB + 3),
+    "weights/mid.bin": random.Random(13).randbytes(3 * MiB // 4),
+    "config.json": b'{"model_type": "qwen3"}',
+}
+NEW_FILES = {**OLD_FILES, **CHANGES}
+DL_REL = model_dir("models", REPO_ID, "master")
+# Per connection, two workers: the big file takes a few seconds (written 4 MiB at a time), while the small
+# ones are verified one after another beside it, so that kills land inside files and between them.
+RATE = 4 * MiB
+
+
+def download(hub, cache: Path) -> dict:
+    return {"modelseed.fleet.modelscope_model": {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models",
+                                                "workers": 2, "retries": 1}}
+
+
+def verified_before(cache: Path, files: dict[str, bytes]) -> set[str]:
+    """Files waiting in incoming/ with the listed bytes: verified by the killed run."""
+    incoming = Path(state_path(str(cache), "incoming", DL_REL))
+    return {path for path, data in files.items()
+            if (incoming / path).is_file() and hashlib.sha256((incoming / path).read_bytes()).digest() == hashlib.sha256(data).digest()}
+
+
+def partial_lengths(cache: Path) -> dict[str, int]:
+    partial = Path(state_path(str(cache), "partial", DL_REL))
+    return {str(p.relative_to(partial)): p.stat().st_size for p in files_below(partial)}
+
+
+def expected_transfers(files: dict[str, bytes], old_state: str, state: str, verified: set[str], partial: dict[str, int]) -> dict[str, int]:
+    """Bytes the completing run must fetch per file: none of what was verified or already in place, the rest
+    of each partial file, every other changed file whole."""
+    if state == "new":
+        return {}
+    todo = {}
+    for path, data in files.items():
+        unchanged = old_state == "old" and OLD_FILES.get(path) == data
+        if unchanged or path in verified:
+            continue
+        todo[path] = len(data) - partial.get(path, 0)
+    return todo
+
+
+def transfers(hub, since: float) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Body bytes per file the hub served to requests begun after ``since``, and the Range of each file's first request."""
+    sent, first_range = {}, {}
+    for r in hub.log.entries():
+        if r.download and r.at >= since:
+            first_range.setdefault(r.file, r.range)
+            sent[r.file] = sent.get(r.file, 0) + r.sent
+    return sent, first_range
+
+
+@pytest.mark.parametrize("start", ["empty cache", "older commit"])
+def test_kill_modelscope_model_at_random_moments(tmp_path, start):
+    """After each kill the model directory is absent, the old commit's or the new one's, byte for byte; the next
+    run completes and fetches no file that the killed run had verified, and only the missing tail of each partial one."""
+    rng, seed = seeded_rng(f"kill modelscope_model, {start}")
+    root = tmp_path / "hub"
+    make_repo(root, REPO_ID, OLD_FILES if start == "older commit" else NEW_FILES, versioned=True)
+    template = tmp_path / "template"
+    with MsHub(root, redirect_threshold=MiB) as hub:
+        if start == "older commit":
+            assert not run_tasks([download(hub, template)])[0].get("failed")
+            push_commit(root, REPO_ID, CHANGES)
+            old_digest = content_digest(template / DL_REL)
+        else:
+            template.mkdir()
+            old_digest = None
+        hub.faults.add(action="throttle", file="*", rate=RATE)
+        calibration = copy_tree(template, tmp_path / "calibration")
+        partial = Path(state_path(str(calibration), "partial", DL_REL))
+        recorded = Path(state_path(str(calibration), "records", DL_REL, ".json"))
+        old_record = recorded.stat().st_ino if recorded.exists() else None
+        window = timed_window([download(hub, calibration)], tmp_path, partial.is_dir,
+                              lambda: recorded.exists() and recorded.stat().st_ino != old_record)
+        new_digest = content_digest(tmp_path / "calibration" / DL_REL)
+        print(f"window {window:.2f}s")
+
+        outcomes = []
+        for attempt in range(iterations()):
+            cache = copy_tree(template, tmp_path / f"cache-{attempt}")
+            delay = rng.uniform(0, window * 1.1)
+            partial = Path(state_path(str(cache), "partial", DL_REL))
+            hub.faults.clear()
+            hub.faults.add(action="throttle", file="*", rate=RATE)
+            kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay)
+            model = cache / DL_REL
+            now = content_digest(model) if model.exists() else None
+            state = "old" if now == old_digest else "new" if now == new_digest else "mixed"
+            verified, partial_now = verified_before(cache, NEW_FILES), partial_lengths(cache)
+            want = expected_transfers(NEW_FILES, "old" if old_digest else "none", state, verified, partial_now)
+
+            hub.faults.clear()
+            since = time.time()
+            result = run_tasks([download(hub, cache)])[0]
+            sent, first_range = transfers(hub, since)
+            ranges_ok = all(first_range.get(path) == f"bytes={partial_now[path]}-"
+                            for path in want if 0 < partial_now.get(path, 0) < len(NEW_FILES[path]))
+            completed = not result.get("failed") and content_digest(model) == new_digest
+            scratch = [str(p) for kind in ("incoming", "partial", "progress") for p in files_below(cache / ".modelseed" / kind)]
+            refetched = {path: n for path, n in sent.items() if n != want.get(path, 0)}
+            ok = state != "mixed" and completed and not scratch and not refetched and ranges_ok
+            record(f"kill -9 modelscope_model ({start})", outcome="model dir old or new; next run completes, fetches no verified byte again",
+                   handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
+            outcomes.append(f"{delay:.2f}s: {state}, {len(verified)} verified, partial {sorted(partial_now.values())}")
+            context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
+            assert state != "mixed", f"{context}: the model directory is neither the old nor the new one"
+            assert completed, f"{context}: {result.get('msg')}"
+            assert not scratch, f"{context}: scratch files left after a kill that left {state}: {scratch}"
+            assert not refetched and ranges_ok, f"{context}: fetched {sent}, expected {want}; first ranges {first_range}, partial {partial_now}"
+            shutil.rmtree(cache)
+    print("kills: " + "; ".join(outcomes))
+
+
+def test_scratch_left_by_a_run_killed_after_its_record_is_removed(tmp_path):
+    """A kill between the record and the cleanup leaves the model complete and its scratch files behind: the next
+    run has nothing to download and removes them."""
+    root = tmp_path / "hub"
+    make_repo(root, REPO_ID, NEW_FILES)
+    cache = tmp_path / "cache"
+    with MsHub(root) as hub:
+        assert not run_tasks([download(hub, cache)])[0].get("failed")
+        leftovers = [Path(state_path(str(cache), "incoming", DL_REL, ".json")), Path(state_path(str(cache), "progress", DL_REL, ".json")),
+                     Path(state_path(str(cache), "partial", DL_REL)) / "weights/mid.bin"]
+        for path in leftovers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}")
+        mark = len(hub.log)
+        result = run_tasks([download(hub, cache)])[0]
+        assert result["changed"] is False and hub.log.downloads(mark) == {}, result["msg"]
+    assert [p for p in leftovers if p.exists()] == []
+
+
+# -- cache_bundle ------------------------------------------------------------------------------------
+
+BUNDLE_MODELS = ("kill/b1", "kill/b2")
+
+
+def bundle_files(model: str, generation: int) -> dict[str, bytes]:
+    rng = random.Random(f"{model}:{generation}")
+    return {"weights/model.bin": rng.randbytes(12 * MiB), "config.json": b'{"generation": %d}' % generation}
+
+
+def bundle_state(dest: Path) -> dict[str, str]:
+    """Files under their final names (temp tars and the lock file left out), by content."""
+    return {name: digest for name, digest in content_digest(dest).items() if name != ".lock" and not name.endswith(".tmp")}
+
+
+def test_kill_cache_bundle_at_random_moments(tmp_path):
+    """After each kill the bundle directory holds the previous bundle or the complete new one under its final names;
+    the next run completes, cache_info verifies the result and no temp tar is left."""
+    rng, seed = seeded_rng("kill cache_bundle")
+    root, cache, old_bundle = tmp_path / "hub", tmp_path / "cache", tmp_path / "old-bundle"
+    for model in BUNDLE_MODELS:
+        make_repo(root, model, bundle_files(model, 1), versioned=True)
+    downloads = [{"modelseed.fleet.modelscope_model": {"name": m, "cache_dir": str(cache), "endpoint": None, "layout": "models"}}
+                 for m in BUNDLE_MODELS]
+
+    def bundle(dest: Path) -> dict:
+        return {"modelseed.fleet.cache_bundle": {"cache_dir": str(cache), "dest": str(dest)}}
+
+    def info(dest: Path, verify: str = "quick") -> dict:
+        return {"modelseed.fleet.cache_info": {"bundle": str(dest), "verify": verify}, "check_mode": True}
+
+    with MsHub(root) as hub:
+        for task in downloads:
+            task["modelseed.fleet.modelscope_model"]["endpoint"] = hub.url
+        setup = run_tasks([*downloads, bundle(old_bundle)])
+        assert not any(r.get("failed") for r in setup.results), [r.get("msg") for r in setup.results]
+        for model in BUNDLE_MODELS:
+            push_commit(root, model, bundle_files(model, 2))
+        update = run_tasks(downloads)
+        assert not any(r.get("failed") for r in update.results), [r.get("msg") for r in update.results]
+    old = bundle_state(old_bundle)
+
+    def writing(dest: Path):
+        return lambda: any(p.name.endswith(".tmp") for p in dest.iterdir()) if dest.is_dir() else False
+
+    calibration = copy_tree(old_bundle, tmp_path / "calibration")
+    sums, old_sums = calibration / "SHA256SUMS", (calibration / "SHA256SUMS").stat().st_ino
+    window = timed_window([bundle(calibration)], tmp_path, writing(calibration), lambda: sums.stat().st_ino != old_sums)
+    new = bundle_state(calibration)
+    assert new != old
+    print(f"window {window:.2f}s")
+
+    outcomes = []
+    for attempt in range(iterations()):
+        dest = copy_tree(old_bundle, tmp_path / f"bundle-{attempt}")
+        delay = rng.uniform(0, window * 1.1)
+        kill_after([bundle(dest)], tmp_path, writing(dest), delay)
+        now = bundle_state(dest)
+        state = "old" if now == old else "new" if now == new else "mixed"
+        run = run_tasks([info(dest), bundle(dest), info(dest, "full")])
+        after_kill, completing, final = run.results
+        completed = not completing.get("failed") and bundle_state(dest) == new and final["bundle"]["verified"]
+        temps = [p.name for p in dest.iterdir() if p.name.endswith(".tmp")]
+        ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not temps
+        record("kill -9 cache_bundle", outcome="previous bundle or the complete new one; next run completes and verifies",
+               handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
+        outcomes.append(f"{delay:.2f}s: {state}")
+        context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
+        assert state != "mixed", f"{context}: the bundle is neither the old nor the new one: {now}"
+        assert after_kill["bundle"]["verified"], f"{context}: {after_kill.get('problems')}"
+        assert completed, f"{context}: {completing.get('msg')}; {final.get('problems')}"
+        assert not temps, f"{context}: temp files left: {temps}"
+        shutil.rmtree(dest)
+    print("kills: " + "; ".join(outcomes))
+
+
+# -- cache_install ------------------------------------------------------------------------------------
+
+
+def many_files(seed: int, count: int = 400) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    files = {f"shards/part-{i:04d}.bin": rng.randbytes(512) for i in range(count)}
+    files["weights.bin"] = rng.randbytes(2 * MiB)
+    return files
+
+
+def install(src: Path, cache: Path) -> dict:
+    return {"modelseed.fleet.cache_install": {"src": str(src), "cache_dir": str(cache), "layout": "all"}}
+
+
+def test_kill_cache_install_at_random_moments(tmp_path):
+    """Several models with many files, so that kills during staging, between the swaps and while old copies are
+    deleted all happen: each model directory is byte for byte (modes, owners, mtimes too) the old or the new one."""
+    rng, seed = seeded_rng("kill cache_install")
+    ids = [f"kill/model-{i}" for i in range(4)]
+    dirs = [model_dir("all", m, "master") for m in ids]
+    old = write_bundle(tmp_path / "old", [ModelSpec(m, many_files(i)) for i, m in enumerate(ids)])
+    new = write_bundle(tmp_path / "new", [ModelSpec(m, many_files(100 + i), created_at=1710000000) for i, m in enumerate(ids)])
+    template = tmp_path / "template"
+    assert not run_tasks([install(old, template)])[0].get("failed")
+    olds = [tree_digest(template / d) for d in dirs]
+
+    def staging(cache: Path):
+        return lambda: bytes_below(cache / ".modelseed/incoming") > 0
+
+    calibration = copy_tree(template, tmp_path / "calibration")
+    inodes = [(calibration / d).stat().st_ino for d in dirs]
+    window = timed_window([install(new, calibration)], tmp_path, staging(calibration),
+                          lambda: all((calibration / d).stat().st_ino != ino for d, ino in zip(dirs, inodes, strict=True)))
+    news = [tree_digest(calibration / d) for d in dirs]
+    print(f"window {window:.2f}s")
+
+    outcomes = []
+    for attempt in range(iterations()):
+        cache = copy_tree(template, tmp_path / f"cache-{attempt}")
+        delay = rng.uniform(0, window * 1.1)
+        kill_after([install(new, cache)], tmp_path, staging(cache), delay)
+        states = []
+        for index, d in enumerate(dirs):
+            now = tree_digest(cache / d)
+            states.append("old" if now == olds[index] else "new" if now == news[index] else "mixed")
+        run = run_tasks([install(new, cache), install(new, cache)])
+        completed = not run[0].get("failed") and [tree_digest(cache / d) for d in dirs] == news and run[1]["changed"] is False
+        leftovers = [p for kind in ("incoming", "trash") for p in (cache / ".modelseed" / kind).glob("*")]
+        ok = "mixed" not in states and completed and not leftovers
+        record("kill -9 cache_install", outcome="each model dir byte for byte old or new; next run completes",
+               handled=int(ok), corrupt=states.count("mixed"), seed=seed)
+        outcomes.append(f"{delay:.2f}s: {' '.join(states)}")
+        context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
+        assert "mixed" not in states, f"{context}: {states}"
+        assert completed, f"{context}: {run[0].get('msg')} / {run[1].get('msg')}"
+        assert not leftovers, f"{context}: {leftovers}"
+        shutil.rmtree(cache)
+    print("kills: " + "; ".join(outcomes))

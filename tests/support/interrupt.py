@@ -1,0 +1,120 @@
+"""Runs to interrupt: ansible-playbook in the background, killed with SIGKILL at a chosen moment, and
+digests of the trees it leaves, to tell the state before the run from the state after it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from support.playbook import ansible_env, playbook_command, write_playbook
+from support.processes import kill_tree
+
+
+@dataclass
+class Background:
+    """A playbook started by ``spawn``; ``results()`` reads its tasks' results once it has ended."""
+
+    proc: subprocess.Popen
+    results_file: Path
+    started: float
+
+    def kill(self) -> None:
+        kill_tree(self.proc.pid)
+        self.proc.wait()
+
+    def wait(self, timeout: float = 600) -> int:
+        return self.proc.wait(timeout)
+
+    def results(self) -> list[dict]:
+        assert self.results_file.exists(), f"the run ended ({self.proc.returncode}) without saving its results"
+        saved = json.loads(self.results_file.read_text())
+        return [saved[key] for key in sorted(saved, key=lambda k: int(k.split("_")[1]))]
+
+
+def spawn(tasks: list[dict], workdir: Path, env: dict[str, str] | None = None) -> Background:
+    """Run ``tasks`` in the background (each registered, allowed to fail, results saved at the end).
+
+    Ansible cannot clean up after a SIGKILL, so its temporary files (module payloads) go below ``workdir``,
+    not into the system's /tmp."""
+    name = uuid.uuid4().hex[:8]
+    results_file = workdir / f"results-{name}.json"
+    play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
+    names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
+    play_tasks.append({"name": "Save results", "check_mode": False,
+                       "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"}})
+    playbook = write_playbook(play_tasks, workdir / f"play-{name}.yml")
+    scratch = workdir / "ansible-tmp"
+    scratch.mkdir(exist_ok=True)
+    full_env = ansible_env(TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch / "remote"), ANSIBLE_LOCAL_TEMP=str(scratch / "local"),
+                           **(env or {}))
+    proc = subprocess.Popen(playbook_command(playbook), env=full_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Background(proc, results_file, time.monotonic())
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 120, step: float = 0.005) -> bool:
+    """Poll ``condition`` until it holds (True), the process ended or the time is up (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return condition()
+        time.sleep(step)
+    return False
+
+
+def files_below(directory: Path) -> list[Path]:
+    """Regular files under ``directory`` (none when it does not exist)."""
+    return [p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()] if directory.is_dir() else []
+
+
+def bytes_below(directory: Path) -> int:
+    total = 0
+    for path in files_below(directory):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # moved on while we looked
+            pass
+    return total
+
+
+def tree_digest(root: Path, skip_locks: bool = True) -> dict[str, str]:
+    """Every entry under ``root``: type, mode, owner, and content hash (files, with mtime) or target (links).
+
+    Lock files (empty, for flock) under .modelseed/locks are left out: taking a model's lock creates one.
+    """
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if skip_locks and rel.startswith(".modelseed/locks"):
+            continue
+        st = path.lstat()
+        head = f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = f"{head} -> {os.readlink(path)}"
+        elif stat.S_ISREG(st.st_mode):
+            out[rel] = f"{head} {st.st_mtime_ns} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+        else:
+            out[rel] = head
+    return out
+
+
+def content_digest(root: Path) -> dict[str, str]:
+    """Every file and link under ``root`` (not followed) with its content hash or target: what a reader sees."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
