@@ -1,7 +1,7 @@
 """Command line, for molecule's create/destroy playbooks and for trying things by hand (run as root, from tests/):
 
-    python -m support.fleet up --nodes 3 --state DIR [--airgap] [--group staging=1 --group nodes=2-3]
-                               [--hostvars KEY=VALUE | --hostvars @vars.yml ...]
+    python -m support.fleet up --nodes 3 --state DIR [--airgap [--proxy]] [--group staging=1 --group nodes=2-3]
+                               [--hostvars KEY=VALUE | --hostvars @vars.yml ...] [--shared DIR ...]
     python -m support.fleet prefix --state DIR     # the command prefix for ansible (air-gap mode), shell-quoted
     python -m support.fleet down --state DIR
 
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd = commands.add_parser("up", help="start a fleet and print its inventory")
     up_cmd.add_argument("--nodes", type=int, default=3)
     up_cmd.add_argument("--airgap", action="store_true", help="each node in a network namespace of its own")
+    up_cmd.add_argument("--proxy", action="store_true", help="air-gap: reach nodes through an ssh ProxyCommand, no prefix needed")
+    up_cmd.add_argument("--shared", action="append", default=[], type=Path, metavar="DIR", help="host dir nodes see read-only")
     up_cmd.add_argument("--group", action="append", default=[], metavar="NAME[=1,2-3]", help="repeatable; default: all in 'fleet'")
     up_cmd.add_argument("--hostvars", action="append", default=[], metavar="KEY=VALUE|@FILE", help="added to every host")
     up_cmd.add_argument("--subnet", default="10.213.0", help="air-gap /24, as its first three octets")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             groups = dict(parse_group(g) for g in args.group) or None
             fleet = Fleet(args.state, args.nodes, airgap=args.airgap, groups=groups, hostvars=parse_hostvars(args.hostvars),
-                          subnet=args.subnet, ready_timeout=args.timeout).up()
+                          subnet=args.subnet, ready_timeout=args.timeout, shared=args.shared, proxy=args.proxy).up()
             sys.stdout.write(fleet.inventory_path.read_text(encoding="utf-8"))
         elif args.command == "down":
             down(args.state)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from .keys import keygen, known_hosts_line
 from .nodes import Node, prepare
 
 STATE_FILE = "fleet.json"
+RELAY = Path(__file__).with_name("relay.py")
 DEFAULT_GROUPS: dict[str, list[int] | None] = {"fleet": None}
 # ssh appends 17 characters to a ControlPath while creating it, and %C is 40; a socket path holds at most 107.
 MAX_CONTROL_DIR = 48
@@ -36,12 +39,14 @@ class Fleet:
 
     ``groups`` maps a group name to node numbers (1-based), or to ``None`` for every node. ``hostvars`` are added to
     every host. With ``airgap`` each node gets a network namespace of its own (see ``netns``) and Ansible must run
-    through ``command_prefix``.
+    through ``command_prefix``, or, with ``proxy``, anywhere: the inventory's ssh arguments then hold a ProxyCommand
+    that enters the controller namespace (rsync pushes from the controller use them too).
     """
 
     def __init__(self, state_dir: str | Path, size: int = 3, *, airgap: bool = False,
                  groups: dict[str, list[int] | None] | None = None, hostvars: dict | None = None,
-                 subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0, shared: list[str | Path] = ()):
+                 subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0, shared: list[str | Path] = (),
+                 proxy: bool = False):
         if not 1 <= size <= 250:
             raise FleetError(f"a fleet has 1 to 250 nodes, not {size}")
         self.state_dir = Path(state_dir).absolute()
@@ -53,6 +58,7 @@ class Fleet:
         self.ready_timeout = ready_timeout
         # Host directories the nodes see read-only at the same path (SDK virtualenvs, say), wherever they live.
         self.shared = tuple(Path(p).absolute() for p in shared)
+        self.proxy = proxy and airgap
         self.run_id = ""
         self.loopback_block: str | None = None
         self.control_dir: Path | None = None
@@ -86,6 +92,11 @@ class Fleet:
         return netns.command_prefix(self.gap.controller) if self.gap else []
 
     @property
+    def proxy_command(self) -> str | None:
+        """An ssh ProxyCommand that reaches the nodes from outside the controller namespace (air-gap mode)."""
+        return shlex.join([*self.command_prefix, sys.executable, str(RELAY), "%h", "%p"]) if self.gap else None
+
+    @property
     def controller_address(self) -> str:
         """Where nodes reach the controller: the bridge in air-gap mode, the host's loopback otherwise."""
         return self.gap.controller_address if self.gap else "127.0.0.1"
@@ -99,7 +110,7 @@ class Fleet:
 
     @property
     def inventory(self) -> dict:
-        common = inventory.ssh_common_args(self.known_hosts, self.control_dir)
+        common = inventory.ssh_common_args(self.known_hosts, self.control_dir, self.proxy_command if self.proxy else None)
         per_host = {node.name: inventory.host_vars(node, key=self.key, common_args=common,
                                                    controller_address=self.controller_address) for node in self.nodes}
         return inventory.build(self.nodes, self.groups, per_host, self.hostvars)
@@ -159,7 +170,7 @@ class Fleet:
         except FileNotFoundError:
             return None
         fleet = cls(path.parent, data["size"], airgap=data["airgap"], groups=data["groups"], hostvars=data["hostvars"],
-                    subnet=data["subnet"])
+                    subnet=data["subnet"], proxy=data.get("proxy", False))
         fleet.run_id = data["run_id"]
         fleet.loopback_block = data["loopback_block"]
         fleet.control_dir = Path(data["control_dir"]) if data["control_dir"] else None
@@ -168,7 +179,7 @@ class Fleet:
 
     def _save(self) -> None:
         data = {"run_id": self.run_id, "size": self.size, "airgap": self.airgap, "groups": self.groups,
-                "hostvars": self.hostvars, "subnet": self.subnet, "loopback_block": self.loopback_block,
+                "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "loopback_block": self.loopback_block,
                 "control_dir": str(self.control_dir) if self.control_dir else None,
                 "nodes": [node.to_dict() for node in self.nodes]}
         tmp = self.state_dir / f".{STATE_FILE}.tmp"

@@ -11,7 +11,7 @@ from .errors import FleetError
 from .nodes import Node
 
 
-def ssh_common_args(known_hosts: Path, control_dir: Path) -> str:
+def ssh_common_args(known_hosts: Path, control_dir: Path, proxy_command: str | None = None) -> str:
     options = {
         "UserKnownHostsFile": known_hosts,
         "GlobalKnownHostsFile": "/dev/null",
@@ -20,6 +20,8 @@ def ssh_common_args(known_hosts: Path, control_dir: Path) -> str:
         # Per fleet: another fleet may use the same addresses (air-gap mode always does) at the same time.
         "ControlPath": control_dir / "%C",
     }
+    if proxy_command:
+        options["ProxyCommand"] = proxy_command
     return " ".join(f"-o {shlex.quote(f'{key}={value}')}" for key, value in options.items())
 
 
