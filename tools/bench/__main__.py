@@ -1,4 +1,8 @@
-"""make bench: every benchmark, each writing its own section of docs/benchmarks.md."""
+"""make bench: every benchmark, each writing its own section of docs/benchmarks.md.
+
+    python tools/bench [ARGS...]              every benchmark, each given ARGS
+    python tools/bench NAME [ARGS...]         one of them: download, bundle_install, fleet
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+BENCHMARKS = ("download", "bundle_install", "fleet")
 
-for script in ("download.py", "bundle_install.py"):
-    subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:]], check=True)
+chosen = sys.argv[1].replace("-", "_") if len(sys.argv) > 1 else ""
+names, args = ([chosen], sys.argv[2:]) if chosen in BENCHMARKS else (BENCHMARKS, sys.argv[1:])
+for name in names:
+    subprocess.run([sys.executable, str(HERE / f"{name}.py"), *args], check=True)
