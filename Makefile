@@ -22,21 +22,24 @@ GET_PIP := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).
 SANITY_PYTHON ?= $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 PYTEST_ARGS ?=
+# molecule scenarios to run; empty: every one under molecule/
+SCENARIOS ?=
 
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 
-.PHONY: help sysdeps venv collection sanity lint units integration test demo bench stress build clean
+.PHONY: help sysdeps venv collection sanity lint units integration molecule test demo bench stress build clean
 
 help:
 	@echo "make demo         run the demo"
-	@echo "make test         sysdeps, venv, sanity, lint, build, units, integration"
+	@echo "make test         sysdeps, venv, sanity, lint, build, units, integration, molecule"
 	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
 	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
 	@echo "make sanity       ansible-test sanity"
 	@echo "make lint         ansible-lint (production profile) and ruff"
 	@echo "make units        pytest tests/unit"
 	@echo "make integration  pytest tests/integration"
+	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some)"
 	@echo "make bench        benchmarks"
 	@echo "make stress       stress tests"
 	@echo "make build        build the collection tarball into $(DIST) and check it installs offline"
@@ -83,7 +86,11 @@ units: venv collection
 integration: venv collection
 	pytest tests/integration $(PYTEST_ARGS)
 
-test: sysdeps venv sanity lint build units integration
+# Logs in $(BUILD)/molecule/<scenario>.log; a failure prints the failed step and its task errors.
+molecule: venv collection
+	MOLECULE_LOGS=$(BUILD)/molecule tools/molecule_test.sh $(SCENARIOS)
+
+test: sysdeps venv sanity lint build units integration molecule
 
 demo: venv collection
 	python tools/demo.py

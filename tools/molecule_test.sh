@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# molecule test for each scenario named (all under molecule/ when none is), one log file each.
+# Prints one line per scenario; for a failure, the failed step and the task errors from its log.
+# Runs every scenario, then exits 1 if any failed.
+set -uo pipefail
+
+LOGS=${MOLECULE_LOGS:-.build/molecule}
+mkdir -p "$LOGS"
+if [ "$#" -eq 0 ]; then
+    mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
+    set -- "${scenarios[@]}"
+fi
+
+failed=()
+for scenario in "$@"; do
+    log="$LOGS/$scenario.log"
+    started=$SECONDS
+    if NO_COLOR=1 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 molecule test -s "$scenario" >"$log" 2>&1; then
+        echo "molecule $scenario: passed in $((SECONDS - started)) s"
+        continue
+    fi
+    failed+=("$scenario")
+    echo "molecule $scenario: FAILED after $((SECONDS - started)) s (full log: $log)"
+    # The step that failed, then each task error with the lines that explain it.
+    grep -E 'Executed: Failed' "$log" | head -n 3 | sed 's/^/    /'
+    grep -E -A 14 '(fatal|failed): \[|\[ERROR\]: ' "$log" | grep -v '\.\.\.ignoring' | head -n 120 | sed 's/^/    /'
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "molecule: ${#failed[@]} scenario(s) failed: ${failed[*]}"
+    exit 1
+fi
