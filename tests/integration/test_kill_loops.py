@@ -12,6 +12,7 @@ import hashlib
 import random
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -114,45 +115,58 @@ def expected_transfers(files: dict[str, bytes], old_state: str, state: str, veri
     return todo
 
 
-def transfers(hub, since: float) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Body bytes per file the hub served to requests begun after ``since``, and the Range of each file's first request."""
+def settled(hub) -> int:
+    """A mark in the hub's log once the requests a killed run left are all answered (or dropped) and logged:
+    under load the hub may take up a dead client's last request a while after the kill."""
+    def busy() -> bool:
+        return any("process_request_thread" in thread.name for thread in threading.enumerate())
+
+    mark, deadline = -1, time.monotonic() + 60
+    while (mark != len(hub.log) or busy()) and time.monotonic() < deadline:
+        mark = len(hub.log)
+        time.sleep(0.25)
+    return mark
+
+
+def transfers(hub, mark: int) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Body bytes per file the hub served since ``mark``, and the Range of each file's first request."""
     sent, first_range = {}, {}
-    for r in hub.log.entries():
-        if r.download and r.at >= since:
+    for r in hub.log.entries(mark):
+        if r.download:
             first_range.setdefault(r.file, r.range)
             sent[r.file] = sent.get(r.file, 0) + r.sent
     return sent, first_range
 
 
-@pytest.mark.parametrize("start", ["empty cache", "older commit"])
-def test_kill_modelscope_model_at_random_moments(tmp_path, start):
-    """After each kill the model directory is absent, the old commit's or the new one's, byte for byte; the next
-    run completes and fetches no file that the killed run had verified, and only the missing tail of each partial one."""
-    rng, seed = seeded_rng(f"kill modelscope_model, {start}")
+def test_kill_modelscope_model_at_random_moments(tmp_path):
+    """Iterations alternate between an empty cache and one holding the previous commit. After each kill the model
+    directory is absent, the previous commit's or the new one's, byte for byte; the next run completes and fetches
+    no file that the killed run had verified, and of each partial file only the missing tail."""
+    rng, seed = seeded_rng("kill modelscope_model")
     root = tmp_path / "hub"
-    make_repo(root, REPO_ID, OLD_FILES if start == "older commit" else NEW_FILES, versioned=True)
-    template = tmp_path / "template"
+    make_repo(root, REPO_ID, OLD_FILES, versioned=True)
+    empty, older = tmp_path / "empty", tmp_path / "older"
+    empty.mkdir()
     with MsHub(root, redirect_threshold=MiB) as hub:
-        if start == "older commit":
-            assert not run_tasks([download(hub, template)])[0].get("failed")
-            push_commit(root, REPO_ID, CHANGES)
-            old_digest = content_digest(template / DL_REL)
-        else:
-            template.mkdir()
-            old_digest = None
+        assert not run_tasks([download(hub, older)])[0].get("failed")
+        push_commit(root, REPO_ID, CHANGES)
+        old_digests = {"empty cache": None, "older commit": content_digest(older / DL_REL)}
+        # An update keeps the .mv of the previous commit (its CreatedAt does not matter to SDKs): its own new state.
+        updated = copy_tree(older, tmp_path / "updated")
+        assert not run_tasks([download(hub, updated)])[0].get("failed")
         hub.faults.add(action="throttle", file="*", rate=RATE)
-        calibration = copy_tree(template, tmp_path / "calibration")
+        calibration = copy_tree(empty, tmp_path / "calibration")
         partial = Path(state_path(str(calibration), "partial", DL_REL))
         recorded = Path(state_path(str(calibration), "records", DL_REL, ".json"))
-        old_record = recorded.stat().st_ino if recorded.exists() else None
-        window = timed_window([download(hub, calibration)], tmp_path, partial.is_dir,
-                              lambda: recorded.exists() and recorded.stat().st_ino != old_record)
-        new_digest = content_digest(tmp_path / "calibration" / DL_REL)
+        window = timed_window([download(hub, calibration)], tmp_path, partial.is_dir, recorded.exists)
+        new_digests = {"empty cache": content_digest(calibration / DL_REL), "older commit": content_digest(updated / DL_REL)}
         print(f"window {window:.2f}s")
 
         outcomes = []
         for attempt in range(iterations()):
-            cache = copy_tree(template, tmp_path / f"cache-{attempt}")
+            start = ("empty cache", "older commit")[attempt % 2]
+            old_digest, new_digest = old_digests[start], new_digests[start]
+            cache = copy_tree(empty if start == "empty cache" else older, tmp_path / f"cache-{attempt}")
             delay = rng.uniform(0, window * 1.1)
             partial = Path(state_path(str(cache), "partial", DL_REL))
             hub.faults.clear()
@@ -165,9 +179,9 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, start):
             want = expected_transfers(NEW_FILES, "old" if old_digest else "none", state, verified, partial_now)
 
             hub.faults.clear()
-            since = time.time()
+            mark = settled(hub)
             result = run_tasks([download(hub, cache)])[0]
-            sent, first_range = transfers(hub, since)
+            sent, first_range = transfers(hub, mark)
             ranges_ok = all(first_range.get(path) == f"bytes={partial_now[path]}-"
                             for path in want if 0 < partial_now.get(path, 0) < len(NEW_FILES[path]))
             completed = not result.get("failed") and content_digest(model) == new_digest
@@ -176,12 +190,14 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, start):
             ok = state != "mixed" and completed and not scratch and not refetched and ranges_ok
             record(f"kill -9 modelscope_model ({start})", outcome="model dir old or new; next run completes, fetches no verified byte again",
                    handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
-            outcomes.append(f"{delay:.2f}s: {state}, {len(verified)} verified, partial {sorted(partial_now.values())}")
-            context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
+            outcomes.append(f"{start} {delay:.2f}s: {state}, {len(verified)} verified, partial {sorted(partial_now.values())}")
+            context = f"seed {seed}, attempt {attempt} ({start}), kill after {delay:.3f}s"
             assert state != "mixed", f"{context}: the model directory is neither the old nor the new one"
             assert completed, f"{context}: {result.get('msg')}"
             assert not scratch, f"{context}: scratch files left after a kill that left {state}: {scratch}"
-            assert not refetched and ranges_ok, f"{context}: fetched {sent}, expected {want}; first ranges {first_range}, partial {partial_now}"
+            requests = [(r.file, r.range, r.status, r.sent, r.port) for r in hub.log.entries(mark) if r.file in refetched]
+            assert not refetched and ranges_ok, (f"{context}: fetched {sent}, expected {want}; first ranges {first_range}, "
+                                                 f"partial {partial_now}; requests {requests}")
             shutil.rmtree(cache)
     print("kills: " + "; ".join(outcomes))
 
