@@ -8,20 +8,25 @@ kill -9 leaves is harmless: the next run takes it at once (lock_timeout=0 proves
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.bundles import ModelSpec, spec_from_hub, write_bundle
+from support.fleet import Fleet, new_state_dir
 from support.interrupt import Background, bytes_below, files_below, spawn, wait_until
 from support.judging import judge
 from support.mshub import MsHub
-from support.playbook import run_tasks
+from support.playbook import ANSIBLE_PLAYBOOK, ansible_env, run_tasks
 from support.reliability import record
 from support.sample_models import MODEL, model_files
 
@@ -138,6 +143,38 @@ def test_an_install_gives_up_waiting_naming_the_lock(tmp_path):
     assert clear, result.get("msg")
     assert not (cache / "models/o").exists()
     assert not run_tasks([install(bundle, cache, lock_timeout=0)])[0].get("failed")
+
+
+def test_two_installs_at_once_on_a_fleet_node(hub, tmp_path, sdk, tls):
+    """The same through sshd: two ansible-playbook runs push the same bundle to one node at the same time."""
+    bundle = write_bundle(tmp_path / "bundle", [spec_from_hub(hub.url, MODEL, model_files()), ModelSpec("o/many", many_files(4))])
+    with Fleet(new_state_dir("concurrent-"), 1, shared=[bundle]) as fleet:
+        node_cache = "/var/cache/modelscope"
+        play = [{"hosts": "all", "gather_facts": False, "tasks": [
+            {**install(bundle, Path(node_cache)), "register": "outcome", "ignore_errors": True},
+            {"ansible.builtin.copy": {"content": "{{ outcome | to_json }}", "dest": "{{ results_file }}", "mode": "0600"},
+             "delegate_to": "localhost", "vars": {"ansible_python_interpreter": sys.executable, "ansible_connection": "local"}}]}]
+        playbook = tmp_path / "fleet-install.yml"
+        playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+        results = [tmp_path / f"fleet-result-{i}.json" for i in range(2)]
+        procs = [subprocess.Popen([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(fleet.inventory_path), str(playbook),
+                                   "-e", f"results_file={result}"], env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for result in results]
+        cache = fleet.node(1).path / node_cache.lstrip("/")
+        wait_until(lambda: bytes_below(cache / ".modelseed/incoming") > 0, procs[0])
+        overlapped = all(proc.poll() is None for proc in procs)
+        outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+        outcomes = [json.loads(result.read_text()) if result.exists() else {"failed": True, "msg": output[-3000:]}
+                    for result, output in zip(results, outputs, strict=True)]
+        actions = sorted([m["action"] for m in outcome.get("models", [])] for outcome in outcomes)
+        failed = [outcome["msg"] for outcome in outcomes if outcome.get("failed")]
+        ok = overlapped and not failed and actions == [["install", "install"], ["none", "none"]]
+        record("two cache_install runs at once over ssh", outcome="one waits for the other and installs nothing; cache complete",
+               handled=int(ok))
+        assert overlapped, "the runs did not overlap"
+        assert not failed, failed
+        assert actions == [["install", "install"], ["none", "none"]], actions
+        judge(sdk(SDK), cache, hub, tls)
 
 
 # -- a lock left by a killed run -----------------------------------------------------------------------
