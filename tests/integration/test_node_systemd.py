@@ -119,6 +119,14 @@ def test_reload_on_dropin_change_restart_only_when_asked(node_with_systemd, hub,
     assert seed(fleet, tmp_path / "settled", hub, node_services=["vllm"], node_restart_services=True,
                 node_env_extra={"VLLM_USE_MODELSCOPE": "True"}) == []
 
+    # /etc/environment edited by hand: the run puts the line back, but no unit's environment changed, so
+    # systemd neither reloads nor restarts anything.
+    environment = fleet.node(1).path / "etc/environment"
+    environment.write_text(f'PATH="{NODE_PATH}"\n')
+    assert seed(fleet, tmp_path / "by-hand", hub, node_services=["vllm"], node_restart_services=True,
+                node_env_extra={"VLLM_USE_MODELSCOPE": "True"}) == []
+    assert "MODELSCOPE_CACHE=/var/cache/modelscope" in environment.read_text().splitlines()
+
     # A change without restarts asked for: reload only.
     assert seed(fleet, tmp_path / "quiet", hub, node_services=["vllm"], node_env_extra={"VLLM_USE_MODELSCOPE": "False"}) \
         == ["daemon-reload"]
