@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import hashlib
 import os
 import queue
@@ -38,7 +39,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, read_bytes, require_space, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, atomic_write, read_bytes, require_space, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 BLOCK = 512
@@ -647,6 +648,13 @@ class BundlePlan(object):
                 staged.append(self._write_one(entry, source, verify, buffer_size, buffers))
             for tmp, entry in staged:
                 os.rename(tmp, os.path.join(self.dest, entry['tar']))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Another writer took the room after the check; the temp tars go (finally), the bundle stays as it was.
+            st = os.statvfs(self.dest)
+            raise NoSpace('%s in %s while writing the tars: %d bytes needed, %d bytes free now; the partial tars were removed'
+                          % (exc.strerror, self.dest, self.bytes_to_write(), st.f_bavail * st.f_frsize))
         finally:
             for tmp, _entry in staged:
                 unlink(tmp)
