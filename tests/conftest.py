@@ -23,3 +23,24 @@ for path in (str(BUILD), str(TESTS)):
         sys.path.insert(0, path)
 
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(BUILD))
+
+
+def pytest_configure(config):
+    """Give this run a tally of its own, unless the caller (tools/stress.py) chose the file."""
+    if not os.environ.get("MODELSEED_RELIABILITY_LOG") and not hasattr(config, "workerinput"):
+        from support import reliability
+
+        os.environ["MODELSEED_RELIABILITY_LOG"] = str(reliability.fresh_log())
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Write the tally of the faults injected in this run to .build/reliability/report.md, and say how they ended."""
+    from support import reliability
+
+    rows = reliability.read()
+    if not rows:
+        return
+    reliability.REPORT.parent.mkdir(parents=True, exist_ok=True)
+    reliability.REPORT.write_text(reliability.render(rows, title="Reliability of this test run"))
+    terminalreporter.write_sep("-", "reliability")
+    terminalreporter.write_line(f"{reliability.summary_line(rows)} (table: {reliability.REPORT.relative_to(REPO)})")

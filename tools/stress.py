@@ -1,12 +1,97 @@
-"""Stress tests of the collection (placeholder)."""
+"""Run the hostile-world suite many times over and write docs/reliability.md from its tally.
+
+    python tools/stress.py                      # every test marked hostile, looped cases 30 times
+    python tools/stress.py --iterations 5 -k hub_faults --output /tmp/reliability.md
+
+Exits non-zero when a test failed, an injection did not end as expected, or a corrupt file or a
+leaked token was found.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-def main() -> None:
-    """Run the stress tests."""
-    print("stress not yet available")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support import reliability  # noqa: E402
+
+MARKER = "hostile"
+DEFAULT_OUTPUT = REPO / "docs" / "reliability.md"
+
+ABOUT = """\
+The hostile-world suite (tests marked `{marker}`) injects faults into real runs of the modules, through
+`ansible-playbook`, and checks how each run ends: a hub that answers 5xx or 429, resets or cuts a body
+short, sends an empty 200 body, lists a wrong sha256, answers slowly, redirects in a loop or gets a new
+revision pushed mid-download; a bundle server that breaks the stream; runs killed with SIGKILL at random
+moments, concurrent runs and locks, a disk that fills up; hostile input and secrets that must never
+show. After every injection the cache is inspected: every file under its final name, in the SDK
+metadata and in the verification records must be byte for byte what was published. A transient fault
+must end in a complete, correct result; a permanent one in a failure that names what failed, with
+nothing unverified kept. "corrupt files" counts files found wrong afterwards, "tokens leaked" secrets
+found in output, logs or files; both must be 0."""
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def seeds(rows: list[dict]) -> str:
+    found = sorted({row["seed"] for row in rows if row.get("seed") is not None})
+    return ", ".join(str(seed) for seed in found) or "none recorded"
+
+
+def preamble(rows: list[dict], command: str, iterations: int, elapsed: float) -> str:
+    return "\n".join([
+        ABOUT.format(marker=MARKER),
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- machine: {machine()}",
+        f"- command: `{command}` ({iterations} iterations of every looped case, {elapsed / 60:.0f} minutes)",
+        f"- seeds: {seeds(rows)} (replay one looped case with `MODELSEED_SEED=<seed>`)",
+        f"- `make test` runs the same cases with {reliability.QUICK_N} iterations; its tally goes to `.build/reliability/report.md`.",
+    ])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=30, help="MODELSEED_STRESS_N: repetitions of every looped case")
+    parser.add_argument("-k", dest="keyword", help="only the tests pytest -k selects")
+    parser.add_argument("--seed", type=int, help="MODELSEED_SEED: replay a run")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the report goes")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = reliability.fresh_log("stress")
+    env = dict(os.environ, MODELSEED_STRESS_N=str(args.iterations), MODELSEED_RELIABILITY_LOG=str(log))
+    if args.seed is not None:
+        env["MODELSEED_SEED"] = str(args.seed)
+    command = [sys.executable, "-m", "pytest", "tests", "-m", MARKER, "-q"]
+    if args.keyword:
+        command += ["-k", args.keyword]
+    command += args.pytest_args
+    shown = ["python", "tools/stress.py", "--iterations", str(args.iterations)] + (["-k", args.keyword] if args.keyword else [])
+    started = time.monotonic()
+    returncode = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
+    rows = reliability.read(log)
+    text = reliability.render(rows, title="Reliability", preamble=preamble(rows, shlex.join(shown), args.iterations, time.monotonic() - started))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"stress: {reliability.summary_line(rows)}; pytest exit code {returncode}; report {args.output}")
+    if returncode != 0 or not rows or not reliability.all_well(rows):
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,8 +23,9 @@ import threading
 import time
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import fetch_file
+from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError, fetch_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
@@ -195,8 +196,11 @@ class ModelCache(object):
         def one(f):
             label = '%s: %s' % (self.model_id, f.path)
             target = join(self.incoming, f.path)
-            moved = fetch_file(client, api.file_url(self.model_id, self.resolved.commit, f.path),
-                               join(self.partial, f.path), target, f.size, f.sha256, label, progress.add_bytes)
+            try:
+                moved = fetch_file(client, api.file_url(self.model_id, self.resolved.commit, f.path),
+                                   join(self.partial, f.path), target, f.size, f.sha256, label, progress.add_bytes)
+            except HttpError as exc:
+                raise _named(label, exc)
             with lock:
                 incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(target))
                 progress.file_done()
@@ -267,6 +271,12 @@ class ModelCache(object):
         Record(self.record_path).remove()
         self.remove_scratch()
         return existed
+
+
+def _named(label, exc):
+    """A transfer error that says which model and file it was about, not only which URL."""
+    text = str(exc)
+    return FetchError(text if text.startswith(label) else '%s: %s' % (label, text))
 
 
 def _partial_bytes(top):

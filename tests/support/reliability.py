@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LOG = REPO / ".build" / "reliability" / "results.jsonl"
+REPORT = REPO / ".build" / "reliability" / "report.md"
 QUICK_N = 5
 
 
@@ -74,6 +75,29 @@ def tally(rows: list[dict]) -> OrderedDict:
     return totals
 
 
+def summary(rows: list[dict]) -> dict:
+    """Totals over every row: injected, handled, corrupt, leaked."""
+    return {field: sum(row[field] for row in rows) for field in ("injected", "handled", "corrupt", "leaked")}
+
+
+def summary_line(rows: list[dict]) -> str:
+    sums = summary(rows)
+    return (f"{sums['injected']} faults injected, {sums['handled']} ended as expected, "
+            f"{sums['corrupt']} corrupt files, {sums['leaked']} tokens leaked")
+
+
+def all_well(rows: list[dict]) -> bool:
+    """Every injection ended as expected, nothing corrupt, nothing leaked."""
+    sums = summary(rows)
+    return sums["handled"] == sums["injected"] and sums["corrupt"] == 0 and sums["leaked"] == 0
+
+
+def fresh_log(prefix: str = "run") -> Path:
+    """A new log file name under .build/reliability for one run of the suite."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return DEFAULT_LOG.parent / f"{prefix}-{stamp}-{os.getpid()}.jsonl"
+
+
 def render(rows: list[dict], *, title: str, preamble: str = "") -> str:
     totals = tally(rows)
     lines = [f"# {title}", ""]
@@ -85,6 +109,6 @@ def render(rows: list[dict], *, title: str, preamble: str = "") -> str:
     ]
     for fault, entry in sorted(totals.items()):
         lines.append(f"| {fault} | {entry['outcome']} | {entry['injected']} | {entry['handled']} | {entry['corrupt']} | {entry['leaked']} |")
-    sums = {field: sum(entry[field] for entry in totals.values()) for field in ("injected", "handled", "corrupt", "leaked")}
+    sums = summary(rows)
     lines.append(f"| **all** | | **{sums['injected']}** | **{sums['handled']}** | **{sums['corrupt']}** | **{sums['leaked']}** |")
     return "\n".join(lines) + "\n"

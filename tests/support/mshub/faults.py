@@ -9,6 +9,8 @@ Actions:
   wrong_sha      list the file with a wrong Sha256
   redirect_loop  redirect the request to itself
   throttle       send the body at ``rate`` bytes per second (a slow link, to interrupt mid-file)
+  push           push a commit of ``files`` to ``model``'s master, then answer normally: the listing and
+                 the branch change between two requests of one download
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import fnmatch
 import threading
 from dataclasses import dataclass
 
-ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop", "throttle"}
+ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop", "throttle", "push"}
 LISTING_ACTIONS = {"wrong_sha"}
 REQUEST_ACTIONS = ACTIONS - LISTING_ACTIONS
 
@@ -32,12 +34,16 @@ class Fault:
     after_bytes: int = 0
     delay: float = 0.0
     rate: int = 0  # bytes per second, for throttle
+    model: str | None = None  # repository a push goes to
+    files: dict | None = None  # what a push changes: {path: bytes, or None to delete}
     times: int | None = None  # how often to strike; None: always
     hits: int = 0
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown fault action {self.action!r}; one of {sorted(ACTIONS)}")
+        if self.action == "push" and not (self.model and self.files):
+            raise ValueError("a push needs model= and files=")
 
     def matches(self, url_path: str, file: str | None) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -71,3 +77,8 @@ class Faults:
                     rule.hits += 1
                     return rule
         return None
+
+    def spare(self, fault: Fault) -> None:
+        """Take back one hit: the request it struck carried no body (a redirect), the next one will."""
+        with self._lock:
+            fault.hits = max(0, fault.hits - 1)
