@@ -27,6 +27,7 @@ from support.bundles import Member, ModelSpec, members_of, raw_tar, with_files, 
 from support.interrupt import bytes_below, spawn, tree_digest, wait_until
 from support.playbook import run_tasks
 from support.processes import kill_tree
+from support.reliability import record
 
 MODEL = "Qwen/Qwen2.5-Tiny"
 MODEL_DIR = "models/Qwen/Qwen2___5-Tiny"
@@ -514,6 +515,7 @@ def wait_for_staging(cache: Path, proc, minimum: int = 1, timeout: float = 120) 
     return wait_until(lambda: bytes_below(cache / ".modelseed/incoming") >= minimum, proc, timeout, step=0.01)
 
 
+@pytest.mark.hostile
 def test_kill_while_streaming_from_a_slow_server_leaves_the_cache_unchanged(tmp_path):
     cache = tmp_path / "cache"
     old = write_bundle(tmp_path / "old", [SPEC])
@@ -526,11 +528,15 @@ def test_kill_while_streaming_from_a_slow_server_leaves_the_cache_unchanged(tmp_
         assert wait_for_staging(cache, proc, minimum=1 << 20), "the install never got going"
         kill_tree(proc.pid)
         proc.wait()
-        assert {k: v for k, v in tree_digest(cache).items() if not k.startswith(".modelseed")} == \
+        unchanged = {k: v for k, v in tree_digest(cache).items() if not k.startswith(".modelseed")} == \
             {k: v for k, v in before.items() if not k.startswith(".modelseed")}
-        assert leftovers(cache), "the kill came after the staging was cleaned"
+        staged = bool(leftovers(cache))
         server.rate = None
         result = run_one(install(server.url, cache))
+    record("kill -9 cache_install while streaming from a url", outcome="cache unchanged; next run completes", corrupt=int(not unchanged),
+           handled=int(unchanged and staged and not result.get("failed") and not leftovers(cache)))
+    assert unchanged
+    assert staged, "the kill came after the staging was cleaned"
     assert result["changed"] and not result.get("failed"), result["msg"]
     assert_installed(cache / MODEL_DIR, new_files)
     assert not leftovers(cache)
@@ -539,6 +545,7 @@ def test_kill_while_streaming_from_a_slow_server_leaves_the_cache_unchanged(tmp_
 # -- a full disk ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.hostile
 def test_not_enough_space_fails_first_with_the_numbers(tmp_path, small_fs):
     cache = small_fs / "cache"
     small = write_bundle(tmp_path / "small", [SPEC])
@@ -547,11 +554,15 @@ def test_not_enough_space_fails_first_with_the_numbers(tmp_path, small_fs):
     rng = random.Random(3)
     big = write_bundle(tmp_path / "big", [with_files(SPEC, {"weights/huge.bin": rng.randbytes(16 << 20)})])
     result = run_one(install(big, cache))
+    intact = tree_digest(cache) == before
+    record("disk full: bundle larger than the free space", outcome="fails before writing, with needed and free bytes; cache unchanged",
+           handled=int(bool(result.get("failed")) and "bytes needed" in result["msg"] and intact and not leftovers(cache)), corrupt=int(not intact))
     assert result["failed"] and "not enough space" in result["msg"] and "bytes needed" in result["msg"], result["msg"]
     assert "bytes free" in result["msg"] and str(small_fs) in result["msg"]
     assert tree_digest(cache) == before and not leftovers(cache)
 
 
+@pytest.mark.hostile
 def test_disk_filling_up_during_the_install_is_cleaned_up(tmp_path, small_fs):
     """Room at the check, none a moment later (another writer): a clear error, the cache as it was, no staged copy left."""
     cache = small_fs / "cache"
@@ -587,7 +598,10 @@ def test_disk_filling_up_during_the_install_is_cleaned_up(tmp_path, small_fs):
         filling.join()
         assert filled, f"the filler never ran: {result.get('msg')}"
         filler.unlink()
-        print(result["msg"])
+        intact = tree_digest(cache) == before
+        record("disk full: filesystem fills during the install", outcome="fails with needed and free bytes; staged copy removed; cache unchanged",
+               handled=int(bool(result.get("failed")) and "bytes needed" in result["msg"] and intact and not leftovers(cache)),
+               corrupt=int(not intact))
         assert result["failed"] and "No space left on device" in result["msg"], result["msg"]
         assert f"{len(more) + sum(map(len, files_v1().values()))} bytes needed" in result["msg"] and "bytes and" in result["msg"], result["msg"]
         assert tree_digest(cache) == before
