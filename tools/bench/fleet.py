@@ -7,6 +7,7 @@ and against ansible.builtin.copy of the model directory; then no-op re-runs with
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import statistics
@@ -19,7 +20,7 @@ import yaml
 from common import REPORT, WORK, drop_tree, machine, write_random_model, write_section
 from fleet_setup import (NODE_CACHE, changed_hosts, check_every_node_holds, environment_files, inventory, reset_nodes,
                          run_playbook, seed, start_fleet)
-from support.fleet import Fleet
+from support.fleet import Fleet, sandbox
 from support.mshub import MsHub
 from support.sdk import SdkEnv, ensure_sdk
 
@@ -149,7 +150,9 @@ def machine_details() -> str:
     ram = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
     df = subprocess.run(["df", "--output=source,fstype,size", "-h", str(WORK)], capture_output=True, text=True, check=True)
     source, fstype, size = df.stdout.splitlines()[-1].split()
-    return f"{machine()}, {ram / 2**20:.0f} GiB RAM, disk {source} ({fstype}, {size})"
+    # Other work on the machine shows in every figure: say how busy it was.
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{machine()}, {ram / 2**20:.0f} GiB RAM, disk {source} ({fstype}, {size}), load average {load} (1/5/15 min) at the end"
 
 
 def spread(values: list[float]) -> str:
@@ -167,6 +170,8 @@ def report(first: dict[str, list[tuple[float, int]]], noop: dict[str, list[float
     sizes = {"big": args.noop_big_mib, "small": args.noop_small_mib}
     noop_rows = [f"| {sizes[label]} MiB | {statistics.median(times):.2f} | {spread(times)} | {setup[label]:.2f} | {', '.join(f'{s:.2f}' for s in times)} |"
                  for label, times in noop.items()]
+    first_median = statistics.median(r[0] for r in first[SEED])
+    noop_floor = statistics.median(noop["small"])
     table = "\n".join(rows)
     noop_table = "\n".join(noop_rows)
     return f"""## Seeding a fleet
@@ -193,9 +198,11 @@ Hub bytes are what the hub's request log says it served; one copy is {total / 2*
 Running `seed_models.yml` again with everything in place (the second run of each model, nothing to
 download, bundle, push or install; only sizes and times recorded at install are compared, nothing is
 re-hashed; the SDK still proves readiness on every node). The first run of each model was done one node
-at a time (`modelseed_serial=1`, for disk space), so it is shown for scale only.
+at a time (`modelseed_serial=1`, for disk space), so it is shown for scale only. A run with nothing to do
+costs what the play itself costs; the {args.size_mib} MiB first run above took {first_median - noop_floor:+.2f} s more
+than that (the {args.noop_small_mib} MiB median): the part that depends on the data.
 
-| model | median s | spread s | first run (s, serial) | runs (s) |
+| model | median s | spread s | first run, one node at a time (s) | runs (s) |
 |---|---|---|---|---|
 {noop_table}
 
@@ -215,6 +222,9 @@ def main() -> None:
     parser.add_argument("--noop-big-mib", type=int, default=4096)
     parser.add_argument("--noop-small-mib", type=int, default=4)
     args = parser.parse_args()
+    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("bwrap", "rsync")) \
+            or not os.path.exists(sandbox.SSHD):
+        raise SystemExit("the fleet benchmark needs root, bubblewrap, rsync and openssh-server (make sysdeps)")
     WORK.mkdir(parents=True, exist_ok=True)
     need_disk(args)
     model = hub_model(args.size_mib, args.files)
