@@ -21,9 +21,10 @@ for scenario in "$@"; do
     fi
     failed+=("$scenario")
     echo "molecule $scenario: FAILED after $((SECONDS - started)) s (full log: $log)"
-    # The step that failed, then each task error with the lines that explain it.
-    grep -E 'Executed: Failed' "$log" | head -n 3 | sed 's/^/    /'
-    grep -E -A 14 '(fatal|failed): \[|\[ERROR\]: ' "$log" | grep -v '\.\.\.ignoring' | head -n 120 | sed 's/^/    /'
+    # The step that failed, then the task errors of that step only (earlier steps may hold rescued ones).
+    grep -E 'Executed: Failed' "$log" | tail -n 1 | sed 's/^/    /'
+    awk '/Executing$/ { step = "" } { step = step $0 "\n" } /Executed: Failed/ { printf "%s", step; exit }' "$log" \
+        | grep -E -A 14 '(fatal|failed): \[|\[ERROR\]: |Idempotence test failed' | head -n 120 | sed 's/^/    /'
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
