@@ -23,8 +23,11 @@ for scenario in "$@"; do
     echo "molecule $scenario: FAILED after $((SECONDS - started)) s (full log: $log)"
     # The step that failed, then the task errors of that step only (earlier steps may hold rescued ones).
     grep -E 'Executed: Failed' "$log" | tail -n 1 | sed 's/^/    /'
-    awk '/Executing$/ { step = "" } { step = step $0 "\n" } /Executed: Failed/ { printf "%s", step; exit }' "$log" \
-        | grep -E -A 14 '(fatal|failed): \[|\[ERROR\]: |Idempotence test failed' | head -n 120 | sed 's/^/    /'
+    errors=$(awk '/Executing$/ { step = "" } { step = step $0 "\n" } /Executed: Failed/ { printf "%s", step; exit }' "$log" \
+        | grep -E -A 14 '(fatal|failed): \[|\[ERROR\]: |Idempotence test failed' | head -n 120)
+    # No step failed (molecule itself did): its last words.
+    [ -n "$errors" ] || errors=$(tail -n 20 "$log")
+    printf '%s\n' "$errors" | sed 's/^/    /'
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
