@@ -232,15 +232,19 @@ class ModelCache(object):
             makedirs(os.path.dirname(self.dir))
             os.rename(self.incoming, self.dir)
             return
+        # The new metadata is written (and synced) beside the staged files first, so that only renames follow:
+        # the directory holds old and new files side by side for as short a time as possible.
+        stale = self._stale_metadata(files)
+        for name in stale:
+            makedirs(self.incoming)
+            atomic_write(os.path.join(self.incoming, name), metadata[name])
         makedirs(self.dir)
-        for relative in sorted(incoming.files):
-            source = join(self.incoming, relative)
+        moves = [(join(self.incoming, relative), join(self.dir, relative)) for relative in sorted(incoming.files)]
+        moves.extend((os.path.join(self.incoming, name), os.path.join(self.dir, name)) for name in stale)
+        for source, target in moves:
             if os.path.lexists(source):
-                target = join(self.dir, relative)
                 makedirs(os.path.dirname(target))
                 os.rename(source, target)
-        for name in self._stale_metadata(files):
-            atomic_write(os.path.join(self.dir, name), metadata[name])
 
     def _write_record(self, files):
         record = Record(self.record_path)

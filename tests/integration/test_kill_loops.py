@@ -22,6 +22,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import mod
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.reliability import iterations, record, seeded_rng
@@ -138,7 +139,7 @@ def transfers(hub, mark: int) -> tuple[dict[str, int], dict[str, str | None]]:
     return sent, first_range
 
 
-def test_kill_modelscope_model_at_random_moments(tmp_path):
+def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
     """Iterations alternate between an empty cache and one holding the previous commit. After each kill the model
     directory is absent, the previous commit's or the new one's, byte for byte; the next run completes and fetches
     no file that the killed run had verified, and of each partial file only the missing tail."""
@@ -154,6 +155,7 @@ def test_kill_modelscope_model_at_random_moments(tmp_path):
         # An update keeps the .mv of the previous commit (its CreatedAt does not matter to SDKs): its own new state.
         updated = copy_tree(older, tmp_path / "updated")
         assert not run_tasks([download(hub, updated)])[0].get("failed")
+        judge(sdk("1.40.2"), updated, hub, tls, model=REPO_ID, files=NEW_FILES)  # the reference itself is what an SDK wants
         hub.faults.add(action="throttle", file="*", rate=RATE)
         calibration = copy_tree(empty, tmp_path / "calibration")
         partial = Path(state_path(str(calibration), "partial", DL_REL))
