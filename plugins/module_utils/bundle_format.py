@@ -199,6 +199,9 @@ def parse_manifest(data):
         doc = json.loads(data.decode('utf-8'))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError('manifest: not valid JSON: %s' % exc)
+    except RecursionError:
+        # json recurses per nesting level: a crafted manifest must not crash the module.
+        raise BundleError('manifest: not valid JSON: nested too deeply')
     _require(isinstance(doc, dict) and doc.get('format') == FORMAT, 'not a %s manifest' % FORMAT)
     _require(doc.get('version') == VERSION, 'version %r is not supported (this collection reads %d)' % (doc.get('version'), VERSION))
     models = doc.get('models')
@@ -206,6 +209,9 @@ def parse_manifest(data):
     keys = set()
     for model in models:
         validate_model(model)
+        # A tar stores its files uncompressed: claims beyond its size are lies, refused before any space is reserved.
+        _require(model['bytes'] <= model['tar_size'], '%s@%s lists %d bytes of files, more than its %d-byte tar can hold' % (
+            model['id'], model['revision'], model['bytes'], model['tar_size']))
         _require(model['tar'] not in keys, 'lists %s twice' % model['tar'])
         keys.add(model['tar'])
     return doc

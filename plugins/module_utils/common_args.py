@@ -46,4 +46,9 @@ def cache_root(module):
         module.fail_json(msg='cache_dir must not be the root directory')
     if os.path.exists(path) and not os.path.isdir(path):
         module.fail_json(msg='cache_dir %s exists and is not a directory' % path)
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        module.fail_json(msg='cache_dir %s cannot be created: %s is not a directory' % (path, parent))
     return path

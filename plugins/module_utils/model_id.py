@@ -25,7 +25,8 @@ class InvalidName(ValueError):
 
 def split_model_id(model_id):
     """Return (owner, name) or raise InvalidName with a message for the user."""
-    match = _MODEL_ID.match(model_id or '')
+    # Manifests are JSON: a number or a list where a name belongs is refused, not a crash.
+    match = _MODEL_ID.match(model_id) if isinstance(model_id, str) else None
     if not match or '..' in model_id:
         raise InvalidName(
             "invalid model id %r: expected 'owner/name' made of letters, digits, "
@@ -34,7 +35,7 @@ def split_model_id(model_id):
 
 
 def check_revision(revision):
-    if not _REVISION.match(revision or '') or '..' in revision:
+    if not isinstance(revision, str) or not _REVISION.match(revision) or '..' in revision:
         raise InvalidName(
             "invalid revision %r: expected a branch, tag or commit id made of letters, "
             "digits, '-', '_', '+' and '.'" % (revision,))

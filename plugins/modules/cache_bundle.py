@@ -330,8 +330,8 @@ def diff(plan):
                 after_header='%s (model@revision: commit)' % bundle_format.MANIFEST)
 
 
-def run(module, root, dest, result):
-    plan = BundlePlan(dest, collect(module, root), prune=module.params['prune'])
+def run(module, entries, dest, result):
+    plan = BundlePlan(dest, entries, prune=module.params['prune'])
     if module.params['verify'] == 'full':
         verify_reused(plan)
     writing = set((m['id'], m['revision']) for m in plan.write)
@@ -363,12 +363,14 @@ def main():
     if dest == root or dest == '/':
         module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
     try:
+        # The cache alone decides what goes in: a wrong model fails before dest is created.
+        entries = collect(module, root)
         if module.check_mode:
-            run(module, root, dest, result)
+            run(module, entries, dest, result)
         else:
             makedirs(dest)
             with FileLock(os.path.join(dest, LOCK_NAME), module.params['lock_timeout']):
-                run(module, root, dest, result)
+                run(module, entries, dest, result)
     except (BundleWriteError, LockTimeout, NoSpace) as exc:
         module.fail_json(msg=str(exc), **result)
     except OSError as exc:

@@ -43,7 +43,7 @@ options:
     type: path
   bundle:
     description:
-      - A bundle directory to report on.
+      - A bundle directory to report on. The module fails when it is not a directory.
     type: path
   names:
     description:
@@ -219,6 +219,9 @@ def main():
     )
     result = dict(changed=False, cache_dir=None, models=[], total_bytes=0, problems=[])
     if module.params['bundle']:
+        # A damaged bundle is reported; a path that holds none is a mistake in the task.
+        if not os.path.isdir(module.params['bundle']):
+            module.fail_json(msg='bundle %s is not a directory' % module.params['bundle'], **result)
         result['bundle'] = check_bundle(module.params['bundle'], module.params['verify'])
         if result['bundle']['error']:
             result['problems'].append('bundle %s: %s' % (module.params['bundle'], result['bundle']['error']))

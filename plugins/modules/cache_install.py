@@ -317,6 +317,10 @@ def make_source(module):
     p = module.params
     src = p['src']
     if re.match(r'^https?://', src, re.I):
+        in_url = urlsplit(src).password
+        if in_url:
+            # A password inside src is as secret as url_password: masked in every result, the invocation included.
+            module.no_log_values.update((in_url, unquote(in_url)))
         src, user, password = split_credentials(src)
         user, password = p['url_username'] or user, p['url_password'] or password
         headers = {}
@@ -362,6 +366,11 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
         target.decide(perms, p['verify'], p['workers'])
     runtime_fix = runtime_dirs_to_fix(root, layout, perms)
     to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
+    # Before anything is reported as changed: a bundle too large for the disk is refused as it is.
+    existing = root
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    check_free_space(existing, [t.model for t in to_stage])
     result['models'] = [dict(id=t.model['id'], revision=t.model['revision'], layout=layout, path=t.dir,
                              bytes=t.model['bytes'], action=t.plan.action) for t in targets]
     result['models'].extend(dict(id=rec.data.get('model'), revision=rec.data.get('revision'), layout=layout,
@@ -383,10 +392,6 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
         result['msg'] = 'all %d model(s) of the bundle are installed in layout %s and recorded as verified' % (len(targets), layout)
         return
     summary = summarize(targets, prunes, runtime_fix, module.check_mode)
-    existing = root
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    check_free_space(existing, [t.model for t in to_stage])
     if module.check_mode:
         result['msg'] = '%s; would extract %d bytes' % (summary, result['bytes_installed'])
         return

@@ -274,19 +274,25 @@ def create_module():
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
 
-def ensure_present(module, cache, result):
+def ask_hub(module, cache, result):
+    """The client and the selected files of the resolved revision; fails on a bad revision or selection."""
     p = module.params
     endpoint = resolve_endpoint(p['endpoint'], os.environ)
     token = p['token'] or os.environ.get('MODELSCOPE_API_TOKEN')
     client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
                         ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))
     api = HubApi(client, endpoint)
-    label = '%s@%s' % (p['name'], p['revision'])
     cache.resolved = api.resolve(p['name'], p['revision'])
     files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
     if not files:
-        module.fail_json(msg='%s: no file matches include %s and exclude %s' % (label, p['include'], p['exclude']), **result)
+        module.fail_json(msg='%s@%s: no file matches include %s and exclude %s' % (
+            p['name'], p['revision'], p['include'], p['exclude']), **result)
+    return client, api, files
 
+
+def ensure_present(module, cache, result, client, api, files):
+    p = module.params
+    label = '%s@%s' % (p['name'], p['revision'])
     plan = cache.plan(files, adopt=p['adopt'], adopt_from=p['adopt_from'], workers=p['workers'])
     reused = plan.reuse + plan.adopt + plan.staged + [f for f, _source in plan.copy]
     result.update(
@@ -333,11 +339,14 @@ def main():
             if exists and not module.check_mode:
                 with FileLock(cache.lock_path, p['lock_timeout']):
                     cache.remove()
-        elif module.check_mode:
-            ensure_present(module, cache, result)
         else:
-            with FileLock(cache.lock_path, p['lock_timeout']):
-                ensure_present(module, cache, result)
+            # The hub first: a wrong revision, model or certificate fails before anything is written.
+            hub = ask_hub(module, cache, result)
+            if module.check_mode:
+                ensure_present(module, cache, result, *hub)
+            else:
+                with FileLock(cache.lock_path, p['lock_timeout']):
+                    ensure_present(module, cache, result, *hub)
     except (HubError, FetchError, HttpError, LockTimeout, NoSpace) as exc:
         module.fail_json(msg=str(exc), **result)
     except OSError as exc:
