@@ -1,0 +1,180 @@
+"""Secrets at -vvvv: a hub token and a bundle password never show up in output, logs, files, process arguments or
+environments, and the token never reaches the object storage a hub redirects large files to.
+
+The hub requires the token and redirects files above 1 MiB to ``localhost``: the same server under another host
+name, so another origin for the client. Every request's headers are kept in memory, to tell what each origin got.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import integration.test_seed_models_fleet as seeding
+from integration.test_cache_install import BundleServer
+from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401 (fleet is a fixture)
+from support.mshub import MsHub
+from support.mshub.handler import Handler
+from support.playbook import run_tasks
+from support.reliability import record
+from support.sample_models import MODEL
+from support.secrets import ProcessWatch, Secrets
+
+pytestmark = [pytest.mark.hostile]
+
+# Distinctive, and with characters that URL-encoding changes.
+TOKEN = f"ms-token/{uuid.uuid4().hex}+secret="
+PASSWORD = f"bundle pass:{uuid.uuid4().hex}/&"
+OBJECT_HOST = "localhost"
+NOWHERE = "appears nowhere"
+
+
+@pytest.fixture(scope="module")
+def headers_seen():
+    """(Host, path, headers) of every request any test hub answers while this module runs."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    original = Handler._dispatch
+
+    def keep_headers(handler):
+        seen.append((handler.headers.get("Host", ""), handler.path, dict(handler.headers.items())))
+        return original(handler)
+
+    Handler._dispatch = keep_headers
+    yield seen
+    Handler._dispatch = original
+
+
+@pytest.fixture(scope="module")
+def private_hub(hub_root, headers_seen):
+    with MsHub(hub_root, token=TOKEN, redirect_threshold=1 << 20, object_host=OBJECT_HOST) as server:
+        yield server
+
+
+def redirect_leaks(hub: MsHub, headers_seen, secrets: Secrets, since: int) -> tuple[list[str], int]:
+    """What requests to the object host carried: credentials, or the token in any form. And how many there were."""
+    leaks, count = [], 0
+    object_origin = f"{OBJECT_HOST}:{hub.port}"
+    for host, path, headers in headers_seen[since:]:
+        if host != object_origin:
+            continue
+        count += 1
+        leaks.extend(f"{path}: {name} header" for name in headers if name.lower() in ("authorization", "cookie"))
+        leaks.extend(f"{path}: {label}" for label in secrets.in_texts({"headers": repr(headers)}))
+    return leaks, count
+
+
+def test_the_scanner_finds_every_form_and_follows_no_link(tmp_path):
+    """Not blind: the password inside a Basic header and the token in a query string are found; a link out is not read."""
+    secrets = Secrets(token=TOKEN, password=PASSWORD)
+    (tmp_path / "header").write_text("Authorization: Basic " + base64.b64encode(f"fleet:{PASSWORD}".encode()).decode())
+    (tmp_path / "query").write_text("https://x/?t=" + quote(TOKEN, safe=""))
+    (tmp_path / "etc").symlink_to(Path("/etc"))
+    found = secrets.in_trees(tmp_path)
+    header, query = str(tmp_path / "header"), str(tmp_path / "query")
+    assert any(f.startswith(f"{header}: password base64") for f in found), found
+    assert f"{query}: token url-encoded" in found, found
+    assert all(f.startswith((header, query)) for f in found), found
+
+
+def test_modules_at_vvvv(private_hub, headers_seen, tmp_path):
+    """Download with the token, bundle, install over http with basic auth (as options and inside the URL)."""
+    secrets = Secrets(token=TOKEN, password=PASSWORD)
+    cache, bundle, log = tmp_path / "cache", tmp_path / "bundle", tmp_path / "ansible.log"
+    scratch = tmp_path / "ansible-tmp"
+    env = {"ANSIBLE_LOG_PATH": str(log), "ANSIBLE_LOCAL_TEMP": str(scratch / "local"), "ANSIBLE_REMOTE_TMP": str(scratch / "remote")}
+    (tmp_path / "play").mkdir()
+    mark, hub_mark = len(headers_seen), len(private_hub.log)
+    with BundleServer(bundle, auth=("fleet", PASSWORD)) as server:
+        in_url = server.url.replace("://", f"://fleet:{quote(PASSWORD, safe='')}@")
+        tasks = [
+            {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(cache), "endpoint": private_hub.url, "token": TOKEN,
+                                                  "layout": "all"}},
+            {"modelseed.fleet.cache_bundle": {"cache_dir": str(cache), "dest": str(bundle), "models": [{"name": MODEL}]}},
+            {"modelseed.fleet.cache_install": {"src": server.url, "cache_dir": str(tmp_path / "installed"), "layout": "all",
+                                               "url_username": "fleet", "url_password": PASSWORD}},
+            {"modelseed.fleet.cache_install": {"src": in_url, "cache_dir": str(tmp_path / "installed-2"), "layout": "all"}},
+        ]
+        with ProcessWatch(secrets) as watch:
+            run = run_tasks(tasks, verbosity=4, env=env, workdir=tmp_path / "play")
+    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "ansible log": log.read_bytes()})
+    found += secrets.in_trees(tmp_path, skip=(tmp_path / "play" / "playbook.yml",))  # the playbook is the input
+    found += sorted(watch.found)
+    redirected, objects = redirect_leaks(private_hub, headers_seen, secrets, mark)
+    found += redirected
+    works = not any(r.get("failed") for r in run.results)
+    record("secrets: token and password at -vvvv (modules)", outcome=NOWHERE, handled=int(works and not found), leaked=len(found))
+    assert works, [r.get("msg") for r in run.results]
+    assert not found, found
+    # It was all real: the hub wanted the token and got it, large files came from the other origin, without it.
+    assert objects >= 2 and all(entry.auth for entry in private_hub.log.entries(hub_mark) if not entry.path.startswith("/oss/"))
+    assert not any(entry.auth for entry in private_hub.log.entries(hub_mark) if entry.path.startswith("/oss/"))
+    assert {"weights/model-00001.bin", "weights/model-00002.bin"} <= set(private_hub.log.downloads(hub_mark))
+    assert len(watch.seen) > 3, watch.seen  # ansible-playbook and its module processes were sampled
+    assert log.stat().st_size > 10000 and "<localhost> EXEC" in log.read_text()  # -vvvv really logged
+
+
+def test_a_wrong_token_fails_without_showing_either(private_hub, tmp_path):
+    secrets = Secrets(token=TOKEN, wrong="wrong-" + TOKEN[::-1])
+    run = run_tasks([{"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(tmp_path / "cache"), "endpoint": private_hub.url,
+                                                            "token": "wrong-" + TOKEN[::-1], "retries": 0}}], verbosity=4)
+    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "result": repr(run[0])})
+    failed_clearly = bool(run[0].get("failed")) and "HTTP 401" in run[0]["msg"]
+    record("secrets: wrong token at -vvvv", outcome=NOWHERE, handled=int(failed_clearly and not found), leaked=len(found))
+    assert failed_clearly, run[0]["msg"]
+    assert not found, found
+
+
+def fleet_test(function):
+    """The marks of the fleet tests: integration, slow, and skipped where the fleet cannot run."""
+    for mark in seeding.pytestmark:
+        function = mark(function)
+    return function
+
+
+@fleet_test
+def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_path, monkeypatch):  # noqa: F811 (fleet is the fixture)
+    """The whole playbook: the staging host downloads with the token and serves the bundle behind basic auth."""
+    secrets = Secrets(token=TOKEN, password=PASSWORD)
+    log, report, scratch = tmp_path / "ansible.log", tmp_path / "report.json", tmp_path / "ansible-tmp"
+    for name, value in (("ANSIBLE_LOG_PATH", log), ("ANSIBLE_LOCAL_TEMP", scratch)):
+        monkeypatch.setenv(name, str(value))
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_cache_dir": "/var/cache/modelscope-secret",
+        "modelseed_bundle_dir": "/srv/modelseed/bundle-secret",
+        "modelseed_transport": "pull",
+        "modelseed_endpoint": private_hub.url,
+        "modelseed_token": TOKEN,
+        "modelseed_bundle_password": PASSWORD,
+        "modelseed_report_path": str(report),
+        "node_check_ready": False,
+    }, staging={"staging_poll_interval": 1, "staging_http_port": 8089})
+    mark, hub_mark = len(headers_seen), len(private_hub.log)
+    with ProcessWatch(secrets) as watch:
+        run = seed(fleet, inv, "-vvvv")
+    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "ansible log": log.read_bytes()})
+    found += secrets.in_trees(*(node.path for node in fleet.nodes), scratch, report)
+    found += sorted(watch.found)
+    redirected, objects = redirect_leaks(private_hub, headers_seen, secrets, mark)
+    found += redirected
+    installed = all((node.path / "var/cache/modelscope-secret/models/Qwen/Qwen2___5-0___5B-Test/config.json").is_file() for node in
+                    (fleet.node(2), fleet.node(3)))
+    record("secrets: token and password at -vvvv (seed_models.yml on a fleet)", outcome=NOWHERE, handled=int(installed and not found),
+           leaked=len(found))
+    assert installed, run.stdout[-5000:]
+    assert not found, found
+    assert objects >= 2 and {"weights/model-00001.bin", "weights/model-00002.bin"} <= set(private_hub.log.downloads(hub_mark))
+    entries = private_hub.log.entries(hub_mark)
+    assert all(e.auth for e in entries if not e.path.startswith("/oss/")) and not any(e.auth for e in entries if e.path.startswith("/oss/"))
+    # The nodes pulled from the staging host's nginx with the password; the watch sampled the ssh sessions and
+    # the modules they ran on the nodes (/usr/bin/python3, the nodes' interpreter) as well as the controller.
+    assert [row["transport"] for row in json.loads(report.read_text())["nodes"]] == ["pull", "pull"]
+    programs = {program for _pid, program in watch.seen}
+    assert b"ssh" in programs and b"/usr/bin/python3" in programs, sorted(programs)
+    assert "ESTABLISH SSH CONNECTION" in log.read_text()
+
