@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+from urllib.parse import urlsplit
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES, layout_for_versions
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
@@ -52,3 +53,9 @@ def cache_root(module):
     if not os.path.isdir(parent):
         module.fail_json(msg='cache_dir %s cannot be created: %s is not a directory' % (path, parent))
     return path
+
+
+def warn_unverified(module, url):
+    """validate_certs=false is the task's choice, never a silent one: each run names the server left unchecked."""
+    if not module.params['validate_certs'] and url.lower().startswith('https://'):
+        module.warn('validate_certs is false: the TLS certificate of %s is not verified' % urlsplit(url).netloc)

@@ -101,7 +101,7 @@ options:
     default: false
   validate_certs:
     description:
-      - Verify the TLS certificate of an https O(src).
+      - Verify the TLS certificate of an https O(src). When false, every run warns.
     type: bool
     default: true
   ca_path:
@@ -237,7 +237,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
     InstallError, Locks, ModelInstall, Perms, check_free_space, empty_trash, fix_runtime_dirs, pending_installs,
@@ -322,6 +322,7 @@ def make_source(module):
             # A password inside src is as secret as url_password: masked in every result, the invocation included.
             module.no_log_values.update((in_url, unquote(in_url)))
         src, user, password = split_credentials(src)
+        warn_unverified(module, src)
         user, password = p['url_username'] or user, p['url_password'] or password
         headers = {}
         if user:

@@ -88,7 +88,7 @@ options:
     type: str
   validate_certs:
     description:
-      - Verify TLS certificates. Turning this off is never done silently by the module.
+      - Verify TLS certificates. Turning this off is never done silently by the module; when false, every run warns.
     type: bool
     default: true
   ca_path:
@@ -244,7 +244,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
-    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root, choose_layout)
+    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified)
 from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
@@ -278,6 +278,7 @@ def ask_hub(module, cache, result):
     """The client and the selected files of the resolved revision; fails on a bad revision or selection."""
     p = module.params
     endpoint = resolve_endpoint(p['endpoint'], os.environ)
+    warn_unverified(module, endpoint)
     token = p['token'] or os.environ.get('MODELSCOPE_API_TOKEN')
     client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
                         ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.test_cache_install import FIRST, HOSTILE, UPDATE, install, leftovers, victim  # noqa: F401 (victim is a fixture)
+from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401 (a fixture)
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
 from support.playbook import REPO, run_tasks
@@ -139,6 +139,22 @@ def test_certificate_the_host_does_not_trust(tls_hub, downloaded, tmp_path):
     cache = copy_tree(downloaded, tmp_path / "cache")
     result = run_case("bad input: untrusted certificate", download(tls_hub.url, cache), "TLS certificate", tmp_path)
     assert "not trusted" in result["msg"] and tls_hub.domain in result["msg"], result["msg"]
+
+
+def test_turning_certificate_checks_off_is_never_silent(tls_hub, tls, tmp_path):
+    """validate_certs=false works, and each run says which server it did not check."""
+    cache = tmp_path / "cache"
+    bundle = write_bundle(tmp_path / "bundle", [ModelSpec("o/other", {"a.bin": b"a" * 100})])
+    with BundleServer(bundle, tls=tls) as server:
+        run = run_tasks([download(tls_hub.url, cache, validate_certs=False),
+                         install(server.url, cache, validate_certs=False)])
+    unchecked = [f"the TLS certificate of {tls_hub.domain} is not verified", f"the TLS certificate of {server.url.split('/')[2]} is not verified"]
+    warned = [any(text in warning for warning in result.get("warnings", [])) for result, text in zip(run.results, unchecked, strict=True)]
+    worked = not any(result.get("failed") for result in run.results)
+    record("bad input: certificate checks turned off", outcome="works, with a warning naming the server", injected=2,
+           handled=sum(warned) if worked else 0)
+    assert worked, [result.get("msg") for result in run.results]
+    assert all(warned), [result.get("warnings") for result in run.results]
 
 
 def test_certificate_checks_are_on_unless_a_task_turns_them_off():
