@@ -157,7 +157,10 @@ def _install_steps(version: str) -> list[list[str]]:
 
 def _fingerprint(version: str) -> str:
     base = subprocess.run([BASE_PYTHON, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
-    recipe = json.dumps([version, base, _install_steps(version), CONSTRAINTS.read_text()])
+    # The constraints by content, not path: checkouts elsewhere that share the cache (a copy for benchmarks, say)
+    # must not keep rebuilding each other's venvs, which vanish for a while under every test using them.
+    steps = [[CONSTRAINTS.name if arg == str(CONSTRAINTS) else arg for arg in step] for step in _install_steps(version)]
+    recipe = json.dumps([version, base, steps, CONSTRAINTS.read_text()])
     return hashlib.sha256(recipe.encode()).hexdigest()
 
 
@@ -181,9 +184,12 @@ def ensure_sdk(version: str, cache: Path | None = None) -> SdkEnv:
                 if proc.returncode:
                     raise RuntimeError(f"building the modelscope {version} venv failed at {step}:\n{proc.stdout}\n{proc.stderr}")
             (work / marker.name).write_text(fingerprint)
+            # Swap by renames, then delete the old tree: the venv is missing for an instant, not for a whole delete.
+            old = Path(tempfile.mkdtemp(dir=cache, prefix=f".{version}-old-"))
             if target.exists():
-                shutil.rmtree(target)
+                target.rename(old / "venv")
             work.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return SdkEnv(version, target)
