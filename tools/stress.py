@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import shlex
 import subprocess
 import sys
@@ -40,7 +41,7 @@ found in output, logs or files; both must be 0."""
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), Linux {platform.release()}, Python {platform.python_version()}"
+    return f"nproc {len(os.sched_getaffinity(0))}, Linux {platform.release()}, Python {platform.python_version()}"
 
 
 def seeds(rows: list[dict]) -> str:
@@ -48,14 +49,14 @@ def seeds(rows: list[dict]) -> str:
     return ", ".join(str(seed) for seed in found) or "none recorded"
 
 
-def preamble(rows: list[dict], command: str, iterations: int, elapsed: float) -> str:
+def preamble(rows: list[dict], command: str, replay: str, iterations: int, elapsed: float) -> str:
     return "\n".join([
         ABOUT.format(marker=MARKER),
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- machine: {machine()}",
-        f"- command: `{command}` ({iterations} iterations of every looped case, {elapsed / 60:.0f} minutes)",
-        f"- seeds: {seeds(rows)} (replay one looped case with `MODELSEED_SEED=<seed>`)",
+        f"- command: `{command}` ({iterations} iterations of every looped case, {elapsed / 60:.1f} minutes)",
+        f"- seed: {seeds(rows)} (replay the run with `{replay}`)",
         f"- `make test` runs the same cases with {reliability.QUICK_N} iterations; its tally goes to `.build/reliability/report.md`.",
     ])
 
@@ -74,17 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = reliability.fresh_log("stress")
     env = dict(os.environ, MODELSEED_STRESS_N=str(args.iterations), MODELSEED_RELIABILITY_LOG=str(log))
-    if args.seed is not None:
-        env["MODELSEED_SEED"] = str(args.seed)
+    # One seed for the whole run (each case still draws its own stream from it): --seed replays it all.
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    env["MODELSEED_SEED"] = str(seed)
     command = [sys.executable, "-m", "pytest", "tests", "-m", MARKER, "-q"]
     if args.keyword:
         command += ["-k", args.keyword]
     command += args.pytest_args
     shown = ["python", "tools/stress.py", "--iterations", str(args.iterations)] + (["-k", args.keyword] if args.keyword else [])
+    replay = shown + ["--seed", str(seed)]
     started = time.monotonic()
     returncode = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
     rows = reliability.read(log)
-    text = reliability.render(rows, title="Reliability", preamble=preamble(rows, shlex.join(shown), args.iterations, time.monotonic() - started))
+    elapsed = time.monotonic() - started
+    text = reliability.render(rows, title="Reliability", preamble=preamble(rows, shlex.join(shown), shlex.join(replay), args.iterations, elapsed))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(f"stress: {reliability.summary_line(rows)}; pytest exit code {returncode}; report {args.output}")
