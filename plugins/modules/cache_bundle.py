@@ -362,6 +362,8 @@ def main():
         module.fail_json(msg='dest %s exists and is not a directory' % dest, **result)
     if dest == root or dest == '/':
         module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
+    if module.params['lock_timeout'] < 0:
+        module.fail_json(msg='lock_timeout must be >= 0', **result)
     try:
         # The cache alone decides what goes in: a wrong model fails before dest is created.
         entries = collect(module, root)

@@ -324,8 +324,8 @@ def main():
         check_revision(p['revision'])
     except InvalidName as exc:
         module.fail_json(msg=str(exc), **result)
-    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0:
-        module.fail_json(msg='workers must be >= 1, retries >= 0 and timeout > 0', **result)
+    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
+        module.fail_json(msg='workers must be >= 1, retries >= 0, timeout > 0 and lock_timeout >= 0', **result)
     if p['adopt_from'] and not os.path.isdir(p['adopt_from']):
         module.fail_json(msg='adopt_from %s is not a directory' % p['adopt_from'], **result)
     root = cache_root(module)

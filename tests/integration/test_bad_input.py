@@ -107,6 +107,7 @@ MODEL_CASES = [
     ("layout unknown", "bad input: option type", {"layout": "flat"}, "value of layout must be one of"),
     ("state unknown", "bad input: option type", {"state": "gone"}, "value of state must be one of"),
     ("lock_timeout a word", "bad input: option type", {"lock_timeout": "later"}, "argument 'lock_timeout' is of type str"),
+    ("lock_timeout negative", "bad input: option type", {"lock_timeout": -5}, "lock_timeout >= 0"),
     ("adopt_from missing", "bad input: option type", {"adopt_from": "/nonexistent/aria2"}, "adopt_from /nonexistent/aria2 is not a directory"),
 ]
 
@@ -194,6 +195,7 @@ BUNDLE_CASES = [
      "@v9: models/Qwen/Qwen2___5-0___5B-Test holds revision 'master'"),
     ("models a string", "bad input: option type", {"models": MODEL}, "dictionary requested"),
     ("verify unknown", "bad input: option type", {"verify": "sometimes"}, "value of verify must be one of"),
+    ("lock_timeout negative", "bad input: option type", {"lock_timeout": -1}, "lock_timeout must be >= 0"),
     ("dest a file", "bad input: destination", {"dest": "{work}/afile"}, "exists and is not a directory"),
     ("dest the root", "bad input: destination", {"dest": "/"}, "dest must be a directory of its own, not /"),
     ("dest the cache", "bad input: destination", {"dest": "{work}/cache"}, "dest must be a directory of its own"),
