@@ -23,7 +23,7 @@ from support.mshub.handler import Handler
 from support.playbook import run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
-from support.secrets import ProcessWatch, Secrets
+from support.leak_scan import ProcessWatch, Secrets
 
 pytestmark = [pytest.mark.hostile]
 

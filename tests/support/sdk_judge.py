@@ -10,7 +10,7 @@ import os
 import sys
 
 # Python puts this script's directory first on sys.path: test helpers there named like standard modules
-# (secrets, ...) would shadow them inside the SDK.
+# would shadow them inside the SDK.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 MARK = "JUDGE "
