@@ -91,8 +91,9 @@ def download_report(times: dict[str, list[float]], size_mib: int, files: int) ->
     return f"""## Download from the hub
 
 {size_mib} MiB model in {files} shards plus a config file, from the loopback test hub (large files redirected to its
-object-storage path, as the real hub does), into an empty cache; {len(times[CLI])} runs, the order alternating,
-after one untimed run of each tool so that none pays alone for a cold page cache.
+object-storage path, replies sent without Nagle delay, as the real hub does), into an empty cache;
+{len(times[CLI])} runs, the order alternating, after one untimed run of each tool so that none pays alone for a
+cold page cache.
 `modelscope_model` checks the sha256 of every byte before a file gets its name. The first row includes
 ansible-playbook's own start-up (about a second); the second runs the same module file the way Ansible
 runs it on a host, without that start-up. Target: modelscope_model <= 1.0x the CLI.
