@@ -16,10 +16,11 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
 
 # Each chunk is received, hashed and written while it is still in the CPU cache; hashing and
-# writing release the GIL. Bigger is slower: the kernel backs a write of 1 MiB or more with large
-# page-cache folios, and on a virtual machine with free page reporting those come from memory the
-# host took back and must fault in again (4 MiB writes cost three times the system time).
-BUFFER = 512 * 1024
+# writing release the GIL. 129 pages, not a power of two: writes at offsets aligned to large powers
+# of two get large page-cache folios, which need large free blocks of memory, and on a virtual
+# machine with free page reporting those were handed back to the host and fault in again (two to
+# three times the system time of a download with 512 KiB or 4 MiB chunks).
+BUFFER = 129 * 4096
 _CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
