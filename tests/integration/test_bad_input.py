@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401 (a fixture)
+from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401  # pylint: disable=unused-import  (a fixture)
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
 from support.playbook import REPO, run_tasks
@@ -355,4 +355,3 @@ def test_option_types_of_the_environment_and_readiness_modules(tmp_path):
     ]
     for task, message in cases:
         run_case("bad input: option type", task, message, tmp_path)
-

@@ -59,8 +59,9 @@ def download(hub, cache, **options) -> dict:
     return run_tasks([{"modelseed.fleet.modelscope_model": args}])[0]
 
 
-def completed(result, cache, files=FILES) -> tuple[bool, list[str]]:
+def completed(result, cache, files: dict | None = None) -> tuple[bool, list[str]]:
     """(ended as it must, problems found in the cache) for a fault the download has to get over."""
+    files = FILES if files is None else files
     bad = audit_cache(cache, MODEL, files)
     model_dir = result.get("path")
     whole = bool(model_dir) and all(_read(f"{model_dir}/{rel}") == data for rel, data in files.items())

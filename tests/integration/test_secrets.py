@@ -17,7 +17,7 @@ import pytest
 
 import integration.test_seed_models_fleet as seeding
 from integration.test_cache_install import BundleServer
-from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401 (fleet is a fixture)
+from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401  # pylint: disable=unused-import  (fleet is a fixture)
 from support.mshub import MsHub
 from support.mshub.handler import Handler
 from support.playbook import run_tasks
@@ -120,8 +120,8 @@ def test_modules_at_vvvv(private_hub, headers_seen, tmp_path):
 
 def test_a_wrong_token_fails_without_showing_either(private_hub, tmp_path):
     secrets = Secrets(token=TOKEN, wrong="wrong-" + TOKEN[::-1])
-    run = run_tasks([{"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(tmp_path / "cache"), "endpoint": private_hub.url,
-                                                            "token": "wrong-" + TOKEN[::-1], "retries": 0}}], verbosity=4)
+    download = {"name": MODEL, "cache_dir": str(tmp_path / "cache"), "endpoint": private_hub.url, "token": "wrong-" + TOKEN[::-1], "retries": 0}
+    run = run_tasks([{"modelseed.fleet.modelscope_model": download}], verbosity=4)
     found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "result": repr(run[0])})
     failed_clearly = bool(run[0].get("failed")) and "HTTP 401" in run[0]["msg"]
     record("secrets: wrong token at -vvvv", outcome=NOWHERE, handled=int(failed_clearly and not found), leaked=len(found))
@@ -177,4 +177,3 @@ def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_pa
     programs = {program for _pid, program in watch.seen}
     assert b"ssh" in programs and b"/usr/bin/python3" in programs, sorted(programs)
     assert "ESTABLISH SSH CONNECTION" in log.read_text()
-

@@ -55,8 +55,8 @@ def inventory(fleet: Fleet, name: str, model: str, endpoint: str, sdk_python: Pa
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "group_vars").mkdir(parents=True)
     shutil.copy(fleet.inventory_path, directory / "hosts.yml")
-    staging = {"modelscope_staging": {"hosts": {"localhost": {"ansible_connection": "local",
-                                                               "ansible_python_interpreter": sys.executable}}}}
+    localhost = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    staging = {"modelscope_staging": {"hosts": {"localhost": localhost}}}
     (directory / "staging.yml").write_text(yaml.safe_dump(staging))
     settings = {
         "modelseed_models": [{"name": model}],
