@@ -64,7 +64,8 @@ def both_finish(first: Background, second: Background) -> tuple[dict, dict, bool
 def test_two_downloads_at_once_fetch_each_file_once(slow_hub, tmp_path, sdk, tls):
     cache = tmp_path / "cache"
     mark = len(slow_hub.log)
-    runs = [spawn([download(slow_hub, cache)], tmp_path) for _ in range(2)]
+    task = download(slow_hub, cache)
+    runs = [spawn([task], tmp_path), spawn([task], tmp_path)]
     wait_until(lambda: bytes_below(cache / ".modelseed/partial") > 0 or bytes_below(cache / ".modelseed/incoming") > 0, runs[0].proc)
     first, second, overlapped = both_finish(*runs)
     fetched = slow_hub.log.downloads(mark)
@@ -114,7 +115,8 @@ def test_two_installs_at_once_install_once(hub, tmp_path, sdk, tls):
     bundle = write_bundle(tmp_path / "bundle", [spec_from_hub(hub.url, MODEL, model_files()),
                                                 ModelSpec("o/many", many_files(1))])
     cache = tmp_path / "cache"
-    runs = [spawn([install(bundle, cache)], tmp_path) for _ in range(2)]
+    task = install(bundle, cache)
+    runs = [spawn([task], tmp_path), spawn([task], tmp_path)]
     wait_until(lambda: bytes_below(cache / ".modelseed/incoming") > 0, runs[0].proc)
     first, second, overlapped = both_finish(*runs)
     actions = sorted([[m["action"] for m in first.get("models", [])], [m["action"] for m in second.get("models", [])]])

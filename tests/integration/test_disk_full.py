@@ -26,8 +26,8 @@ OLD = {"weights/a.bin": random.Random(1).randbytes(2 * MiB), "config.json": b'{"
 
 
 def download(hub, cache) -> dict:
-    return {"modelseed.fleet.modelscope_model": {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models",
-                                                "workers": 2, "retries": 0}}
+    options = {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models", "workers": 2, "retries": 0}
+    return {"modelseed.fleet.modelscope_model": options}
 
 
 def scratch(cache) -> list[str]:

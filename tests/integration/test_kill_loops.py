@@ -97,8 +97,8 @@ RATE = 4 * MiB
 
 
 def download(hub, cache: Path) -> dict:
-    return {"modelseed.fleet.modelscope_model": {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models",
-                                                "workers": 2, "retries": 1}}
+    options = {"name": REPO_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "models", "workers": 2, "retries": 1}
+    return {"modelseed.fleet.modelscope_model": options}
 
 
 def verified_before(cache: Path, files: dict[str, bytes]) -> set[str]:

@@ -17,7 +17,7 @@ import pytest
 
 import integration.test_seed_models_fleet as seeding
 from integration.test_cache_install import BundleServer
-from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401  # pylint: disable=unused-import  (fleet is a fixture)
+from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401  # fleet is a fixture; pylint: disable=unused-import
 from support.mshub import MsHub
 from support.mshub.handler import Handler
 from support.playbook import run_tasks
