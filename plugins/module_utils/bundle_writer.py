@@ -39,7 +39,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, atomic_write, read_bytes, require_space, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, read_bytes, require_space, staged_write, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 BLOCK = 512
@@ -53,7 +53,7 @@ _NUL = b'\0'
 _PAX_NAME = '././@PaxHeader'
 # Source layouts tried by layout=auto, best first; 'models' is also the directory of 'all'.
 AUTO_ORDER = ('models', 'snapshots', 'hub')
-# Leftovers of an interrupted run: temp tars (.<tar>.<random>.tmp) and atomic_write temp files.
+# Leftovers of an interrupted run: temp tars, manifests and sums (.<name>.<random>.tmp).
 _TEMP = re.compile(r'^\..+\.tmp\Z')
 PROBLEMS_SHOWN = 5
 
@@ -639,28 +639,35 @@ class BundlePlan(object):
         return sum(m['tar_size'] for m in self.write)
 
     def apply(self, verify='none', buffer_size=BUFFER_SIZE, buffers=BUFFERS):
-        """Write the new tars under temp names, move them into place, then manifest.json, SHA256SUMS; prune."""
+        """Write the new tars, manifest.json and SHA256SUMS under temp names, then rename them into place; prune.
+
+        Everything is written and synced before the first rename, so that the bundle is a mix of old and new
+        only for the few renames (a reader that catches it finds hashes that do not match, never wrong bytes).
+        """
         require_space(self.dest, self.bytes_to_write(), 'to write the tars')
-        staged = []
+        temps, moves = [], []
         try:
             for entry in self.write:
                 source = self.sources[(entry['id'], entry['revision'])]
-                staged.append(self._write_one(entry, source, verify, buffer_size, buffers))
-            for tmp, entry in staged:
-                os.rename(tmp, os.path.join(self.dest, entry['tar']))
+                tmp, entry = self._write_one(entry, source, verify, buffer_size, buffers)
+                temps.append(tmp)
+                moves.append((tmp, entry['tar']))
+            manifest = self.manifest()
+            for name, data in ((bundle_format.MANIFEST, manifest), (bundle_format.SUMS, self.sums(manifest))):
+                temps.append(staged_write(os.path.join(self.dest, name), data, bundle_format.FILE_MODE))
+                moves.append((temps[-1], name))
+            for tmp, name in moves:
+                os.rename(tmp, os.path.join(self.dest, name))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            # Another writer took the room after the check; the temp tars go (finally), the bundle stays as it was.
+            # Another writer took the room after the check; the temp files go (finally), the bundle stays as it was.
             st = os.statvfs(self.dest)
             raise NoSpace('%s in %s while writing the tars: %d bytes needed, %d bytes free now; the partial tars were removed'
                           % (exc.strerror, self.dest, self.bytes_to_write(), st.f_bavail * st.f_frsize))
         finally:
-            for tmp, _entry in staged:
+            for tmp in temps:
                 unlink(tmp)
-        manifest = self.manifest()
-        atomic_write(os.path.join(self.dest, bundle_format.MANIFEST), manifest)
-        atomic_write(os.path.join(self.dest, bundle_format.SUMS), self.sums(manifest))
         for name in self.prune:
             unlink(os.path.join(self.dest, name))
         _fsync_dir(self.dest)

@@ -55,16 +55,25 @@ def makedirs(path, mode=0o755):
     os.chmod(path, mode)
 
 
-def atomic_write(path, data, mode=0o644):
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+def staged_write(path, data, mode=0o644):
+    """Write ``data`` to a temp file beside ``path`` and fsync it; return the temp file's path, for a rename later."""
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+    except BaseException:
+        unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path, data, mode=0o644):
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
+    tmp = staged_write(path, data, mode)
+    try:
         os.rename(tmp, path)
     except BaseException:
         unlink(tmp)
