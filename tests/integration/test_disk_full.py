@@ -102,6 +102,15 @@ def test_disk_filling_up_during_the_download(seeded, small_fs):
     assert (cache / REL / "weights/b.bin").read_bytes() == new["weights/b.bin"]
 
 
+def fill_once_writing(dest, filler, finished: threading.Event, outcome: dict) -> None:
+    """Fill the filesystem as soon as a temp tar in ``dest`` has bytes, unless the run ``finished`` first."""
+    def writing() -> bool:
+        return finished.is_set() or any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in dest.iterdir())
+
+    if wait_until(writing, timeout=120, step=0.001) and not finished.is_set():
+        outcome["error"] = fill(filler)
+
+
 def test_disk_filling_up_while_writing_a_bundle(tmp_path, small_fs):
     """The bundle directory on the small filesystem; another writer takes the room once the new tar is being written:
     a clear error with the numbers, the previous bundle byte for byte, no temp tar left.
@@ -121,15 +130,7 @@ def test_disk_filling_up_while_writing_a_bundle(tmp_path, small_fs):
             before = tree_digest(dest)
             outcome = {}
             finished = threading.Event()
-
-            def fill_once_writing(outcome=outcome, finished=finished):
-                def writing() -> bool:
-                    return finished.is_set() or any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in dest.iterdir())
-
-                if wait_until(writing, timeout=120, step=0.001) and not finished.is_set():
-                    outcome["error"] = fill(filler)
-
-            filling = threading.Thread(target=fill_once_writing)
+            filling = threading.Thread(target=fill_once_writing, args=(dest, filler, finished, outcome))
             filling.start()
             result = run_tasks([bundle])[0]
             finished.set()
