@@ -25,7 +25,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import hashlib
 import os
 import queue
@@ -39,7 +38,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, read_bytes, require_space, staged_write, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes, require_space, space_ran_out, staged_write, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 BLOCK = 512
@@ -659,12 +658,11 @@ class BundlePlan(object):
             for tmp, name in moves:
                 os.rename(tmp, os.path.join(self.dest, name))
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            # The temp files go (finally), the bundle stays as it was.
+            full = space_ran_out(exc, self.dest, self.bytes_to_write(), 'writing the tars', 'the partial tars were')
+            if full is None:
                 raise
-            # Another writer took the room after the check; the temp files go (finally), the bundle stays as it was.
-            st = os.statvfs(self.dest)
-            raise NoSpace('%s in %s while writing the tars: %d bytes needed, %d bytes free now; the partial tars were removed'
-                          % (exc.strerror, self.dest, self.bytes_to_write(), st.f_bavail * st.f_frsize))
+            raise full
         finally:
             for tmp in temps:
                 unlink(tmp)

@@ -15,7 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import concurrent.futures
-import errno
 import os
 import shutil
 import stat
@@ -29,7 +28,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
+    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
@@ -159,13 +158,12 @@ class ModelCache(object):
         try:
             return self._apply(plan, files, client, api, workers)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            full = space_ran_out(exc, self.root, needed, 'downloading', 'the partial downloads were')
+            if full is None:
                 raise
-            # Another writer took the room after the check: give back what this run took, keep the model as it was.
+            # Give back what this run took, keep the model as it was.
             self.remove_scratch()
-            st = os.statvfs(self.root)
-            raise NoSpace('%s: %s in %s while downloading: %d bytes needed, %d bytes free now; the partial downloads were removed'
-                          % (self.model_id, exc.strerror, self.root, needed, st.f_bavail * st.f_frsize))
+            raise NoSpace('%s: %s' % (self.model_id, full))
 
     def _apply(self, plan, files, client, api, workers):
         incoming = Record.load(self.incoming_record_path)

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import tempfile
 
@@ -114,6 +115,16 @@ def readlink_or_none(path):
 
 class NoSpace(Exception):
     pass
+
+
+def space_ran_out(exc, path, needed, doing, removed):
+    """For an OSError raised while writing into ``path``: a NoSpace with the numbers when the disk filled up
+    after require_space (another writer took the room), else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    st = os.statvfs(path)
+    return NoSpace('%s in %s while %s: %d bytes needed, %d bytes free now; %s removed'
+                   % (exc.strerror, path, doing, needed, st.f_bavail * st.f_frsize, removed))
 
 
 def require_space(path, needed, what, inodes=0):
