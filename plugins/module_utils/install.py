@@ -24,16 +24,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ctypes
-import ctypes.util
-import errno
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tempfile
-import time
 from urllib.parse import quote, unquote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
@@ -47,10 +42,10 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import In
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
     join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+    PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, replace_dir, save_pending, trash_path)
 
-PENDING_SUFFIX = '.install'
 LINK_SUFFIX = '.modelseed-link'
-TRASH = 'trash'
 # Scratch directories SDKs up to 1.37 create while loading, even offline, per layout.
 RUNTIME_DIRS = {
     'hub': ('.lock', 'hub/._____temp'),
@@ -58,79 +53,10 @@ RUNTIME_DIRS = {
     'all': ('.lock', 'models/._____temp', 'hub/._____temp'),
     'snapshots': ('.lock',),
 }
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
 
 
 class InstallError(Exception):
     pass
-
-
-# -- renames ---------------------------------------------------------------------
-
-_LIBC = []
-
-
-def _renameat2():
-    if not _LIBC:
-        function = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True)
-            function = libc.renameat2
-            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            function.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            function = None
-        _LIBC.append(function)
-    return _LIBC[0]
-
-
-def exchange(first, second):
-    """Swap two existing paths atomically; False when the kernel or filesystem cannot."""
-    function = _renameat2()
-    if function is None:
-        return False
-    if function(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), first)
-
-
-def trash_path(root, rel):
-    return os.path.join(root, STATE_DIR, TRASH, '%s.%d.%d' % (quote(rel, safe=''), os.getpid(), time.monotonic_ns()))
-
-
-def remove_tree(path):
-    """Delete a file, link or directory tree, whatever it is."""
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
-
-
-def discard(root, rel, path):
-    """Move ``path`` into the trash with one rename (it vanishes at once), then delete it."""
-    if not os.path.lexists(path):
-        return
-    target = trash_path(root, rel)
-    makedirs(os.path.dirname(target), 0o700)
-    os.rename(path, target)
-    remove_tree(target)
-
-
-def empty_trash(root):
-    top = os.path.join(root, STATE_DIR, TRASH)
-    try:
-        names = os.listdir(top)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
-        try:
-            remove_tree(os.path.join(top, name))
-        except OSError:
-            pass  # another run is emptying it too
 
 
 # -- ownership and modes -----------------------------------------------------------
@@ -478,8 +404,7 @@ class ModelInstall(object):
             record = Record(self.pending_path)
             for f in self.files:
                 record.put(f['path'], f['size'], f['sha256'], f['revision'], stats[f['path']])
-            top = os.lstat(self.staging)
-            record.save(dir_ino=top.st_ino, dir_dev=top.st_dev, **self.facts())
+            save_pending(self.root, self.rel, record, self.staging, **self.facts())
         except BaseException:
             self.unstage()
             raise
@@ -494,16 +419,7 @@ class ModelInstall(object):
     def commit(self, perms):
         """Move the staged model into place, promote its record, make its links, drop the old copy."""
         ensure_dirs(self.root, posixpath.dirname(self.rel), perms)
-        old = None
-        if not os.path.lexists(self.dir):
-            os.rename(self.staging, self.dir)
-        elif exchange(self.staging, self.dir):
-            old = self.staging
-        else:
-            old = trash_path(self.root, self.rel)
-            makedirs(os.path.dirname(old), 0o700)
-            os.rename(self.dir, old)
-            os.rename(self.staging, self.dir)
+        old = replace_dir(self.staging, self.dir, trash_path(self.root, self.rel))
         makedirs(os.path.dirname(self.record_path))
         os.rename(self.pending_path, self.record_path)
         self.make_links(perms, alias_links(self.layout, self.model['id']))
@@ -546,39 +462,6 @@ class ModelInstall(object):
                 Record(state_path(self.root, 'records', link, '.json')).remove()
             else:
                 os.rename(tmp, path)
-
-
-def recover_pending(root, rel):
-    """Promote a pending record whose swap happened; drop staging and pending records otherwise."""
-    pending_path = state_path(root, 'incoming', rel, PENDING_SUFFIX)
-    staging = state_path(root, 'incoming', rel)
-    promoted = False
-    if os.path.exists(pending_path):
-        pending = Record.load(pending_path)
-        st = lstat_or_none(absolute(root, rel))
-        if (st is not None and pending.files and pending.data.get('path') == rel
-                and pending.data.get('dir_ino') == st.st_ino and pending.data.get('dir_dev') == st.st_dev):
-            makedirs(os.path.join(root, STATE_DIR, 'records'))
-            os.rename(pending_path, state_path(root, 'records', rel, '.json'))
-            promoted = True
-        else:
-            unlink(pending_path)
-    if os.path.lexists(staging):
-        discard(root, rel, staging)
-        unlink(state_path(root, 'incoming', rel, '.json'))  # a modelscope_model record of that staging
-    remove_temps(os.path.dirname(staging), '.%s.' % quote(rel, safe=''))
-    return promoted
-
-
-def remove_temps(directory, prefix, keep=()):
-    """Delete ``<prefix>*.tmp`` in ``directory`` (but names in ``keep``): atomic writes a killed run left half done."""
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
-        if name.startswith(prefix) and name.endswith('.tmp') and name not in keep:
-            unlink(os.path.join(directory, name))
 
 
 def pending_installs(root):

@@ -31,6 +31,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
     NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+    discard, empty_trash, link_tree, prune_tree, recover_pending, replace_dir, save_pending, trash_path)
 
 # A killed run re-hashes (never re-fetches) what it verified since the last save.
 RECORD_SAVE_INTERVAL = 1.0
@@ -176,8 +178,7 @@ class ModelCache(object):
             incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.incoming, f.path)))
         incoming.save()
         transferred = self._fetch_all(plan.fetch, incoming, client, api, workers)
-        self._move_into_place(incoming, files)
-        self._write_record(files)
+        self._put_in_place(incoming, files)
         for link, target in plan.links:
             if _force_symlink(target, absolute(self.root, link)):
                 Record(state_path(self.root, 'records', link, '.json')).remove()
@@ -221,7 +222,8 @@ class ModelCache(object):
                 incoming.save()
             progress.finish()
 
-    def _move_into_place(self, incoming, files):
+    def _put_in_place(self, incoming, files):
+        """Move what ``incoming`` holds into the model directory and record the model as verified."""
         metadata = self._wanted_metadata(files)
         if not os.path.isdir(self.dir) and os.path.isdir(self.incoming):
             # A new model appears complete, in one rename.
@@ -229,27 +231,62 @@ class ModelCache(object):
                 atomic_write(os.path.join(self.incoming, name), data)
             makedirs(os.path.dirname(self.dir))
             os.rename(self.incoming, self.dir)
+            self._write_record(files)
             return
-        # The new metadata is written (and synced) beside the staged files first, so that only renames follow:
-        # the directory holds old and new files side by side for as short a time as possible.
+        # New metadata is written (and synced) beside the staged files first, so that only renames follow.
         stale = self._stale_metadata(files)
+        makedirs(self.incoming)
         for name in stale:
-            makedirs(self.incoming)
             atomic_write(os.path.join(self.incoming, name), metadata[name])
+        if not os.path.islink(self.dir) and self._swap_in(set(incoming.files) | set(stale), files):
+            return
+        # No swap here (a link or filesystem that refuses hard links): the files move in one by one, old and new
+        # side by side for as long as the renames take.
         makedirs(self.dir)
-        moves = [(join(self.incoming, relative), join(self.dir, relative)) for relative in sorted(incoming.files)]
-        moves.extend((os.path.join(self.incoming, name), os.path.join(self.dir, name)) for name in stale)
-        for source, target in moves:
+        for relative in sorted(set(incoming.files) | set(stale)):
+            source = join(self.incoming, relative)
             if os.path.lexists(source):
-                makedirs(os.path.dirname(target))
-                os.rename(source, target)
+                makedirs(os.path.dirname(join(self.dir, relative)))
+                os.rename(source, join(self.dir, relative))
+        self._write_record(files)
+
+    def _swap_in(self, new, files):
+        """Complete ``incoming`` with hard links to the rest of the model directory and swap the two; False if
+        hard links cannot be made here (nothing changed then).
+
+        The record is saved first as a pending record tied to ``incoming``'s inode: whichever moment a kill
+        comes, the model directory is entirely old or entirely new and recover() knows which.
+        """
+        prune_tree(self.incoming, new)
+        try:
+            link_tree(self.dir, self.incoming, new)
+        except OSError:
+            prune_tree(self.incoming, new)
+            return False
+        pending = Record(None)
+        for f in files:
+            pending.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.incoming, f.path)))
+        pending_path = save_pending(self.root, self.rel, pending, self.incoming, **self._facts())
+        old = replace_dir(self.incoming, self.dir, trash_path(self.root, self.rel))
+        makedirs(os.path.dirname(self.record_path))
+        os.rename(pending_path, self.record_path)
+        discard(self.root, self.rel, old)
+        return True
+
+    def _facts(self):
+        return dict(model=self.model_id, revision=self.resolved.revision, commit=self.resolved.commit,
+                    created_at=self.resolved.created_at, layout=self.layout, path=self.rel)
 
     def _write_record(self, files):
         record = Record(self.record_path)
         for f in files:
             record.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.dir, f.path)))
-        record.save(model=self.model_id, revision=self.resolved.revision, commit=self.resolved.commit,
-                    created_at=self.resolved.created_at, layout=self.layout, path=self.rel)
+        record.save(**self._facts())
+
+    def recover(self):
+        """Finish or undo the swap of a killed run (call with the model's lock held); keeps verified downloads."""
+        recover_pending(self.root, self.rel, keep_unswapped=True)
+        empty_trash(self.root, self.rel)
 
     def remove_scratch(self):
         """Drop what a run keeps only while it works (also what a run killed after its record left)."""

@@ -240,12 +240,13 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, Locks, ModelInstall, Perms, check_free_space, empty_trash, fix_runtime_dirs, pending_installs,
-    recorded_models, recover_pending, remove_model, runtime_dirs_to_fix)
+    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, recorded_models,
+    remove_model, runtime_dirs_to_fix)
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.swap import empty_trash, recover_pending
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 

@@ -347,6 +347,7 @@ def main():
                 ensure_present(module, cache, result, *hub)
             else:
                 with FileLock(cache.lock_path, p['lock_timeout']):
+                    cache.recover()
                     ensure_present(module, cache, result, *hub)
     except (HubError, FetchError, HttpError, LockTimeout, NoSpace) as exc:
         module.fail_json(msg=str(exc), **result)

@@ -6,11 +6,12 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import install
+from ansible_collections.modelseed.fleet.plugins.module_utils import install, swap
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, ModelInstall, Perms, ensure_dirs, recorded_models, recover_pending)
+    InstallError, ModelInstall, Perms, ensure_dirs, recorded_models)
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.swap import recover_pending
 
 from support.bundles import ModelSpec, with_files, write_bundle
 
@@ -38,6 +39,7 @@ def test_replace_with_and_without_exchange(tmp_path, monkeypatch, kernel_exchang
     bundle, target = installed(tmp_path, SPEC)
     put_in_place(bundle, target)
     if not kernel_exchange:
+        monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
         monkeypatch.setattr(install, 'exchange', lambda first, second: False)
     new = with_files(SPEC, {'a.bin': b'new'})
     bundle2, target2 = installed(tmp_path, new, name='b2')
