@@ -243,11 +243,13 @@ class ModelCache(object):
         # No swap here (a link or filesystem that refuses hard links): the files move in one by one, old and new
         # side by side for as long as the renames take.
         makedirs(self.dir)
-        for relative in sorted(set(incoming.files) | set(stale)):
-            source = join(self.incoming, relative)
+        moves = [(join(self.incoming, relative), join(self.dir, relative)) for relative in sorted(incoming.files)]
+        # Metadata names are not model file paths (join refuses them).
+        moves.extend((os.path.join(self.incoming, name), os.path.join(self.dir, name)) for name in stale)
+        for source, target in moves:
             if os.path.lexists(source):
-                makedirs(os.path.dirname(join(self.dir, relative)))
-                os.rename(source, join(self.dir, relative))
+                makedirs(os.path.dirname(target))
+                os.rename(source, target)
         self._write_record(files)
 
     def _swap_in(self, new, files):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import subprocess
 import threading
@@ -10,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.modelseed.fleet.plugins.module_utils import model_sync, swap
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi, Resolved, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.interrupt import content_digest
+from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
 from support.processes import kill_tree
 from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
@@ -289,3 +299,185 @@ def test_cache_info_reports_what_modelscope_model_wrote(hub, tmp_path):
     assert quick["models"][0]["missing"] == ["config.json"] and quick["models"][0]["modified"] == ["tokenizer.json"]
     assert slow["models"][0]["corrupt"] == ["tokenizer.json"] and not slow["models"][0]["complete"]
     assert "1 missing" in slow["problems"][0] and "1 corrupt" in slow["problems"][0]
+
+
+# -- updates of a model already in the cache: one directory swap -------------------------------------------------
+
+SWAP_ID = "o/swapped"
+SWAP_REL = "models/o/swapped"
+SWAP_OLD = {"a.bin": b"old-a" * 40000, "b.bin": b"same-b" * 30000, "sub/c.txt": b"same-c" * 100, "config.json": b"{}"}
+SWAP_CHANGES = {"a.bin": b"new-a" * 41000, "d.bin": b"added-d" * 20000}
+SWAP_NEW = {**SWAP_OLD, **SWAP_CHANGES}
+USER_FILE = "notes-by-hand.txt"
+
+
+class Killed(Exception):
+    """Stands for a kill -9 at one step of an update: nothing after it runs."""
+
+
+@pytest.fixture
+def moving_repo(tmp_path):
+    """A hub of the test's own whose model gets a second commit, and a cache seeded with the first one."""
+    root = tmp_path / "hub"
+    make_repo(root, SWAP_ID, SWAP_OLD, versioned=True)
+    cache = tmp_path / "cache"
+    with MsHub(root) as hub:
+        seeded = run_tasks([swap_task(hub, cache)])[0]
+        assert not seeded.get("failed"), seeded["msg"]
+        (cache / SWAP_REL / USER_FILE).write_bytes(b"kept")
+        new_commit = push_commit(root, SWAP_ID, SWAP_CHANGES)
+        yield hub, cache, new_commit
+
+
+def swap_task(hub, cache):
+    return {"modelseed.fleet.modelscope_model": {"name": SWAP_ID, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all"}}
+
+
+def model_contents(model: Path) -> dict[str, bytes]:
+    """The model's files (of either commit) found in ``model``, and the file put there by hand."""
+    return {rel: (model / rel).read_bytes() for rel in [*SWAP_NEW, USER_FILE] if (model / rel).is_file()}
+
+
+def inodes(model: Path) -> dict[str, int]:
+    return {rel: (model / rel).stat().st_ino for rel in ("b.bin", "sub/c.txt", USER_FILE)}
+
+
+def swap_record(cache: Path, rel: str = SWAP_REL) -> dict:
+    return json.loads(Path(state_path(str(cache), "records", rel, ".json")).read_text())
+
+
+def assert_updated(cache: Path, commit: str, unchanged_inodes: dict[str, int], rel: str = SWAP_REL):
+    """The new commit's files in place, the hand-made file kept, the unchanged files the very same, the record new,
+    no scratch left."""
+    model = cache / SWAP_REL
+    assert model_contents(model) == {**SWAP_NEW, USER_FILE: b"kept"}
+    assert inodes(model) == unchanged_inodes
+    record = swap_record(cache, rel)
+    assert record["commit"] == commit
+    assert {rel: entry["sha256"] for rel, entry in record["files"].items()} == {
+        rel: hashlib.sha256(data).hexdigest() for rel, data in SWAP_NEW.items()}
+    assert os.readlink(cache / "hub/o/swapped") == "../../models/o/swapped"
+    state = cache / ".modelseed"
+    assert not [p for kind in ("incoming", "trash", "partial") for p in (state / kind).rglob("*")]
+
+
+def test_update_swaps_the_whole_directory(moving_repo, sdk, tls):
+    hub, cache, new_commit = moving_repo
+    model = cache / SWAP_REL
+    dir_before, unchanged = model.stat().st_ino, inodes(model)
+    mark = len(hub.log)
+    result = run_tasks([swap_task(hub, cache)])[0]
+    assert result["changed"] and not result.get("failed"), result["msg"]
+    assert sorted(result["files_downloaded"]) == ["a.bin", "d.bin"]
+    assert hub.log.downloads(mark) == {"a.bin": 1, "d.bin": 1}
+    # Another directory took the name (no file was edited in place), sharing the files that did not change.
+    assert model.stat().st_ino != dir_before
+    assert_updated(cache, new_commit, unchanged)
+    again = run_tasks([swap_task(hub, cache)])[0]
+    assert again["changed"] is False, again["msg"]
+    judge(sdk("1.40.2"), cache, hub, tls, model=SWAP_ID, files=SWAP_NEW)
+
+
+def update_in_process(hub, cache: Path):
+    """What the module does for one update, in this process, so that a step of it can be made to fail."""
+    client = HttpClient(timeout=30, retries=2, auth_url=hub.url)
+    api = HubApi(client, hub.url)
+    model = ModelCache(str(cache), "all", SWAP_ID, Resolved("master", None, 0))
+    model.resolved = api.resolve(SWAP_ID, "master")
+    files = select_files(api.list_files(SWAP_ID, model.resolved.commit), [], [])
+    with FileLock(model.lock_path, 30):
+        model.recover()
+        model.apply(model.plan(files), files, client, api)
+
+
+real_replace_dir = model_sync.replace_dir
+
+
+def kill_before_exchange(monkeypatch):
+    def killed(new, old, aside):
+        raise Killed()
+    monkeypatch.setattr(model_sync, "replace_dir", killed)
+
+
+def kill_after_exchange(monkeypatch):
+    def killed(new, old, aside):
+        real_replace_dir(new, old, aside)
+        raise Killed()
+    monkeypatch.setattr(model_sync, "replace_dir", killed)
+
+
+def kill_after_promotion(monkeypatch):
+    def killed(root, rel, path):
+        raise Killed()
+    monkeypatch.setattr(model_sync, "discard", killed)
+
+
+def kill_while_emptying_trash(monkeypatch):
+    def killed(path):
+        raise Killed()
+    monkeypatch.setattr(swap, "remove_tree", killed)
+
+
+@pytest.mark.parametrize("kill, left_new", [
+    (kill_before_exchange, False),
+    (kill_after_exchange, True),
+    (kill_after_promotion, True),
+    (kill_while_emptying_trash, True),
+], ids=lambda value: value.__name__ if callable(value) else None)
+def test_update_killed_at_each_step_is_finished_by_the_next_run(moving_repo, monkeypatch, kill, left_new):
+    hub, cache, new_commit = moving_repo
+    model = cache / SWAP_REL
+    unchanged = inodes(model)
+    mark = len(hub.log)
+    with monkeypatch.context() as patched:
+        kill(patched)
+        with pytest.raises(Killed):
+            update_in_process(hub, cache)
+    assert hub.log.downloads(mark) == {"a.bin": 1, "d.bin": 1}
+    # What the kill left: entirely the old commit or entirely the new one, never a mix.
+    assert model_contents(model) == {**(SWAP_NEW if left_new else SWAP_OLD), USER_FILE: b"kept"}
+    mark = len(hub.log)
+    result = run_tasks([swap_task(hub, cache)])[0]
+    assert not result.get("failed"), result["msg"]
+    # Only a run killed before the swap left the model to change; no run downloads anything again.
+    assert result["changed"] is not left_new, result["msg"]
+    assert result["files_downloaded"] == [] and hub.log.downloads(mark) == {}
+    assert_updated(cache, new_commit, unchanged)
+    again = run_tasks([swap_task(hub, cache)])[0]
+    assert again["changed"] is False and hub.log.downloads(mark) == {}, again["msg"]
+
+
+
+def test_update_through_a_linked_model_dir_moves_files_in(moving_repo):
+    """Where the model directory is a link (the hub layout of a cache seeded with all), there is nothing to swap:
+    the new files and the new SDK metadata move into the directory the link points at."""
+    hub, cache, new_commit = moving_repo
+    model = cache / SWAP_REL
+    dir_before, unchanged = model.stat().st_ino, inodes(model)
+    task = swap_task(hub, cache)
+    task["modelseed.fleet.modelscope_model"]["layout"] = "hub"
+    result = run_tasks([task, task]).results
+    assert result[0]["changed"] and not result[0].get("failed"), result[0]["msg"]
+    assert sorted(result[0]["files_downloaded"]) == ["a.bin", "d.bin"]
+    assert result[1]["changed"] is False, result[1]["msg"]  # the metadata is the new commit's too
+    assert os.readlink(cache / "hub/o/swapped") == "../../models/o/swapped"
+    assert model.stat().st_ino == dir_before
+    assert_updated(cache, new_commit, unchanged, rel="hub/o/swapped")
+
+
+def test_update_where_hard_links_are_refused_moves_files_in(moving_repo, monkeypatch):
+    hub, cache, new_commit = moving_repo
+    model = cache / SWAP_REL
+    dir_before, unchanged = model.stat().st_ino, inodes(model)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(swap.os, "link", refuse)
+        update_in_process(hub, cache)
+    assert model.stat().st_ino == dir_before
+    assert_updated(cache, new_commit, unchanged)
+    mark = len(hub.log)
+    again = run_tasks([swap_task(hub, cache)])[0]
+    assert again["changed"] is False and hub.log.downloads(mark) == {}, again["msg"]
