@@ -38,8 +38,9 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes, require_space, space_ran_out, staged_write, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, read_bytes, require_space, space_ran_out, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.swap import copy_mode, remove_tree, replace_dir
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tarfile.RECORDSIZE, GNU tar's default blocking factor
@@ -630,71 +631,109 @@ class BundlePlan(object):
         return parts
 
     def remove_leftovers(self):
-        """Delete temp files of interrupted runs (call with the lock held)."""
+        """Delete what interrupted runs left: temp files and directories in dest and beside it (call with the lock held)."""
         for name in self.temp:
-            unlink(os.path.join(self.dest, name))
+            remove_tree(os.path.join(self.dest, name))
+        parent, prefix = os.path.split(self.dest)
+        for name in _listdir(parent):
+            if name.startswith('.%s.' % prefix) and _TEMP.match(name):
+                remove_tree(os.path.join(parent, name))
 
     def bytes_to_write(self):
         return sum(m['tar_size'] for m in self.write)
 
     def apply(self, verify='none', buffer_size=BUFFER_SIZE, buffers=BUFFERS):
-        """Write the new tars, manifest.json and SHA256SUMS under temp names, then rename them into place; prune.
+        """Write the new tars, manifest.json and SHA256SUMS into a new directory beside dest, give it hard links to
+        everything else dest holds (but pruned tars) and swap the two directories in one step: a reader, or a run
+        killed at any moment, finds the whole previous bundle or the whole new one.
 
-        Everything is written and synced before the first rename, so that the bundle is a mix of old and new
-        only for the few renames (a reader that catches it finds hashes that do not match, never wrong bytes).
+        Where dest cannot be swapped (its parent is not writable, another filesystem, subdirectories, no hard
+        links), the new files are written in a directory inside dest and renamed into place one after another,
+        everything written and synced before the first rename.
         """
         require_space(self.dest, self.bytes_to_write(), 'to write the tars')
-        temps, moves = [], []
+        parent = os.path.dirname(self.dest)
+        beside = _swappable(self.dest)
+        work = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(self.dest) if beside else '.new.', suffix='.tmp',
+                                dir=parent if beside else self.dest)
         try:
-            for entry in self.write:
-                source = self.sources[(entry['id'], entry['revision'])]
-                tmp, entry = self._write_one(entry, source, verify, buffer_size, buffers)
-                temps.append(tmp)
-                moves.append((tmp, entry['tar']))
-            manifest = self.manifest()
-            for name, data in ((bundle_format.MANIFEST, manifest), (bundle_format.SUMS, self.sums(manifest))):
-                temps.append(staged_write(os.path.join(self.dest, name), data, bundle_format.FILE_MODE))
-                moves.append((temps[-1], name))
-            for tmp, name in moves:
-                os.rename(tmp, os.path.join(self.dest, name))
+            names = self._write_all(work, verify, buffer_size, buffers)
+            if beside and _link_rest(self.dest, work, set(names) | set(self.prune)):
+                copy_mode(self.dest, work)
+                _fsync_dir(work)
+                aside = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(self.dest), suffix='.tmp', dir=parent)
+                os.rmdir(aside)  # only its name is wanted, for kernels that cannot exchange
+                old = replace_dir(work, self.dest, aside)
+                _fsync_dir(parent)
+                remove_tree(old)
+            else:
+                for name in names:
+                    os.rename(os.path.join(work, name), os.path.join(self.dest, name))
+                for name in self.prune:
+                    unlink(os.path.join(self.dest, name))
+                _fsync_dir(self.dest)
         except OSError as exc:
-            # The temp files go (finally), the bundle stays as it was.
+            # The new files go (finally), the bundle stays as it was.
             full = space_ran_out(exc, self.dest, self.bytes_to_write(), 'writing the tars', 'the partial tars were')
             if full is None:
                 raise
             raise full
         finally:
-            for tmp in temps:
-                unlink(tmp)
-        for name in self.prune:
-            unlink(os.path.join(self.dest, name))
-        _fsync_dir(self.dest)
+            remove_tree(work)
 
-    def _write_one(self, entry, source, verify, buffer_size, buffers):
+    def _write_all(self, directory, verify, buffer_size, buffers):
+        """Write the new tars, then manifest.json and SHA256SUMS, into ``directory``, synced; return their names."""
+        names = []
+        for entry in self.write:
+            source = self.sources[(entry['id'], entry['revision'])]
+            self._write_one(entry, source, os.path.join(directory, entry['tar']), verify, buffer_size, buffers)
+            names.append(entry['tar'])
+        manifest = self.manifest()
+        for name, data in ((bundle_format.MANIFEST, manifest), (bundle_format.SUMS, self.sums(manifest))):
+            atomic_write(os.path.join(directory, name), data, bundle_format.FILE_MODE)
+            names.append(name)
+        return names
+
+    def _write_one(self, entry, source, path, verify, buffer_size, buffers):
         label = '%s@%s' % (entry['id'], entry['revision'])
         stats = None
         if verify != 'full':
             stats = dict((p, (e['size'], e.get('mtime_ns'))) for p, e in source.record.files.items())
-        fd, tmp = tempfile.mkstemp(prefix='.%s.' % entry['tar'], suffix='.tmp', dir=self.dest)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, bundle_format.FILE_MODE)
         try:
-            try:
-                size, digest = write_model_tar(entry, source.dir, fd, stats=stats, verify=verify == 'full',
-                                               buffer_size=buffer_size, buffers=buffers)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(tmp, bundle_format.FILE_MODE)
+            size, digest = write_model_tar(entry, source.dir, fd, stats=stats, verify=verify == 'full',
+                                           buffer_size=buffer_size, buffers=buffers)
+            os.fsync(fd)
         except BundleWriteError as exc:
-            unlink(tmp)
             raise BundleWriteError('%s (%s): %s' % (label, source.dir, exc))
-        except BaseException:
-            unlink(tmp)
-            raise
+        finally:
+            os.close(fd)
+        os.chmod(path, bundle_format.FILE_MODE)
         if size != entry['tar_size']:
-            unlink(tmp)
             raise BundleWriteError('%s: wrote %d bytes, expected %d' % (label, size, entry['tar_size']))
         entry['tar_sha256'] = digest
-        return tmp, entry
+
+
+def _swappable(dest):
+    """True when a directory beside ``dest`` can take its place: same filesystem, writable parent, no subdirectory."""
+    parent = os.path.dirname(dest)
+    try:
+        if os.path.islink(dest) or os.stat(parent).st_dev != os.stat(dest).st_dev or not os.access(parent, os.W_OK | os.X_OK):
+            return False
+        return not any(os.path.isdir(os.path.join(dest, n)) and not os.path.islink(os.path.join(dest, n)) for n in os.listdir(dest))
+    except OSError:
+        return False
+
+
+def _link_rest(dest, work, replaced):
+    """Hard-link into ``work`` every entry of ``dest`` not in ``replaced`` (nor a temp file); False if links fail."""
+    try:
+        for name in _listdir(dest):
+            if name not in replaced and not _TEMP.match(name):
+                os.link(os.path.join(dest, name), os.path.join(work, name), follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _listdir(path):

@@ -26,9 +26,13 @@ description:
     are then read only once, to be copied into the tar, while the tar's own sha256 is computed on the way.
   - A model's tar is rewritten only when its files or commit changed; when nothing changed, the module reads
     no tar and reports no change.
-  - New tars are written under temporary names in O(dest) and renamed into place only when all of them are
-    complete, just before C(manifest.json) and then C(SHA256SUMS) are replaced. A failure while reading the cache
-    or writing a tar (a file changed, a full disk) leaves the previous bundle untouched.
+  - The new tars, C(manifest.json) and C(SHA256SUMS) are written and synced in a new directory beside O(dest),
+    which gets hard links to the tars that did not change, and the two directories are swapped in one step
+    (C(renameat2) with C(RENAME_EXCHANGE) on Linux), so that a reader, or a run killed at any moment, finds the
+    whole previous bundle or the whole new one. Where O(dest) cannot be swapped (its parent is not writable, it is a
+    mount point or a symlink, it has subdirectories), the new files are renamed into it one after another once
+    all of them are written. A failure while reading the cache or writing a tar (a file changed, a full disk)
+    leaves the previous bundle untouched.
   - Uses only the Python standard library.
 author:
   - modelseed.fleet team (@modelseed)

@@ -313,3 +313,48 @@ def test_tar_reads_back_in_python_streaming_mode(cache, tmp_path):
     assert seen == expected
     assert result["models"][0]["tar_size"] % 10240 == 0
     assert io.BytesIO((tmp_path / "b" / TAR).read_bytes()[-1024:]).read() == b"\0" * 1024
+
+
+def test_update_swaps_the_whole_directory(two_models, tmp_path):
+    """An update is written beside dest and swapped in whole: dest is another directory afterwards, holding hard links
+    to the unchanged tar and to what else was there, with dest's mode; a killed run's leftovers beside it go."""
+    hub, root = two_models
+    cache, dest = tmp_path / "c", tmp_path / "b"
+    seeding = run_tasks([download(hub, cache, "o/alpha"), download(hub, cache, "o/beta"), bundle(cache, dest)])
+    assert not any(r.get("failed") for r in seeding.results)
+    (dest / "README").write_text("served by nginx\n")
+    dest.chmod(0o750)
+    leftover = tmp_path / ".b.k1ll3d0x.tmp"
+    leftover.mkdir()
+    (leftover / "o--beta--master.tar").write_bytes(b"half")
+    before = {p.name: p.stat().st_ino for p in dest.iterdir()}
+    dest_before = dest.stat()
+
+    push_commit(root, "o/beta", {"b.bin": os.urandom(1 << 19)})
+    run = run_tasks([download(hub, cache, "o/beta"), bundle(cache, dest)])
+    assert run[1]["changed"] and "1 model(s) changed commit" in run[1]["msg"], run[1]["msg"]
+    after = {p.name: p.stat().st_ino for p in dest.iterdir()}
+    assert dest.stat().st_ino != dest_before.st_ino and dest.stat().st_mode == dest_before.st_mode
+    assert sorted(after) == sorted(before)
+    assert {n for n in after if after[n] == before[n]} == {".lock", "README", "o--alpha--master.tar"}
+    assert (dest / "README").read_text() == "served by nginx\n"
+    assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, check=False).returncode == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_dest_with_a_subdirectory_is_updated_in_place(two_models, tmp_path):
+    """A dest that also holds directories cannot be swapped by hard links: the new files are renamed into it."""
+    hub, root = two_models
+    cache, dest = tmp_path / "c", tmp_path / "b"
+    assert not any(r.get("failed") for r in run_tasks([download(hub, cache, "o/alpha"), bundle(cache, dest)]).results)
+    (dest / "docs").mkdir()
+    (dest / "docs" / "index.html").write_text("<p>models</p>")
+    inode = dest.stat().st_ino
+    push_commit(root, "o/alpha", {"cfg.json": b'{"v": 2}'})
+    run = run_tasks([download(hub, cache, "o/alpha"), bundle(cache, dest)])
+    assert run[1]["changed"] and "1 model(s) changed commit" in run[1]["msg"], run[1]["msg"]
+    assert dest.stat().st_ino == inode and (dest / "docs" / "index.html").read_text() == "<p>models</p>"
+    assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, check=False).returncode == 0
+    assert read_manifest(dest)["models"][0]["commit"] == run[0]["commit"]
+    assert [p.name for p in dest.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

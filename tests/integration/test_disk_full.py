@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
-from support.interrupt import bytes_below, files_below, tree_digest, wait_until
+from support.interrupt import bundle_scratch, bytes_below, files_below, tree_digest, wait_until
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.reliability import record
@@ -103,9 +103,9 @@ def test_disk_filling_up_during_the_download(seeded, small_fs):
 
 
 def fill_once_writing(dest, filler, finished: threading.Event, outcome: dict) -> None:
-    """Fill the filesystem as soon as a temp tar in ``dest`` has bytes, unless the run ``finished`` first."""
+    """Fill the filesystem as soon as a new tar has bytes, unless the run ``finished`` first."""
     def writing() -> bool:
-        return finished.is_set() or any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in dest.iterdir())
+        return finished.is_set() or sum(bytes_below(p) for p in bundle_scratch(dest)) > 0
 
     if wait_until(writing, timeout=120, step=0.001) and not finished.is_set():
         outcome["error"] = fill(filler)
@@ -144,7 +144,7 @@ def test_disk_filling_up_while_writing_a_bundle(tmp_path, small_fs):
         else:
             pytest.fail("the filesystem never filled up while a tar was being written")
     message = result.get("msg", "")
-    temps = [p.name for p in dest.iterdir() if p.name.endswith(".tmp")]
+    temps = [p.name for p in bundle_scratch(dest)]
     intact = tree_digest(dest) == before
     ok = "bytes needed" in message and "bytes free" in message and intact and not temps
     record("disk full: filesystem fills while writing a bundle", outcome="fails with needed and free bytes; temp tar removed; bundle unchanged",

@@ -21,7 +21,7 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.bundles import ModelSpec, write_bundle
-from support.interrupt import bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.interrupt import bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
@@ -66,6 +66,13 @@ def kill_after(tasks: list[dict], workdir: Path, started, delay: float) -> None:
     wait_until(started, run.proc)
     time.sleep(delay)
     run.kill()
+
+
+def _ino(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def copy_tree(source: Path, target: Path) -> Path:
@@ -280,12 +287,12 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
     old = bundle_state(old_bundle)
 
     def writing(dest: Path):
-        return lambda: any(p.name.endswith(".tmp") for p in dest.iterdir()) if dest.is_dir() else False
+        return lambda: bool(bundle_scratch(dest))
 
     def calibrate(index: int) -> tuple[float, Path]:
         copy = copy_tree(old_bundle, tmp_path / f"calibration-{index}")
         sums, old_sums = copy / "SHA256SUMS", (copy / "SHA256SUMS").stat().st_ino
-        return timed_window([bundle(copy)], tmp_path, writing(copy), lambda: sums.stat().st_ino != old_sums), copy
+        return timed_window([bundle(copy)], tmp_path, writing(copy), lambda: _ino(sums) not in (old_sums, None)), copy
 
     window, calibration = longest_window(calibrate)
     new = bundle_state(calibration)
@@ -302,8 +309,8 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
         run = run_tasks([info(dest), bundle(dest), info(dest, "full")])
         after_kill, completing, final = run.results
         completed = not completing.get("failed") and bundle_state(dest) == new and final["bundle"]["verified"]
-        temps = [p.name for p in dest.iterdir() if p.name.endswith(".tmp")]
-        ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not temps
+        left = [p.name for p in bundle_scratch(dest)]
+        ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not left
         record("kill -9 cache_bundle", outcome="previous bundle or the complete new one; next run completes and verifies",
                handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
         outcomes.append(f"{delay:.2f}s: {state}")
@@ -311,7 +318,7 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
         assert state != "mixed", f"{context}: the bundle is neither the old nor the new one: {now}"
         assert after_kill["bundle"]["verified"], f"{context}: {after_kill.get('problems')}"
         assert completed, f"{context}: {completing.get('msg')}; {final.get('problems')}"
-        assert not temps, f"{context}: temp files left: {temps}"
+        assert not left, f"{context}: temp files left: {left}"
         shutil.rmtree(dest)
     print("kills: " + "; ".join(outcomes))
 

@@ -77,6 +77,13 @@ def files_below(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()] if directory.is_dir() else []
 
 
+def bundle_scratch(dest: Path) -> list[Path]:
+    """What a cache_bundle run writes before its swap: a new directory beside ``dest`` (``.<name>.*.tmp``), or temp
+    files and directories inside it where ``dest`` cannot be swapped."""
+    beside = [p for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.") and p.name.endswith(".tmp")]
+    return beside + ([p for p in dest.iterdir() if p.name.endswith(".tmp")] if dest.is_dir() else [])
+
+
 def bytes_below(directory: Path) -> int:
     total = 0
     for path in files_below(directory):
