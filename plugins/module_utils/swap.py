@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import shutil
 import stat
 import time
@@ -112,8 +113,9 @@ def empty_trash(root, rel=None):
         names = os.listdir(top)
     except (FileNotFoundError, NotADirectoryError):
         return
-    prefix = '' if rel is None else quote(rel, safe='') + '.'
-    for name in (n for n in names if n.startswith(prefix)):
+    # trash_path names end in .<pid>.<ns>: model 'a/v1' must not take the trash of model 'a/v1.0'
+    mine = re.compile(r'.*\Z' if rel is None else re.escape(quote(rel, safe='')) + r'\.\d+\.\d+\Z')
+    for name in (n for n in names if mine.match(n)):
         try:
             remove_tree(os.path.join(top, name))
         except OSError:
@@ -140,7 +142,7 @@ def link_tree(source, target, keep):
     for dirpath, dirnames, filenames in os.walk(source):
         relative = os.path.relpath(dirpath, source)
         into = os.path.normpath(os.path.join(target, relative))
-        _copy_mode(dirpath, into)
+        copy_mode(dirpath, into)
         for name in list(dirnames):
             path = os.path.join(into, name)
             if os.path.islink(os.path.join(dirpath, name)):
@@ -156,7 +158,7 @@ def link_tree(source, target, keep):
                 os.link(os.path.join(dirpath, name), path, follow_symlinks=False)
 
 
-def _copy_mode(source, target):
+def copy_mode(source, target):
     st = os.lstat(source)
     os.chmod(target, stat.S_IMODE(st.st_mode))
     if os.geteuid() == 0:

@@ -95,4 +95,5 @@ def test_empty_file_needs_no_request(hub, tmp_path):
     mark = len(hub.log)
     assert fetch(hub, tmp_path, size=0, sha=hashlib.sha256(b'').hexdigest(), name='empty') == 0
     assert (tmp_path / 'final').read_bytes() == b''
-    assert len(hub.log) == mark
+    # By file: the hub may log the last request of an earlier test only after its client went on.
+    assert [r for r in hub.log.entries(mark) if r.file == 'empty'] == []

@@ -255,7 +255,8 @@ def test_a_pending_record_for_another_path_is_not_promoted(tmp_path):
 def test_empty_trash_of_one_model_leaves_the_others(tmp_path):
     root = str(tmp_path / 'cache')
     mine = [trash_path(root, REL), trash_path(root, REL)]
-    others = [trash_path(root, 'models/o/other'), trash_path(root, 'models/o/m2')]
+    # 'o/m' is a prefix of 'o/m2' and of the revision 'o/m.0' (snapshots layout): neither is its trash
+    others = [trash_path(root, 'models/o/other'), trash_path(root, 'models/o/m2'), trash_path(root, REL + '.0')]
     for path in [mine[0]] + others:
         write(os.path.join(path, 'sub/f.bin'))
     write(mine[1])  # a file, not a directory, is emptied as well
