@@ -447,7 +447,6 @@ def test_update_killed_at_each_step_is_finished_by_the_next_run(moving_repo, mon
     assert again["changed"] is False and hub.log.downloads(mark) == {}, again["msg"]
 
 
-
 def test_update_through_a_linked_model_dir_moves_files_in(moving_repo):
     """Where the model directory is a link (the hub layout of a cache seeded with all), there is nothing to swap:
     the new files and the new SDK metadata move into the directory the link points at."""
