@@ -24,6 +24,8 @@ from urllib.request import getproxies, proxy_bypass
 REDIRECTS = (301, 302, 303, 307, 308)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
+# A JSON answer is read into memory whole: a recursive listing of the hub's 3000 entries is a few MiB.
+MAX_JSON_BYTES = 64 * 1024 * 1024
 USER_AGENT = 'modelseed.fleet'
 
 
@@ -72,10 +74,17 @@ class Response(object):
             raise HttpError('connection lost while reading %s: %s' % (self.url, exc), url=self.url, retryable=True)
 
     def json(self):
+        """The body as JSON; ValueError when it is not JSON (or nested beyond what the parser can take)."""
         try:
-            return json.loads(self.read().decode('utf-8'))
+            body = self.read(MAX_JSON_BYTES + 1)
         finally:
-            self.close()
+            self.close()  # kept alive only when the whole body was read
+        if len(body) > MAX_JSON_BYTES:
+            raise HttpError('the answer from %s is larger than %d bytes, more than any listing' % (self.url, MAX_JSON_BYTES), url=self.url)
+        try:
+            return json.loads(body.decode('utf-8'))
+        except RecursionError:
+            raise ValueError('JSON nested too deeply')
 
     def close(self, reuse=True):
         if self._conn is None:

@@ -19,6 +19,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check
 DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
 # The hub silently cuts a recursive listing at this many entries.
 LISTING_CAP = 3000
+# Far beyond any model repository; a hub that lists more is looping.
+MAX_FILES = 1000000
 _SHA256 = re.compile(r'^[0-9a-f]{64}\Z')
 
 RemoteFile = collections.namedtuple('RemoteFile', 'path size sha256 revision')
@@ -70,7 +72,26 @@ def parse_listing(entries, model_id):
         if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
             raise HubError('hub lists %s in %s without a sha256, so it cannot be verified' % (path, model_id))
         files.append(RemoteFile(path, size, sha256.lower(), str(entry.get('Revision') or '')))
+    paths = set(f.path for f in files)
+    for f in files:
+        parent = f.path.rsplit('/', 1)[0] if '/' in f.path else None
+        while parent:
+            if parent in paths:
+                raise HubError('hub lists %s in %s both as a file and as a directory' % (parent, model_id))
+            parent = parent.rsplit('/', 1)[0] if '/' in parent else None
     return sorted(files)
+
+
+def _items(value, kind):
+    """``value`` when it is a ``kind`` (list or dict), else an empty one: a hub's odd answer is treated as no answer."""
+    return value if isinstance(value, kind) else kind()
+
+
+def _timestamp(value):
+    """A commit time the SDK metadata can hold (seconds since the epoch), else 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1 << 40:
+        return 0
+    return int(value)
 
 
 class HubApi(object):
@@ -100,16 +121,16 @@ class HubApi(object):
 
     def resolve(self, model_id, revision):
         """Resolve a branch, tag or commit id to the commit every file will be fetched at."""
-        data = self._data(model_id, '/revisions') or {}
-        revmap = data.get('RevisionMap') or {}
-        refs = [r for r in (revmap.get('Branches') or []) + (revmap.get('Tags') or []) if isinstance(r, dict)]
+        revmap = _items(_items(self._data(model_id, '/revisions'), dict).get('RevisionMap'), dict)
+        refs = [r for r in _items(revmap.get('Branches'), list) + _items(revmap.get('Tags'), list)
+                if isinstance(r, dict) and isinstance(r.get('CommitId'), str) and looks_like_commit(r['CommitId'])]
         for ref in refs:
-            if ref.get('Revision') == revision and ref.get('CommitId'):
-                return Resolved(revision, ref['CommitId'], ref.get('CreatedAt') or 0)
+            if ref.get('Revision') == revision:
+                return Resolved(revision, ref['CommitId'], _timestamp(ref.get('CreatedAt')))
         if looks_like_commit(revision):
             for ref in refs:
-                if str(ref.get('CommitId') or '').startswith(revision):
-                    return Resolved(revision, ref['CommitId'], ref.get('CreatedAt') or 0)
+                if ref['CommitId'].startswith(revision):
+                    return Resolved(revision, ref['CommitId'], _timestamp(ref.get('CreatedAt')))
             # A commit no ref points at: the listing tells whether the hub knows it.
             try:
                 self._list(model_id, revision, None, True)
@@ -139,15 +160,28 @@ class HubApi(object):
             raise HubError('hub lists the same file twice in %s' % (model_id,))
         return files
 
-    def _walk(self, model_id, commit, root):
-        """Recover a listing the hub truncated, one directory at a time."""
-        entries = []
-        for entry in self._list(model_id, commit, root, False):
-            if isinstance(entry, dict) and entry.get('Type') == 'tree':
-                below = self._list(model_id, commit, entry.get('Path'), True)
-                entries.extend(below if len(below) < LISTING_CAP else self._walk(model_id, commit, entry.get('Path')))
-            else:
-                entries.append(entry)
+    def _walk(self, model_id, commit, top):
+        """Recover a listing the hub truncated, one directory at a time.
+
+        Only directories strictly below the one listed are entered, each once: a hub whose listing loops
+        cannot send the walk round for ever.
+        """
+        entries, todo, seen = [], [top], set()
+        while todo:
+            root = todo.pop()
+            for entry in self._list(model_id, commit, root, False):
+                path = entry.get('Path') if isinstance(entry, dict) else None
+                if not isinstance(entry, dict) or entry.get('Type') != 'tree':
+                    entries.append(entry)
+                elif isinstance(path, str) and path and path.startswith(root + '/' if root else '') and path not in seen:
+                    seen.add(path)
+                    below = self._list(model_id, commit, path, True)
+                    if len(below) < LISTING_CAP:
+                        entries.extend(below)
+                    else:
+                        todo.append(path)
+            if len(entries) > MAX_FILES:
+                raise HubError('hub lists more than %d files in %s' % (MAX_FILES, model_id))
         return entries
 
     def file_url(self, model_id, commit, path):

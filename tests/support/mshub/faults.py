@@ -11,6 +11,9 @@ Actions:
   throttle       send the body at ``rate`` bytes per second (a slow link, to interrupt mid-file)
   push           push a commit of ``files`` to ``model``'s master, then answer normally: the listing and
                  the branch change between two requests of one download
+  stall          send ``after_bytes`` bytes of the body, then nothing more on an open connection, until the
+                 client gives up (logged as ``given_up``) or ``delay`` seconds (default 300) pass
+  reply          answer ``status`` with ``body`` (raw bytes) instead of the real response: a hub that lies
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import fnmatch
 import threading
 from dataclasses import dataclass
 
-ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop", "throttle", "push"}
+ACTIONS = {"status", "delay", "reset", "truncate", "empty", "wrong_sha", "redirect_loop", "throttle", "push", "stall", "reply"}
 LISTING_ACTIONS = {"wrong_sha"}
 REQUEST_ACTIONS = ACTIONS - LISTING_ACTIONS
 
@@ -36,6 +39,7 @@ class Fault:
     rate: int = 0  # bytes per second, for throttle
     model: str | None = None  # repository a push goes to
     files: dict | None = None  # what a push changes: {path: bytes, or None to delete}
+    body: bytes = b""  # what a reply sends
     times: int | None = None  # how often to strike; None: always
     hits: int = 0
 

@@ -22,6 +22,7 @@ class Request:
     sent: int = 0  # body bytes written
     model: str | None = None
     file: str | None = None  # repository path, for file downloads
+    given_up: bool = False  # a stalled reply the client closed (rather than the hub letting go)
     at: float = field(default_factory=time.time)
 
     @property

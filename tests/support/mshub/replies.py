@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import struct
@@ -15,7 +16,8 @@ from .log import Request
 from .ranges import UNSATISFIABLE, parse_range
 
 CHUNK = 1 << 16
-BODY_FAULTS = ("reset", "truncate", "empty", "throttle")
+BODY_FAULTS = ("reset", "truncate", "empty", "throttle", "stall")
+STALL_DEFAULT = 300.0
 
 
 class FaultyReplies(BaseHTTPRequestHandler):
@@ -49,6 +51,9 @@ class FaultyReplies(BaseHTTPRequestHandler):
         elif fault.action == "status":
             headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
             self._error(fault.status, "injected fault", headers)
+            return False
+        elif fault.action == "reply":
+            self._reply(fault.status, fault.body)
             return False
         elif fault.action == "redirect_loop":
             self._reply(302, headers=[("Location", self.path)])  # relative: the same URL on whatever origin this is
@@ -86,7 +91,7 @@ class FaultyReplies(BaseHTTPRequestHandler):
         self.rec.status = status
         if self.command == "HEAD":
             return
-        limit = fault.after_bytes if fault and fault.action in ("reset", "truncate") else None
+        limit = fault.after_bytes if fault and fault.action in ("reset", "truncate", "stall") else None
         rate = fault.rate if fault and fault.action == "throttle" else 0
         started = time.monotonic()
         for chunk in _chunks(body, source, limit, CHUNK if not rate else max(1, min(CHUNK, rate // 20))):
@@ -94,8 +99,20 @@ class FaultyReplies(BaseHTTPRequestHandler):
             self.rec.sent += len(chunk)
             if rate:
                 time.sleep(max(0.0, self.rec.sent / rate - (time.monotonic() - started)))
+        if fault and fault.action == "stall":
+            self._hold(fault.delay or STALL_DEFAULT)
         if limit is not None:
             self._hang_up(reset=fault.action == "reset")
+
+    def _hold(self, seconds: float) -> None:
+        """Keep the connection open and silent until the client closes it or ``seconds`` pass."""
+        self.wfile.flush()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _w, _x = select.select([self.connection], [], [], 0.1)
+            if ready and not self.connection.recv(1 << 16):
+                self.rec.given_up = True
+                return
 
     def _hang_up(self, reset: bool) -> None:
         self.close_connection = True
