@@ -30,8 +30,9 @@ DEFAULT_OUTPUT = REPO / "docs" / "reliability.md"
 ABOUT = """\
 The hostile-world suite (tests marked `{marker}`) injects faults into real runs of the modules, through
 `ansible-playbook`, and checks how each run ends: a hub that answers 5xx or 429, resets or cuts a body
-short, sends an empty 200 body, lists a wrong sha256, answers slowly, redirects in a loop or gets a new
-revision pushed mid-download; a bundle server that breaks the stream; runs killed with SIGKILL at random
+short, goes silent mid-body, sends an empty 200 body, lists a wrong sha256, answers slowly, redirects in a
+loop, gets a new revision pushed mid-download, or lies in its listings and revision maps (unsafe paths,
+wrong types, JSON too large or too deeply nested); a bundle server that breaks the stream; runs killed with SIGKILL at random
 moments, concurrent runs and locks, a disk that fills up; hostile input and secrets that must never
 show. After every injection the cache is inspected: every file under its final name, in the SDK
 metadata and in the verification records must be byte for byte what was published. A transient fault
