@@ -290,12 +290,17 @@ def bundles(tmp_path):
     return old_dir, new_dir, old, new
 
 
-@pytest.mark.parametrize("fault_args, fault_name", [
-    ({"action": "reset"}, "bundle URL: reset mid-tar"),
-    ({"action": "truncate"}, "bundle URL: tar cut short"),
-    ({"action": "status", "status": 503}, "bundle URL: HTTP 503"),
-], ids=["reset", "truncate", "503"])
-def test_bundle_pull_survives_a_transient_fault(tmp_path, bundles, fault_args, fault_name):
+# A silent connection costs the whole timeout: a short one keeps the loop quick.
+SILENT = {"timeout": 3}
+
+
+@pytest.mark.parametrize("fault_args, fault_name, options", [
+    ({"action": "reset"}, "bundle URL: reset mid-tar", {}),
+    ({"action": "truncate"}, "bundle URL: tar cut short", {}),
+    ({"action": "status", "status": 503}, "bundle URL: HTTP 503", {}),
+    ({"action": "stall"}, "bundle URL: connection silent mid-tar", SILENT),
+], ids=["reset", "truncate", "503", "stall"])
+def test_bundle_pull_survives_a_transient_fault(tmp_path, bundles, fault_args, fault_name, options):
     old_dir, new_dir, old, new = bundles
     tar_size = next(new_dir.glob("*.tar")).stat().st_size
     installed = tmp_path / "installed"
@@ -306,7 +311,7 @@ def test_bundle_pull_survives_a_transient_fault(tmp_path, bundles, fault_args, f
         shutil.copytree(installed, cache, symlinks=True)  # mtimes kept: the records still match
         with FileServer(new_dir) as server:
             fault = server.faults.add(file="*.tar", times=1, after_bytes=rng.randrange(1, tar_size), **fault_args)
-            result = install(server.url, cache)
+            result = install(server.url, cache, **options)
         bad = audit_cache(cache, BUNDLE_MODEL, new)
         ok = not result.get("failed") and fault.hits == 1 and all(
             _read(f"{cache}/{BUNDLE_DIR}/{rel}") == data for rel, data in new.items())
@@ -315,18 +320,19 @@ def test_bundle_pull_survives_a_transient_fault(tmp_path, bundles, fault_args, f
     looped(f"bundle-{fault_args['action']}", fault_name, COMPLETES, once)
 
 
-@pytest.mark.parametrize("fault_args, fault_name", [
-    ({"action": "reset", "after_bytes": 200_000}, "bundle URL: reset mid-tar (persistent)"),
-    ({"action": "status", "status": 503, "retry_after": 0}, "bundle URL: HTTP 503 (persistent)"),
-], ids=["reset", "503"])
-def test_bundle_pull_that_keeps_failing_leaves_the_cache_unchanged(tmp_path, bundles, fault_args, fault_name):
+@pytest.mark.parametrize("fault_args, fault_name, options", [
+    ({"action": "reset", "after_bytes": 200_000}, "bundle URL: reset mid-tar (persistent)", {}),
+    ({"action": "status", "status": 503, "retry_after": 0}, "bundle URL: HTTP 503 (persistent)", {}),
+    ({"action": "stall", "after_bytes": 200_000}, "bundle URL: connection silent mid-tar (persistent)", SILENT),
+], ids=["reset", "503", "stall"])
+def test_bundle_pull_that_keeps_failing_leaves_the_cache_unchanged(tmp_path, bundles, fault_args, fault_name, options):
     old_dir, new_dir, old, new = bundles
     cache = tmp_path / "cache"
     assert not install(old_dir, cache).get("failed")
     before = tree_digest(cache, skip=(".modelseed/locks",))
     with FileServer(new_dir) as server:
         fault = server.faults.add(file="*.tar", **fault_args)
-        result = install(server.url, cache, retries=1)
+        result = install(server.url, cache, **{"retries": 1, **options})
     after = tree_digest(cache, skip=(".modelseed/locks",))
     bad = audit_cache(cache, BUNDLE_MODEL, old)
     msg = result.get("msg", "")
