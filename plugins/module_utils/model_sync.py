@@ -5,9 +5,9 @@
 
 Nothing unverified ever gets a final name: files are fetched into
 ``.modelseed/partial``, verified, moved to ``.modelseed/incoming``, and only
-when every file of the model is there do they move into the model directory
-(a new model arrives with a single directory rename), followed by the SDK
-metadata and the record.
+when every file of the model is there does the model directory change: a new
+model arrives with a single directory rename, an update is swapped in whole
+(see swap.py), so that readers see the old commit or the new one, never a mix.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -272,7 +272,8 @@ class ModelCache(object):
         old = replace_dir(self.incoming, self.dir, trash_path(self.root, self.rel))
         makedirs(os.path.dirname(self.record_path))
         os.rename(pending_path, self.record_path)
-        discard(self.root, self.rel, old)
+        if old is not None:
+            discard(self.root, self.rel, old)
         return True
 
     def _facts(self):
