@@ -38,12 +38,11 @@ __metaclass__ = type
 
 import hashlib
 import json
-import posixpath
 import re
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
 
 FORMAT = 'modelseed.fleet/bundle'
 VERSION = 1
@@ -78,17 +77,6 @@ def metadata_list(model):
     """The manifest's ``metadata`` list: path, size and sha256 of each SDK metadata file in the tar."""
     return [{'path': name, 'size': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
             for name, data in metadata_entries(model)]
-
-
-def parent_dirs(paths):
-    """Every directory leading to ``paths`` (relative POSIX paths)."""
-    dirs = set()
-    for path in paths:
-        parent = posixpath.dirname(path)
-        while parent and parent not in dirs:
-            dirs.add(parent)
-            parent = posixpath.dirname(parent)
-    return dirs
 
 
 def tar_members(model):

@@ -661,9 +661,8 @@ class BundlePlan(object):
             if beside and _link_rest(self.dest, work, set(names) | set(self.prune)):
                 copy_mode(self.dest, work)
                 _fsync_dir(work)
-                aside = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(self.dest), suffix='.tmp', dir=parent)
-                os.rmdir(aside)  # only its name is wanted, for kernels that cannot exchange
-                old = replace_dir(work, self.dest, aside)
+                # aside: where dest goes on kernels that cannot exchange, a name the next run also cleans up
+                old = replace_dir(work, self.dest, work[:-len('.tmp')] + '-old.tmp')
                 _fsync_dir(parent)
                 remove_tree(old)
             else:

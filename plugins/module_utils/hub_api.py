@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import looks_like_commit
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
 
 DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
 # The hub silently cuts a recursive listing at this many entries.
@@ -73,12 +73,9 @@ def parse_listing(entries, model_id):
             raise HubError('hub lists %s in %s without a sha256, so it cannot be verified' % (path, model_id))
         files.append(RemoteFile(path, size, sha256.lower(), str(entry.get('Revision') or '')))
     paths = set(f.path for f in files)
-    for f in files:
-        parent = f.path.rsplit('/', 1)[0] if '/' in f.path else None
-        while parent:
-            if parent in paths:
-                raise HubError('hub lists %s in %s both as a file and as a directory' % (parent, model_id))
-            parent = parent.rsplit('/', 1)[0] if '/' in parent else None
+    clashes = sorted(parent_dirs(paths) & paths)
+    if clashes:
+        raise HubError('hub lists %s in %s both as a file and as a directory' % (clashes[0], model_id))
     return sorted(files)
 
 
@@ -170,10 +167,11 @@ class HubApi(object):
         while todo:
             root = todo.pop()
             for entry in self._list(model_id, commit, root, False):
-                path = entry.get('Path') if isinstance(entry, dict) else None
                 if not isinstance(entry, dict) or entry.get('Type') != 'tree':
                     entries.append(entry)
-                elif isinstance(path, str) and path and path.startswith(root + '/' if root else '') and path not in seen:
+                    continue
+                path = entry.get('Path')
+                if isinstance(path, str) and path and path.startswith(root + '/' if root else '') and path not in seen:
                     seen.add(path)
                     below = self._list(model_id, commit, path, True)
                     if len(below) < LISTING_CAP:

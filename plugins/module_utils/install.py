@@ -32,7 +32,6 @@ import tempfile
 from urllib.parse import quote, unquote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import parent_dirs
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
@@ -40,7 +39,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, unlink)
+    join, lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
     PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, replace_dir, save_pending, trash_path)

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import errno
 import os
+import posixpath
 import tempfile
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
@@ -36,6 +37,17 @@ def check_relative_path(path):
     return path
 
 
+def parent_dirs(paths):
+    """Every directory leading to ``paths`` (relative POSIX paths)."""
+    dirs = set()
+    for path in paths:
+        parent = posixpath.dirname(path)
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    return dirs
+
+
 def join(root, relative):
     return os.path.join(root, *check_relative_path(relative).split('/'))
 
@@ -56,8 +68,8 @@ def makedirs(path, mode=0o755):
     os.chmod(path, mode)
 
 
-def staged_write(path, data, mode=0o644):
-    """Write ``data`` to a temp file beside ``path`` and fsync it; return the temp file's path, for a rename later."""
+def atomic_write(path, data, mode=0o644):
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, 'wb') as handle:
@@ -65,16 +77,6 @@ def staged_write(path, data, mode=0o644):
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-    except BaseException:
-        unlink(tmp)
-        raise
-    return tmp
-
-
-def atomic_write(path, data, mode=0o644):
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
-    tmp = staged_write(path, data, mode)
-    try:
         os.rename(tmp, path)
     except BaseException:
         unlink(tmp)

@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_writer as bw
+from ansible_collections.modelseed.fleet.plugins.module_utils import swap
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 MTIME = 1700000000
@@ -287,6 +288,26 @@ def test_plan_reuses_unchanged_tars_and_rewrites_changed_ones(tmp_path):
     assert dropped.reasons == {'removed': [('o/n', 'master')]} and dropped.prune == ['o--n--master.tar']
     kept = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')], prune=False)
     assert kept.prune == [] and kept.changed
+
+
+def test_update_without_kernel_exchange_moves_the_old_bundle_aside(tmp_path, monkeypatch):
+    """Where renameat2 cannot exchange, dest is renamed aside and the new directory takes its name: the bundle is
+    the new one afterwards, with the unchanged tar hard-linked, and nothing is left beside it."""
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    seed(tmp_path / 'c', 'models/o/m', {'a.bin': b'a' * 1000})
+    seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'b' * 1000}, model_id='o/n')
+    bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
+    kept = (dest / 'o--m--master.tar').stat().st_ino
+    seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'B' * 1000}, model_id='o/n', commit='d' * 40)
+    monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
+    bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
+    doc = bundle_format.parse_manifest((dest / 'manifest.json').read_bytes())
+    assert doc['models'][1]['commit'] == 'd' * 40
+    assert [m['tar_sha256'] for m in doc['models']] == [
+        hashlib.sha256((dest / m['tar']).read_bytes()).hexdigest() for m in doc['models']]
+    assert (dest / 'o--m--master.tar').stat().st_ino == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['c', 'dest']
 
 
 def test_tar_members_and_manifest_checks():
