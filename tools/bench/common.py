@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / ".build")]
 WORK = REPO / ".cache" / "bench"
-REPORT = REPO / "docs" / "benchmarks.md"
+# MODELSEED_BENCH_REPORT sends a trial run elsewhere than the published results.
+REPORT = Path(os.environ.get("MODELSEED_BENCH_REPORT", REPO / "docs" / "benchmarks.md"))
 CHUNK = 16 << 20
 
 
@@ -81,3 +83,22 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     REPORT.write_text(text)
+
+
+def summary(values: list[float]) -> tuple[float, float, float]:
+    """(min, median, max) of a cell's runs."""
+    return min(values), statistics.median(values), max(values)
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two cells' spreads (min-max) overlap: then their medians do not tell them apart."""
+    return max(a) >= min(b) and max(b) >= min(a)
+
+
+def verdict(ours: list[float], theirs: list[float], target: float = 1.0) -> str:
+    """How ``ours`` compares with ``theirs`` against ``target`` (a ratio of medians), saying when the spreads overlap."""
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    met = "met" if ratio <= target else "NOT met"
+    if overlap(ours, theirs):
+        return f"{ratio:.2f}x: target {met} by the medians, but the spreads overlap, so the two are not distinguishable"
+    return f"{ratio:.2f}x: target {met}; the spreads do not overlap"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from common import REPORT, WORK, drop_tree, machine, write_random_model, write_section
+from common import REPORT, WORK, drop_tree, machine, overlap, write_random_model, write_section
 from fleet_setup import (NODE_CACHE, changed_hosts, check_every_node_holds, environment_files, inventory, reset_nodes,
                          run_playbook, seed, start_fleet)
 from support.fleet import Fleet, sandbox
@@ -170,7 +170,12 @@ def report(first: dict[str, list[tuple[float, int]]], noop: dict[str, list[float
     sizes = {"big": args.noop_big_mib, "small": args.noop_small_mib}
     noop_rows = [f"| {sizes[label]} MiB | {statistics.median(times):.2f} | {spread(times)} | {setup[label]:.2f} | {', '.join(f'{s:.2f}' for s in times)} |"
                  for label, times in noop.items()]
-    first_median = statistics.median(r[0] for r in first[SEED])
+    seed_times = [r[0] for r in first[SEED]]
+    apart = [name for name in first if name != SEED and not overlap(seed_times, [r[0] for r in first[name]])]
+    together = [name for name in first if name != SEED and name not in apart]
+    spreads = (f"The spread of `seed_models.yml` does not overlap those of: {', '.join(apart) or 'none'}; "
+               f"it overlaps (not distinguishable): {', '.join(together) or 'none'}.")
+    first_median = statistics.median(seed_times)
     noop_floor = statistics.median(noop["small"])
     table = "\n".join(rows)
     noop_table = "\n".join(noop_rows)
@@ -194,6 +199,8 @@ Hub bytes are what the hub's request log says it served; one copy is {total / 2*
 | way | median s | spread s | hub served (median) | runs (s) |
 |---|---|---|---|---|
 {table}
+
+{spreads}
 
 Running `seed_models.yml` again with everything in place (the second run of each model, nothing to
 download, bundle, push or install; only sizes and times recorded at install are compared, nothing is
