@@ -17,7 +17,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import lo
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
 
 DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
-# The hub silently cuts a recursive listing at this many entries.
+# The hub cuts every repo/files answer, recursive or not, at this many entries and says nothing (the SDK
+# calls it REPO_FILES_TRUNCATION_LIMIT).
 LISTING_CAP = 3000
 # Far beyond any model repository; a hub that lists more is looping.
 MAX_FILES = 1000000
@@ -56,11 +57,19 @@ def select_files(files, include, exclude):
 
 
 def parse_listing(entries, model_id):
-    """RemoteFiles from a ``repo/files`` listing, rejecting what cannot be verified or placed safely."""
+    """RemoteFiles from a ``repo/files`` listing, rejecting what cannot be verified or placed safely.
+
+    Directories are skipped; any other entry (no type, or one such as a submodule) is refused rather than
+    dropped, since a file left out of the listing would be left out of the model without a word.
+    """
     files = []
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get('Type') != 'blob':
+        kind = entry.get('Type') if isinstance(entry, dict) else None
+        if kind == 'tree':
             continue
+        if kind != 'blob':
+            raise HubError('hub lists an entry in %s that is neither a file nor a directory (type %r): %s' % (
+                model_id, kind, _shorten(entry)))
         path = entry.get('Path')
         try:
             check_relative_path(path)
@@ -77,6 +86,12 @@ def parse_listing(entries, model_id):
     if clashes:
         raise HubError('hub lists %s in %s both as a file and as a directory' % (clashes[0], model_id))
     return sorted(files)
+
+
+def _shorten(value, limit=200):
+    """An odd entry as the message shows it: enough to recognise, never the whole of a huge answer."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def _items(value, kind):
@@ -149,38 +164,89 @@ class HubApi(object):
         return entries
 
     def list_files(self, model_id, commit):
+        """Every file of the model at ``commit``, or a HubError: never a listing the hub cut short."""
         entries = self._list(model_id, commit, None, True)
         if len(entries) >= LISTING_CAP:
-            entries = self._walk(model_id, commit, None)
+            entries = self._walk(model_id, commit, entries)
         files = parse_listing(entries, model_id)
         if len(set(f.path for f in files)) != len(files):
             raise HubError('hub lists the same file twice in %s' % (model_id,))
         return files
 
-    def _walk(self, model_id, commit, top):
-        """Recover a listing the hub truncated, one directory at a time.
+    def _walk(self, model_id, commit, top_listing):
+        """Recover a listing the hub cut at LISTING_CAP, as the SDK does: with listings scoped by ``Root``.
 
-        Only directories strictly below the one listed are entered, each once: a hub whose listing loops
-        cannot send the walk round for ever.
+        A subtree listed whole below the cap is complete. One at the cap is listed again one level deep,
+        and each of its directories is then listed whole, and so on down. A one-level listing at the cap
+        means a directory with more direct entries than the hub ever returns: that cannot be recovered, and
+        fails. Only directories strictly below the one listed are entered, each once, so a hub whose
+        listing loops cannot send the walk round for ever.
         """
-        entries, todo, seen = [], [top], set()
-        while todo:
-            root = todo.pop()
-            for entry in self._list(model_id, commit, root, False):
-                if not isinstance(entry, dict) or entry.get('Type') != 'tree':
-                    entries.append(entry)
+        collected = _Collected(model_id)
+        known = {'': top_listing}
+        frontier, seen = [''], set()
+        while frontier:
+            below = []
+            for root in frontier:
+                subtree = known.pop(root) if root in known else self._list(model_id, commit, root, True)
+                collected.add(subtree)
+                if len(subtree) < LISTING_CAP:
                     continue
-                path = entry.get('Path')
-                if isinstance(path, str) and path and path.startswith(root + '/' if root else '') and path not in seen:
-                    seen.add(path)
-                    below = self._list(model_id, commit, path, True)
-                    if len(below) < LISTING_CAP:
-                        entries.extend(below)
-                    else:
-                        todo.append(path)
-            if len(entries) > MAX_FILES:
-                raise HubError('hub lists more than %d files in %s' % (MAX_FILES, model_id))
-        return entries
+                shallow = self._list(model_id, commit, root, False)
+                children = _child_dirs(shallow, root, seen)
+                if len(shallow) >= LISTING_CAP or not children:
+                    raise HubError(
+                        'directory %s of %s holds %d or more entries, more than the hub lists in one answer, so '
+                        'its file list cannot be complete; the model cannot be downloaded whole from this hub' % (
+                            root or '/', model_id, LISTING_CAP))
+                collected.add(shallow)
+                seen.update(children)
+                below.extend(children)
+            frontier = below
+        return collected.entries()
 
     def file_url(self, model_id, commit, path):
         return self._url(model_id, '/repo', [('Revision', commit), ('FilePath', path)])
+
+
+def _child_dirs(entries, root, seen):
+    """Directories in a one-level listing of ``root`` that lie strictly below it and were not entered yet."""
+    prefix = root + '/' if root else ''
+    found = []
+    for entry in entries:
+        path = entry.get('Path') if isinstance(entry, dict) and entry.get('Type') == 'tree' else None
+        if isinstance(path, str) and len(path) > len(prefix) and path.startswith(prefix) and path not in seen and path not in found:
+            found.append(path)
+    return found
+
+
+def _what_is_fetched(entry):
+    """The fields of an entry that decide which bytes land on disk."""
+    return tuple(entry.get(key) for key in ('Type', 'Size', 'Sha256'))
+
+
+class _Collected(object):
+    """Entries of several listings, each path once: a subtree cut at the cap and its re-listing overlap.
+
+    The same path listed as other bytes by two answers is a hub contradicting itself, and fails.
+    """
+
+    def __init__(self, model_id):
+        self.model_id = model_id
+        self._by_path = {}
+        self._odd = []
+
+    def add(self, entries):
+        for entry in entries:
+            path = entry.get('Path') if isinstance(entry, dict) else None
+            if not isinstance(path, str):
+                self._odd.append(entry)  # parse_listing says what is wrong with it
+            elif path not in self._by_path:
+                self._by_path[path] = entry
+            elif _what_is_fetched(self._by_path[path]) != _what_is_fetched(entry):
+                raise HubError('hub lists %s in %s twice, differently' % (path, self.model_id))
+        if len(self._by_path) + len(self._odd) > MAX_FILES:
+            raise HubError('hub lists more than %d files in %s' % (MAX_FILES, self.model_id))
+
+    def entries(self):
+        return list(self._by_path.values()) + self._odd

@@ -75,6 +75,7 @@ LIES = [
     ("listed path a number", LISTING, listing(blob(12)), "unsafe file name"),
     ("file and directory at once", LISTING, listing(blob("a"), blob("a/b")), "both as a file and as a directory"),
     ("same file twice", LISTING, listing(blob("x.bin"), blob("x.bin")), "same file twice"),
+    ("entry neither file nor directory", LISTING, listing(blob("x.bin"), {"Path": "vendor", "Type": "commit"}), "neither a file nor a directory"),
     ("size negative", LISTING, listing(blob("x.bin", size=-1)), "invalid size"),
     ("size a string", LISTING, listing(blob("x.bin", size="10")), "invalid size"),
     ("size of an exabyte", LISTING, listing(blob("x.bin", size=1 << 60)), "not enough space"),
@@ -139,7 +140,7 @@ def test_truncated_listing_walk_that_loops_ends(liar, tmp_path):
     entries = [{"Path": "d", "Name": "d", "Type": "tree"}] + [blob(f"d/f{i:04d}.bin") for i in range(3000)]
     hub.faults.add(action="reply", status=200, body=listing(*entries), path=LISTING)
     try:
-        run_case("lying hub: truncated listing whose directories loop", download(hub, cache), "same file twice", work)
+        run_case("lying hub: truncated listing whose directories loop", download(hub, cache), "holds 3000 or more entries", work)
     finally:
         hub.faults.clear()
 

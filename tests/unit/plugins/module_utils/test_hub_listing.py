@@ -1,7 +1,14 @@
+import hashlib
+from urllib.parse import parse_qs
+
 import pytest
 
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
 from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
-    DEFAULT_ENDPOINT, HubError, RemoteFile, auth_headers, parse_listing, resolve_endpoint, select_files)
+    DEFAULT_ENDPOINT, HubApi, HubError, RemoteFile, auth_headers, parse_listing, resolve_endpoint, select_files)
+
+from support.interrupt import wait_until
+from support.mshub import MsHub, make_repo
 
 SHA = 'a' * 64
 
@@ -53,3 +60,74 @@ def test_endpoint_resolution():
 def test_auth_headers():
     assert auth_headers(None) == {}
     assert auth_headers('t0k') == {'Authorization': 'Bearer t0k', 'Cookie': 'm_session_id=t0k'}
+
+
+@pytest.mark.parametrize('entry, message', [
+    ({'Path': 'vendor/lib', 'Type': 'commit', 'Size': 0, 'Sha256': ''}, "neither a file nor a directory .type 'commit'"),
+    ({'Path': 'x.bin', 'Size': 1, 'Sha256': SHA}, 'neither a file nor a directory .type None'),
+    ('x.bin', 'neither a file nor a directory'),
+])
+def test_parse_listing_refuses_entries_it_does_not_know(entry, message):
+    """An entry that is neither a file nor a directory is not dropped: the model would lack it silently."""
+    with pytest.raises(HubError, match=message):
+        parse_listing([blob('a'), entry], 'o/n')
+
+
+# Listings the hub cuts at LISTING_CAP entries, served by the real loopback hub.
+NESTED = 'o/nested'  # 3,500 files: big/x and big/y of 1,600 each (big alone is over the cap), small/ and one on top
+WIDE = 'o/wide'      # 3,500 files directly in one directory
+FLAT = 'o/flat'      # 3,500 files at the top, no directory at all
+SMALL = 'o/small'
+
+
+def listings_since(hub, mark, expected):
+    """(Root, Recursive) of the listings asked since ``mark``; the hub logs a request just after answering it."""
+    wait_until(lambda: len(hub.log) - mark >= expected, timeout=10)
+    return [(parse_qs(r.query).get('Root', [''])[0], parse_qs(r.query)['Recursive'][0]) for r in hub.log.entries(mark)]
+
+
+def tiny_files(paths):
+    return {p: p + '\n' for p in paths}
+
+
+NESTED_PATHS = (['big/x/%04d.json' % i for i in range(1600)] + ['big/y/%04d.json' % i for i in range(1600)]
+                + ['small/deep/er/%03d.txt' % i for i in range(299)] + ['config.json'])
+WIDE_PATHS = ['config.json'] + ['shards/%04d.bin' % i for i in range(3499)]
+FLAT_PATHS = ['%04d.bin' % i for i in range(3500)]
+
+
+@pytest.fixture(scope='module')
+def capped_hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp('capped')
+    commits = {model: make_repo(root, model, tiny_files(paths))
+               for model, paths in ((NESTED, NESTED_PATHS), (WIDE, WIDE_PATHS), (FLAT, FLAT_PATHS), (SMALL, ['config.json', 'a/b.json']))}
+    with MsHub(root) as server:
+        yield server, HubApi(HttpClient(retries=0), server.url), commits
+
+
+def test_capped_listing_is_recovered_by_root_scoped_listings(capped_hub):
+    hub, api, commits = capped_hub
+    mark = len(hub.log)
+    files = api.list_files(NESTED, commits[NESTED])
+    assert [f.path for f in files] == sorted(NESTED_PATHS)
+    assert all(f.sha256 == hashlib.sha256((f.path + '\n').encode()).hexdigest() for f in files)
+    # The whole tree, the top one level deep, then level by level: each directory whole, and one level deep
+    # only when it comes back at the cap.
+    assert listings_since(hub, mark, 7) == [('', 'True'), ('', 'False'), ('big', 'True'), ('big', 'False'), ('small', 'True'),
+                                            ('big/x', 'True'), ('big/y', 'True')]
+
+
+@pytest.mark.parametrize('model, directory', [(WIDE, 'shards'), (FLAT, '/')])
+def test_directory_beyond_the_cap_fails_and_says_so(capped_hub, model, directory):
+    _hub, api, commits = capped_hub
+    with pytest.raises(HubError) as failed:
+        api.list_files(model, commits[model])
+    assert str(failed.value).startswith('directory %s of %s holds 3000 or more entries, more than the hub lists in one answer' % (
+        directory, model))
+
+
+def test_below_the_cap_one_listing_is_enough(capped_hub):
+    hub, api, commits = capped_hub
+    mark = len(hub.log)
+    assert [f.path for f in api.list_files(SMALL, commits[SMALL])] == ['a/b.json', 'config.json']
+    assert listings_since(hub, mark, 1) == [('', 'True')]
