@@ -26,11 +26,13 @@ os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(BUILD))
 
 
 def pytest_configure(config):
-    """Give this run a tally of its own, unless the caller (tools/stress.py) chose the file."""
+    """Give this run a tally of its own, unless the caller (tools/stress.py) chose the file; with CI set, make a
+    skipped test fail the run (support/ci_skips.py)."""
     if not os.environ.get("MODELSEED_RELIABILITY_LOG") and not hasattr(config, "workerinput"):
         from support import reliability
 
         os.environ["MODELSEED_RELIABILITY_LOG"] = str(reliability.fresh_log())
+    config.pluginmanager.import_plugin("support.ci_skips")
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -27,8 +27,10 @@ from support.leak_scan import ProcessWatch, Secrets
 
 pytestmark = [pytest.mark.hostile]
 
-# Distinctive, and with characters that URL-encoding changes.
-TOKEN = f"ms-token/{uuid.uuid4().hex}+secret="
+# Distinctive, and with characters that URL-encoding changes; each random core is looked for on its own too.
+CORE, WRONG_CORE = uuid.uuid4().hex, uuid.uuid4().hex
+TOKEN = f"ms-token/{CORE}+secret="
+WRONG_TOKEN = f"ms-token/{WRONG_CORE}+wrong="
 PASSWORD = f"bundle pass:{uuid.uuid4().hex}/&"
 OBJECT_HOST = "localhost"
 NOWHERE = "appears nowhere"
@@ -68,9 +70,15 @@ def redirect_leaks(hub: MsHub, headers_seen, secrets: Secrets, since: int) -> tu
     return leaks, count
 
 
+def scratch_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Ansible's log and temporary files inside ``tmp_path``, where the scan reads them; and the log's path."""
+    log, scratch = tmp_path / "ansible.log", tmp_path / "ansible-tmp"
+    return {"ANSIBLE_LOG_PATH": str(log), "ANSIBLE_LOCAL_TEMP": str(scratch / "local"), "ANSIBLE_REMOTE_TMP": str(scratch / "remote")}, log
+
+
 def test_the_scanner_finds_every_form_and_follows_no_link(tmp_path):
     """Not blind: the password inside a Basic header and the token in a query string are found; a link out is not read."""
-    secrets = Secrets(token=TOKEN, password=PASSWORD)
+    secrets = Secrets(token=TOKEN, token_core=CORE, password=PASSWORD)
     (tmp_path / "header").write_text("Authorization: Basic " + base64.b64encode(f"fleet:{PASSWORD}".encode()).decode())
     (tmp_path / "query").write_text("https://x/?t=" + quote(TOKEN, safe=""))
     (tmp_path / "etc").symlink_to(Path("/etc"))
@@ -83,10 +91,9 @@ def test_the_scanner_finds_every_form_and_follows_no_link(tmp_path):
 
 def test_modules_at_vvvv(private_hub, headers_seen, tmp_path):
     """Download with the token, bundle, install over http with basic auth (as options and inside the URL)."""
-    secrets = Secrets(token=TOKEN, password=PASSWORD)
-    cache, bundle, log = tmp_path / "cache", tmp_path / "bundle", tmp_path / "ansible.log"
-    scratch = tmp_path / "ansible-tmp"
-    env = {"ANSIBLE_LOG_PATH": str(log), "ANSIBLE_LOCAL_TEMP": str(scratch / "local"), "ANSIBLE_REMOTE_TMP": str(scratch / "remote")}
+    secrets = Secrets(token=TOKEN, token_core=CORE, password=PASSWORD)
+    cache, bundle = tmp_path / "cache", tmp_path / "bundle"
+    env, log = scratch_env(tmp_path)
     (tmp_path / "play").mkdir()
     mark, hub_mark = len(headers_seen), len(private_hub.log)
     with BundleServer(bundle, auth=("fleet", PASSWORD)) as server:
@@ -119,14 +126,22 @@ def test_modules_at_vvvv(private_hub, headers_seen, tmp_path):
 
 
 def test_a_wrong_token_fails_without_showing_either(private_hub, tmp_path):
-    secrets = Secrets(token=TOKEN, wrong="wrong-" + TOKEN[::-1])
-    download = {"name": MODEL, "cache_dir": str(tmp_path / "cache"), "endpoint": private_hub.url, "token": "wrong-" + TOKEN[::-1], "retries": 0}
-    run = run_tasks([{"modelseed.fleet.modelscope_model": download}], verbosity=4)
-    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "result": repr(run[0])})
+    """The same full scan for a rejected token: output, the -vvvv log, every file the run left, its processes."""
+    secrets = Secrets(token=TOKEN, token_core=CORE, wrong=WRONG_TOKEN, wrong_core=WRONG_CORE)
+    env, log = scratch_env(tmp_path)
+    (tmp_path / "play").mkdir()
+    download = {"name": MODEL, "cache_dir": str(tmp_path / "cache"), "endpoint": private_hub.url, "token": WRONG_TOKEN, "retries": 0}
+    with ProcessWatch(secrets) as watch:
+        run = run_tasks([{"modelseed.fleet.modelscope_model": download}], verbosity=4, env=env, workdir=tmp_path / "play")
+    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "result": repr(run[0]), "ansible log": log.read_bytes()})
+    found += secrets.in_trees(tmp_path, skip=(tmp_path / "play" / "playbook.yml",))  # the playbook is the input
+    found += sorted(watch.found)
     failed_clearly = bool(run[0].get("failed")) and "HTTP 401" in run[0]["msg"]
     record("secrets: wrong token at -vvvv", outcome=NOWHERE, handled=int(failed_clearly and not found), leaked=len(found))
     assert failed_clearly, run[0]["msg"]
     assert not found, found
+    assert len(watch.seen) > 3, watch.seen  # ansible-playbook and the module's processes were sampled
+    assert "<localhost> EXEC" in log.read_text()  # -vvvv really logged
 
 
 def fleet_test(function):
@@ -139,7 +154,7 @@ def fleet_test(function):
 @fleet_test
 def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_path, monkeypatch):  # noqa: F811 (fleet is the fixture)
     """The whole playbook: the staging host downloads with the token and serves the bundle behind basic auth."""
-    secrets = Secrets(token=TOKEN, password=PASSWORD)
+    secrets = Secrets(token=TOKEN, token_core=CORE, password=PASSWORD)
     log, report, scratch = tmp_path / "ansible.log", tmp_path / "report.json", tmp_path / "ansible-tmp"
     for name, value in (("ANSIBLE_LOG_PATH", log), ("ANSIBLE_LOCAL_TEMP", scratch)):
         monkeypatch.setenv(name, str(value))

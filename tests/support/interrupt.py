@@ -1,11 +1,15 @@
 """Runs to interrupt: ansible-playbook in the background, killed with SIGKILL at a chosen moment, and
-digests of the trees it leaves, to tell the state before the run from the state after it."""
+digests of the trees it leaves, to tell the state before the run from the state after it.
+
+A kill first stops the whole process tree, then looks whether the module's process was still running and
+whether its work was already in place, then kills: ``Kill.timing`` says which moment the kill hit."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -15,7 +19,33 @@ from pathlib import Path
 from typing import Callable
 
 from support.playbook import ansible_env, playbook_command, write_playbook
-from support.processes import kill_tree
+from support.processes import command_line, freeze_tree, is_alive, kill_tree
+
+BEFORE_COMPLETION = "before completion"
+AFTER_COMPLETION = "after completion"
+MISSED = "missed"
+
+
+@dataclass
+class Kill:
+    """What one SIGKILL hit: whether the module's process was alive (running or stopped, not a zombie), and whether
+    its work was in place (None where that was not asked)."""
+
+    module_alive: bool
+    work_done: bool | None
+
+    @property
+    def timing(self) -> str:
+        """``before completion`` or ``after completion`` of the module's work, or ``missed``: the module had exited."""
+        if not self.module_alive:
+            return MISSED
+        return AFTER_COMPLETION if self.work_done else BEFORE_COMPLETION
+
+
+def module_pids(pids: list[int], module: str) -> list[int]:
+    """Those of ``pids`` that run ``module`` (ansible starts it as ``python .../AnsiballZ_<module>.py``)."""
+    payload = f"AnsiballZ_{module}.py"
+    return [pid for pid in pids if any(arg.endswith(payload) for arg in command_line(pid)[1:2])]
 
 
 @dataclass
@@ -26,9 +56,23 @@ class Background:
     results_file: Path
     started: float
 
-    def kill(self) -> None:
-        kill_tree(self.proc.pid)
+    def kill(self, module: str | None = None, work_done: Callable[[], bool] | None = None) -> Kill | None:
+        """SIGKILL the whole tree. With ``module``: stop the tree first and tell whether that module's process was
+        still alive, and (``work_done``, asked while everything stands still) whether its work was in place."""
+        if module is None:
+            kill_tree(self.proc.pid)
+            self.proc.wait()
+            return None
+        frozen = freeze_tree(self.proc.pid)
+        alive = any(is_alive(pid) for pid in module_pids(frozen, module))
+        done = work_done() if work_done is not None else None
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
+        return Kill(module_alive=alive, work_done=done)
 
     def wait(self, timeout: float = 600) -> int:
         return self.proc.wait(timeout)

@@ -1,32 +1,73 @@
 """Find a secret wherever a run could have left it: output, logs, files, process arguments and environments.
 
-A secret is looked for as it is and in the forms it takes on the way: URL-encoded, and base64 at each of the
-three alignments it can have inside a longer base64 string (an ``Authorization: Basic`` header, a JSON blob).
+A secret is looked for as it is and in the forms it takes on the way: URL-encoded (``/`` kept or escaped,
+spaces as ``+`` or ``%20``, upper- or lower-case ``%xx``), with ``+`` turned into a space by a form decoder,
+JSON-escaped (``/`` as ``\\/`` too, and escaped twice for JSON inside a JSON string), hex, and base64 (standard
+and URL-safe) at each of the three alignments it can have inside a longer base64 string (an
+``Authorization: Basic`` header, a JSON blob). ``Secrets(core=...)`` adds the random part of a token on its own,
+in the same forms: a token cut short or re-wrapped still gives that away.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import threading
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 from support.processes import descendants
 
+# A shorter secret gives base64 needles short enough to match by chance.
+MIN_SECRET = 16
+
+
+def _lower_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+def _json_escaped(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
 
 def forms(secret: str) -> dict[str, bytes]:
+    """Each form of ``secret`` by name; forms that come out the same are kept once, under the first name."""
+    if len(secret) < MIN_SECRET:
+        raise ValueError(f"a secret to look for needs {MIN_SECRET} characters at least, not {len(secret)}")
     raw = secret.encode()
-    found = {"as is": raw, "url-encoded": quote(secret, safe="").encode(), "form-encoded": quote_plus(secret).encode()}
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw)
-        # The 4-character groups that hold only the secret's bytes: the same wherever the secret sits.
-        found[f"base64 at offset {offset}"] = encoded[4 if offset else 0:-4]
-    return found
+    texts = {
+        "as is": secret,
+        "url-encoded": quote(secret, safe=""),
+        "url-encoded, / kept": quote(secret),
+        "form-encoded": quote_plus(secret, safe=""),
+        "form-encoded, / kept": quote_plus(secret),
+        "with + read as a space": secret.replace("+", " "),
+        "json-escaped": _json_escaped(secret),
+        "json-escaped, / as \\/": _json_escaped(secret).replace("/", "\\/"),
+        "json-escaped twice": _json_escaped(_json_escaped(secret)),
+    }
+    for name in ("url-encoded", "url-encoded, / kept", "form-encoded", "form-encoded, / kept"):
+        texts[f"{name}, lower-case %xx"] = _lower_escapes(texts[name])
+    found = {name: text.encode() for name, text in texts.items()}
+    found["hex"] = raw.hex().encode()
+    found["hex, upper-case"] = raw.hex().upper().encode()
+    for alphabet, encode in (("base64", base64.b64encode), ("url-safe base64", base64.urlsafe_b64encode)):
+        for offset in range(3):
+            encoded = encode(b"\0" * offset + raw)
+            # The 4-character groups that hold only the secret's bytes: the same wherever the secret sits.
+            found[f"{alphabet} at offset {offset}"] = encoded[4 if offset else 0:-4]
+    unique: dict[str, bytes] = {}
+    for name, needle in found.items():
+        if needle not in unique.values():
+            unique[name] = needle
+    return unique
 
 
 class Secrets:
-    """Several secrets and their forms; ``in_bytes`` names those found in ``data``."""
+    """Several secrets and their forms; ``in_bytes`` names those found in ``data``. Name a token's random part
+    as a secret of its own (``core=``) to find it wherever the rest of the token was cut off or changed."""
 
     def __init__(self, **secrets: str):
         self.forms = {f"{name} {form}": data for name, secret in secrets.items() for form, data in forms(secret).items()}

@@ -1,11 +1,17 @@
 """Kill a process and everything it started, by PID: ansible runs modules in sessions of their
-own, so killing the ansible-playbook process group leaves the module running."""
+own, so killing the ansible-playbook process group leaves the module running. ``freeze_tree``
+stops a tree first, so what it was doing at that moment can be looked at before the kill."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
+
+# States of /proc/PID/stat in which a process runs no more: a zombie has exited, only its parent has not reaped it.
+DEAD_STATES = frozenset("ZXx")
+STOPPED_STATES = frozenset("Tt")
 
 
 def _children() -> dict[int, list[int]]:
@@ -20,6 +26,28 @@ def _children() -> dict[int, list[int]]:
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         tree.setdefault(ppid, []).append(int(entry.name))
     return tree
+
+
+def state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` in /proc/PID/stat (R, S, D, T, Z, ...), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie is dead)."""
+    found = state(pid)
+    return found is not None and found not in DEAD_STATES
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return [arg.decode(errors="replace") for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
+    except OSError:
+        return []
 
 
 def descendants(pid: int) -> list[int]:
@@ -40,3 +68,26 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> list[int]:
         except ProcessLookupError:
             pass
     return pids
+
+
+def freeze_tree(pid: int, timeout: float = 10.0) -> list[int]:
+    """SIGSTOP ``pid`` and all its descendants, until no new one appears, then wait until each one is stopped or dead.
+
+    A stopped process runs no further instruction: what it has done so far is all it does before a SIGKILL.
+    Returns every PID signalled, for the kill."""
+    frozen: list[int] = []
+    todo = [pid]
+    while todo:
+        for target in todo:
+            frozen.append(target)
+            try:
+                os.kill(target, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        # A process forked before its parent stopped shows up now.
+        todo = [child for child in descendants(pid) if child not in frozen]
+    deadline = time.monotonic() + timeout
+    # SIGSTOP takes effect when a process leaves the kernel: one in an uninterruptible wait finishes it first.
+    while time.monotonic() < deadline and any(state(p) not in STOPPED_STATES | DEAD_STATES | {None} for p in frozen):
+        time.sleep(0.001)
+    return frozen
