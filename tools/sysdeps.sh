@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages that building and testing the collection need.
 # Only missing packages are installed; when everything is present this takes milliseconds.
+# Fails (exit 1, saying why) when a package is missing and cannot be installed: not root, no
+# apt-get, or apt-get failed. Tests whose prerequisites are missing skip, and with CI set a skip
+# fails the run, so this is where a machine that cannot run them all is told so.
 set -euo pipefail
+
+fail() {
+    echo "sysdeps: $*" >&2
+    exit 1
+}
 
 # "a|b" accepts either package and installs the first when neither is present.
 PACKAGES=(
@@ -21,8 +29,7 @@ installed() {
 }
 
 if ! command -v apt-get >/dev/null || ! command -v dpkg-query >/dev/null; then
-    echo "sysdeps: no apt-get here; install these packages by hand: ${PACKAGES[*]}"
-    exit 0
+    fail "apt-get or dpkg-query is missing here; install these packages (or their equivalents) by hand: ${PACKAGES[*]}"
 fi
 
 missing=()
@@ -42,8 +49,7 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "sysdeps: not root; skipping the install of: ${missing[*]}"
-    exit 0
+    fail "not root, so cannot install: ${missing[*]} (run 'sudo make sysdeps', or install them by hand)"
 fi
 
 # Keep package scripts from starting sshd and nginx on the host: tests start their own.
@@ -56,5 +62,10 @@ fi
 
 echo "sysdeps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get update -qq || fail "apt-get update failed; nothing installed"
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || fail "apt-get install failed for: ${missing[*]}"
+still=()
+for package in "${missing[@]}"; do
+    installed "$package" || still+=("$package")
+done
+[ ${#still[@]} -eq 0 ] || fail "still not installed after apt-get: ${still[*]}"
