@@ -63,8 +63,13 @@ def playbook_command(playbook: Path, *, check: bool = False, diff: bool = False,
 
 def run_tasks(tasks: list[dict], *, check: bool = False, diff: bool = False, env: dict[str, str] | None = None, verbosity: int = 0,
               workdir: Path | None = None, timeout: float = 900) -> PlaybookRun:
-    """Run ``tasks`` on localhost, each registered and allowed to fail; return their results in order."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="playbook-"))
+    """Run ``tasks`` on localhost, each registered and allowed to fail; return their results in order.
+
+    The playbook and its results go to ``workdir``, or to a temporary directory removed afterwards."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="playbook-") as scratch:
+            return run_tasks(tasks, check=check, diff=diff, env=env, verbosity=verbosity, workdir=Path(scratch), timeout=timeout)
+    workdir = Path(workdir)
     results_file = workdir / "results.json"
     play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
     names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
