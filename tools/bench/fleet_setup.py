@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -106,9 +107,33 @@ def shard_bytes(tree: Path, model: str) -> int:
     return sum(seen.values())
 
 
-def check_every_node_holds(fleet: Fleet, model: str, shards: int, what: str) -> None:
-    """Each node holds one full copy of the weights: a scenario that did less would not count."""
-    for node in fleet.nodes:
+def check_every_node_holds(fleet: Fleet, model: str, shards: int, what: str, only: list[str] | None = None) -> None:
+    """Each node (of ``only``, by name, when given) holds one full copy of the weights: a scenario that did less would not count."""
+    for node in fleet.nodes if only is None else [n for n in fleet.nodes if n.name in only]:
         held = shard_bytes(node.path / "var/cache", model)
         if held != shards:
             raise SystemExit(f"{what}: {node.name} holds {held} bytes of {model}'s weights, not {shards}")
+
+
+def give_staging_ssh(fleet: Fleet, index: int) -> None:
+    """The staging node pushes to the nodes with a key of its own, as a real one would hold: the fleet's key."""
+    ssh_dir = fleet.node(index).path / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(fleet.key, ssh_dir / "id_ed25519")
+    (ssh_dir / "id_ed25519").chmod(0o600)
+    shutil.copy(fleet.known_hosts, ssh_dir / "known_hosts")
+
+
+def ssh_command(fleet: Fleet) -> list[str]:
+    """ssh from where Ansible runs to a node (add root@ADDRESS and the remote command)."""
+    return [*fleet.command_prefix, "ssh", "-i", str(fleet.key), "-o", f"UserKnownHostsFile={fleet.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+
+
+def download_command(sdk_root: Path, endpoint: str, model: str) -> str:
+    """The remote command of the status quo: the SDK's own `modelscope download` into NODE_CACHE, clean environment.
+    Through the venv's python: the console script's shebang names the directory the venv was built in."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "MODELSCOPE_CACHE": NODE_CACHE,
+           "MODELSCOPE_ENDPOINT": endpoint}
+    return shlex.join(["env", "-i", *(f"{k}={v}" for k, v in env.items()), str(sdk_root / "bin" / "python"),
+                       str(sdk_root / "bin" / "modelscope"), "download", "--model", model, "--cache_dir", NODE_CACHE])

@@ -152,7 +152,8 @@ class Fleet:
             launcher.poll()  # reap our own children
         self._launchers.clear()
         if self.airgap and self.run_id:
-            netns.destroy(self.gap.names)
+            # With any namespace added beside the fleet's own under its name (a site's hub), by whatever process.
+            netns.destroy(sorted(set(self.gap.names) | set(netns.existing(self.run_id))))
         if self.loopback_block:
             registry.release_loopback_block(self.loopback_block, self.state_dir)
         if self.control_dir and not self.control_dir.is_relative_to(self.state_dir):

@@ -83,6 +83,30 @@ def destroy(names: list[str]) -> None:
             MOUNT_MARKER.unlink()
 
 
+def add(name: str) -> None:
+    """One more namespace (beside a fleet's, say); ``destroy([name])`` removes it."""
+    with locked():
+        if not _is_mountpoint(NETNS_DIR):
+            MOUNT_MARKER.write_text("", encoding="ascii")
+        _ip("netns", "add", name)
+
+
+def run(namespace: str, commands: list[str]) -> None:
+    """``ip -batch`` lines inside ``namespace``."""
+    _batch(namespace, commands)
+
+
+def limit_rate(namespace: str, device: str, rate: int) -> None:
+    """A token bucket on what ``device`` sends: ``rate`` bytes per second at most (shape both ends of a veth
+    for both directions). The bucket holds 10 ms of data, at least 256 KiB: one GSO packet of a veth is 64 KiB."""
+    burst = max(256 << 10, rate // 100)
+    proc = subprocess.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "replace", "dev", device, "root", "tbf",
+                           "rate", f"{rate * 8}bit", "burst", str(burst), "latency", "50ms"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise FleetError(f"tc tbf on {device} in {namespace} failed: {proc.stderr.strip()}")
+
+
 def existing(run_id: str) -> list[str]:
     prefix = f"modelseed-{run_id}-"
     return sorted(entry.name for entry in NETNS_DIR.iterdir() if entry.name.startswith(prefix)) if NETNS_DIR.is_dir() else []

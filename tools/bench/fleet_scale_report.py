@@ -1,0 +1,160 @@
+"""The fleet-scale benchmark's section of the report and its plot, from the cells in the results file."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from common import REPORT, verdict, write_section
+from fleet import machine_details
+
+PLOT = REPORT.parent / "fleet-scale.png"
+OURS = ("push", "pull", "p2p")
+
+
+def spread(values: list[float], digits: int = 1) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def copies(cells: list[dict], key: str) -> list[float]:
+    return [cell[key] / cell["model_bytes"] for cell in cells]
+
+
+def table(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int]) -> str:
+    rows = ["| way | N | wall s | transfer phase s | hub egress (copies) | staging egress (copies) | runs |",
+            "|---|---|---|---|---|---|---|"]
+    for way in ways:
+        for n in sizes:
+            runs = cells.get((way.name, n), [])
+            if way.name in skipped or not runs:
+                why = skipped.get(way.name, "no run finished")
+                rows.append(f"| {way.name} | {n} | not measured ({why}) | not measured | not measured | not measured | 0 |")
+                continue
+            phases = [c["transfer"] for c in runs if c["transfer"] is not None]
+            rows.append(f"| {way.name} | {n} | {spread([c['wall'] for c in runs])} | {spread(phases) if phases else 'not found'} | "
+                        f"{spread(copies(runs, 'hub_bytes'), 2)} | {spread(copies(runs, 'staging_bytes'), 2)} | {len(runs)} |")
+    return "\n".join(rows)
+
+
+def targets(skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int]) -> str:
+    lines = []
+
+    def measured(way: str) -> list[int]:
+        return [n for n in sizes if cells.get((way, n))]
+
+    for way in OURS:
+        if way in skipped or not measured(way):
+            lines.append(f"- Hub egress = 1 copy, `{way}`: not measured ({skipped.get(way, 'no run finished')}).")
+            continue
+        worst = max(max(copies(cells[(way, n)], "hub_bytes")) for n in measured(way))
+        lines.append(f"- Hub egress = 1 copy, `{way}`: at most {worst:.2f} copies over N = {', '.join(map(str, measured(way)))}: "
+                     f"{'met' if worst < 1.5 else 'NOT met'}.")
+    if "p2p" in skipped or not measured("p2p"):
+        why = skipped.get("p2p", "no run finished")
+        lines.append(f"- `p2p` staging egress <= 2 copies for every N: not measured ({why}).")
+        lines.append(f"- `p2p` transfer phase at N=16 <= 1.5x that at N=2: not measured ({why}).")
+    else:
+        worst = max(max(copies(cells[("p2p", n)], "staging_bytes")) for n in measured("p2p"))
+        lines.append(f"- `p2p` staging egress <= 2 copies for every N: at most {worst:.2f}: {'met' if worst <= 2 else 'NOT met'}.")
+    for way in OURS:
+        small, big = cells.get((way, 2)), cells.get((way, 16))
+        if way in skipped or not small or not big:
+            continue
+        phases = ([c["transfer"] for c in big if c["transfer"] is not None], [c["transfer"] for c in small if c["transfer"] is not None])
+        if all(phases):
+            target = " (target 1.5x)" if way == "p2p" else " (for scale)"
+            lines.append(f"- `{way}` transfer phase N=16 against N=2: {verdict(phases[0], phases[1], 1.5)}{target}; whole play "
+                         f"{statistics.median(c['wall'] for c in big):.1f} s against {statistics.median(c['wall'] for c in small):.1f} s.")
+    for way in OURS:
+        for n in (n for n in sizes if n >= 4):
+            ours, theirs = cells.get((way, n)), cells.get(("cli", n))
+            if way in skipped or not ours or not theirs:
+                continue
+            lines.append(f"- `{way}` faster than every node downloading, N={n}: wall time "
+                         f"{verdict([c['wall'] for c in ours], [c['wall'] for c in theirs])}.")
+    return "\n".join(lines)
+
+
+def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int], path: Path) -> None:
+    import matplotlib  # pylint: disable=import-outside-toplevel  # only the report needs it
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    figure, (walls, egress) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for way in ways:
+        ns = [n for n in sizes if cells.get((way.name, n))]
+        if way.name in skipped or not ns:
+            continue
+        wall = [statistics.median(c["wall"] for c in cells[(way.name, n)]) for n in ns]
+        staged = [statistics.median(copies(cells[(way.name, n)], "staging_bytes")) for n in ns]
+        line, = walls.plot(ns, wall, marker="o", label=f"{way.name}, whole run")
+        phases = [statistics.median(c["transfer"] for c in cells[(way.name, n)] if c["transfer"] is not None) for n in ns]
+        walls.plot(ns, phases, marker=".", linestyle="--", color=line.get_color(), label=f"{way.name}, transfer phase")
+        egress.plot(ns, staged, marker="o", label=way.name)
+    for axes, title, unit in ((walls, "Wall time", "seconds (median)"), (egress, "Staging host egress", "copies of the model (median)")):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(sizes, [str(n) for n in sizes])
+        axes.set_xlabel("nodes (N)")
+        axes.set_ylabel(unit)
+        axes.set_title(title)
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[dict]) -> None:
+    config = {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20}
+    mine = [r for r in rows if r["config"] == config and r["nodes"] in args.nodes]
+    cells: dict[tuple[str, int], list[dict]] = {}
+    for row in (r for r in mine if r["kind"] == "cell"):
+        cells.setdefault((row["way"], row["nodes"]), []).append(row)
+    links = {r["nodes"]: r["rates"] for r in mine if r["kind"] == "links"}  # the last check of each site counts
+    slowest = {"wan": min((rate for rates in links.values() for rate in rates["wan"].values()), default=0),
+               "lan": min((rate for rates in links.values() for name, pair in rates.items() if name != "wan" for rate in pair.values()),
+                          default=0)}
+    sizes = sorted(args.nodes)
+    labels = "\n".join(f"- `{way.name}`: {way.label}." for way in ways)
+    checked = (f"Each link alone, either way, at every N (one TCP stream between Python sockets for 2 s, the first 0.5 s\n"
+               f"left out, the best of up to 3 tries): the WAN link reached at least {slowest['wan'] / 2**20:.1f} MiB/s, the slowest "
+               f"LAN link {slowest['lan'] / 2**20:.1f} MiB/s." if links else "No link check was recorded.")
+    plot(ways, skipped, cells, sizes, PLOT)
+    body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
+
+A site on this machine: the test hub in a network namespace of its own behind one shared WAN link of
+{args.wan_mib} MiB/s; the staging host (node1) and every node on a LAN link of its own of {args.lan_mib} MiB/s (veth
+pairs on one bridge, a `tc tbf` on both ends of each, so both directions are limited; no added latency).
+{checked}
+
+Nodes are real sshd in bubblewrap sandboxes with their trees on tmpfs (real nodes have a disk each; here
+they would share one). The model: {args.size_mib} MiB in {args.files} shards of random bytes plus a config file. Ansible
+runs with forks = N + 1, all nodes in one batch; data sync on (the modules' default: fsync before rename).
+Every run starts from fresh nodes and an empty staging host; runs per cell: {args.runs}, the order of the ways
+alternating from one run to the next.
+
+{labels}
+
+Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the controller sees it. Transfer
+phase: from the first 100 ms in which the nodes' LAN links together carry at least half the WAN rate to the
+last such 100 ms (their counters read every 100 ms); below that is Ansible's own traffic. It ends when the
+last byte reaches a node: the hashing of the install after a push is in the wall time, not in the phase.
+Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
+HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
+
+{table(ways, skipped, cells, sizes)}
+
+![wall time and staging egress against N]({PLOT.name})
+
+Targets:
+
+{targets(skipped, cells, sizes)}
+
+Method: `python tools/bench fleet-scale --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
+--files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib}` (cells in `{args.results.name}`; a rerun
+resumes). Machine: {machine_details()}.
+"""
+    write_section("fleet_scale", body)
+    print(REPORT.read_text())
