@@ -4,6 +4,8 @@ Each case first times a few runs that are not killed, from the moment the module
 download, a temp tar, a staged file) until its work is in place (the record, SHA256SUMS, the last directory
 swapped); every iteration then kills a run at a seeded random delay within the longest such window (and a quarter past it),
 checks what the kill left, and runs again to completion.
+A kill counts only when the module's process was still alive (stopped, not a zombie) when SIGKILL was sent, and is
+tallied as landing before or after the module's work was in place; one that found the process gone counts as missed.
 ``MODELSEED_STRESS_N`` sets the iterations (5), ``MODELSEED_SEED`` replays one.
 """
 
@@ -21,7 +23,7 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.bundles import ModelSpec, write_bundle
-from support.interrupt import bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
@@ -60,12 +62,20 @@ def longest_window(calibrate) -> tuple[float, Path]:
     return max(seconds for seconds, _copy in timings), timings[-1][1]
 
 
-def kill_after(tasks: list[dict], workdir: Path, started, delay: float) -> None:
-    """Start ``tasks``, wait for ``started()``, sleep ``delay``, kill -9 the whole tree."""
+def kill_after(tasks: list[dict], workdir: Path, started, delay: float, finished) -> Kill:
+    """Start ``tasks`` (one module of this collection), wait for ``started()``, sleep ``delay``, kill -9 the whole
+    tree; say whether the module was still alive then and whether ``finished()`` held at that moment."""
+    module = next(key for key in tasks[0] if key.startswith("modelseed.fleet.")).rsplit(".", 1)[1]
     run = spawn(tasks, workdir)
     wait_until(started, run.proc)
     time.sleep(delay)
-    run.kill()
+    return run.kill(module=module, work_done=finished)
+
+
+def replaced(*paths: Path):
+    """A check that each of ``paths`` has been put in place anew since now: renamed or swapped in, so another inode."""
+    before = [_ino(path) for path in paths]
+    return lambda: all(_ino(path) not in (old, None) for path, old in zip(paths, before, strict=True))
 
 
 def _ino(path: Path) -> int | None:
@@ -192,9 +202,10 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
             cache = copy_tree(empty if start == "empty cache" else older, tmp_path / f"cache-{attempt}")
             delay = rng.uniform(0, window * OVERSHOOT)
             partial = Path(state_path(str(cache), "partial", DL_REL))
+            recorded = Path(state_path(str(cache), "records", DL_REL, ".json"))
             hub.faults.clear()
             hub.faults.add(action="throttle", file="*", rate=RATE)
-            kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay)
+            kill = kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay, replaced(recorded))
             model = cache / DL_REL
             now = content_digest(model) if model.exists() else None
             state = "old" if now == old_digest else "new" if now == new_digest else "mixed"
@@ -212,8 +223,8 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
             refetched = {path: n for path, n in sent.items() if n != want.get(path, 0)}
             ok = state != "mixed" and completed and not scratch and not refetched and ranges_ok
             record(f"kill -9 modelscope_model ({start})", outcome="model dir old or new; next run completes, fetches no verified byte again",
-                   handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
-            outcomes.append(f"{start} {delay:.2f}s: {state}, {len(verified)} verified, partial {sorted(partial_now.values())}")
+                   handled=int(ok), corrupt=int(state == "mixed"), seed=seed, kill=kill.timing)
+            outcomes.append(f"{start} {delay:.2f}s ({kill.timing}): {state}, {len(verified)} verified, partial {sorted(partial_now.values())}")
             context = f"seed {seed}, attempt {attempt} ({start}), kill after {delay:.3f}s"
             assert state != "mixed", f"{context}: the model directory is neither the old nor the new one"
             assert completed, f"{context}: {result.get('msg')}"
@@ -303,7 +314,7 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         dest = copy_tree(old_bundle, tmp_path / f"bundle-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill_after([bundle(dest)], tmp_path, writing(dest), delay)
+        kill = kill_after([bundle(dest)], tmp_path, writing(dest), delay, replaced(dest / "SHA256SUMS"))
         now = bundle_state(dest)
         state = "old" if now == old else "new" if now == new else "mixed"
         run = run_tasks([info(dest), bundle(dest), info(dest, "full")])
@@ -312,8 +323,8 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
         left = [p.name for p in bundle_scratch(dest)]
         ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not left
         record("kill -9 cache_bundle", outcome="previous bundle or the complete new one; next run completes and verifies",
-               handled=int(ok), corrupt=int(state == "mixed"), seed=seed)
-        outcomes.append(f"{delay:.2f}s: {state}")
+               handled=int(ok), corrupt=int(state == "mixed"), seed=seed, kill=kill.timing)
+        outcomes.append(f"{delay:.2f}s ({kill.timing}): {state}")
         context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
         assert state != "mixed", f"{context}: the bundle is neither the old nor the new one: {now}"
         assert after_kill["bundle"]["verified"], f"{context}: {after_kill.get('problems')}"
@@ -366,7 +377,7 @@ def test_kill_cache_install_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         cache = copy_tree(template, tmp_path / f"cache-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill_after([install(new, cache)], tmp_path, staging(cache), delay)
+        kill = kill_after([install(new, cache)], tmp_path, staging(cache), delay, replaced(*(cache / d for d in dirs)))
         states = []
         for index, d in enumerate(dirs):
             now = tree_digest(cache / d)
@@ -376,8 +387,8 @@ def test_kill_cache_install_at_random_moments(tmp_path):
         leftovers = [p for kind in ("incoming", "trash") for p in (cache / ".modelseed" / kind).glob("*")]
         ok = "mixed" not in states and completed and not leftovers
         record("kill -9 cache_install", outcome="each model dir byte for byte old or new; next run completes",
-               handled=int(ok), corrupt=states.count("mixed"), seed=seed)
-        outcomes.append(f"{delay:.2f}s: {' '.join(states)}")
+               handled=int(ok), corrupt=states.count("mixed"), seed=seed, kill=kill.timing)
+        outcomes.append(f"{delay:.2f}s ({kill.timing}): {' '.join(states)}")
         context = f"seed {seed}, attempt {attempt}, kill after {delay:.3f}s"
         assert "mixed" not in states, f"{context}: {states}"
         assert completed, f"{context}: {run[0].get('msg')} / {run[1].get('msg')}"
