@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils import cache_verify, sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import GENERATIONS
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes
@@ -74,8 +74,12 @@ def _walk_files(top):
     return files
 
 
-def inspect(root, layout, rel, model_id, verify='quick'):
-    """Facts about one model directory and the SDK generations that read it as a hit."""
+def inspect(root, layout, rel, model_id, verify='quick', manifests=None, links=None):
+    """Facts about one model directory and the SDK generations that read it as a hit.
+
+    With ``verify='full'`` the directory is also checked in full (cache_verify) against its record, else
+    against ``manifests[model id]`` (files of a bundle manifest), else reported unverifiable.
+    """
     top = os.path.join(root, *rel.split('/'))
     on_disk = _walk_files(top)
     record = Record.load(state_path(root, 'records', rel, '.json'))
@@ -104,6 +108,15 @@ def inspect(root, layout, rel, model_id, verify='quick'):
         complete = layout == 'snapshots' and bool(on_disk)
     else:
         complete = not (missing or mismatched or corrupt or unlisted)
+    verification, against, defects = None, None, []
+    if verify == 'full':
+        reference, against = (record.files, 'record') if record.files else ((manifests or {}).get(model_id), 'manifest')
+        if reference is None:
+            verification, against = cache_verify.UNVERIFIABLE, None
+        else:
+            defects = cache_verify.verify_model(root, layout, top, model_id, reference, links if links is not None else cache_verify.bad_links(root))
+            verification = cache_verify.FAILED if defects else cache_verify.OK
+            complete = complete and not defects
     return {
         'id': model_id,
         'layout': layout,
@@ -121,6 +134,9 @@ def inspect(root, layout, rel, model_id, verify='quick'):
         'complete': complete,
         'sdk_generations': _generations(layout) if complete else [],
         'shadowed': False,
+        'verification': verification,
+        'verified_against': against,
+        'defects': defects,
     }
 
 
@@ -144,9 +160,15 @@ def _mv_revision(top):
     return text or None
 
 
-def scan(root, verify='quick', names=None):
+def scan(root, verify='quick', names=None, manifests=None, links=None):
+    """[model facts] for every model under ``root`` (only ``names`` when given); see ``inspect``.
+
+    ``links``: ``cache_verify.bad_links(root)`` when the caller has it already.
+    """
     found = [m for m in find_models(root) if not names or m[2] in names]
-    models = [inspect(root, layout, rel, model_id, verify) for layout, rel, model_id in found]
+    if links is None:
+        links = cache_verify.bad_links(root) if verify == 'full' else {}
+    models = [inspect(root, layout, rel, model_id, verify, manifests, links) for layout, rel, model_id in found]
     # SDK >= 1.38 takes any non-empty models/<owner>/<escaped name> over the model's snapshots,
     # even one an older SDK left holding nothing but .mdl after a miss.
     shadowing = set(m['id'] for m in models if m['layout'] in ('models', 'all') and os.listdir(m['path']))

@@ -18,6 +18,13 @@ description:
   - Compares each model with what was verified when it was downloaded or installed (the record under
     C(<cache_dir>/.modelseed/)), or with the SDK's C(.msc) metadata when there is no record, and reports
     missing, size-mismatched, modified and (with O(verify=full)) corrupt files.
+  - With O(verify=full), checks each model in full against its record (written by M(modelseed.fleet.cache_install)
+    or M(modelseed.fleet.modelscope_model)), or, without one, against the model's entry in the manifest of O(bundle)
+    (every file there with its sha256 and nothing else, no file name a link out of the cache or a dangling one,
+    and for SDKs up to 1.37 a C(.msc) (loaded without running any code) that lists exactly those files at the
+    expected per-file revisions, a C(.mdl) naming the model and a well-formed C(.mv)). Each model gets
+    RV(models[].verification) V(ok), V(failed) (with RV(models[].defects)) or, when neither a record nor a manifest
+    describes it, V(unverifiable). Every link in the cache that is dangling or leads out of it is reported too.
   - Tells which SDK generations would load each model as a cache hit.
   - With O(bundle), also reads a bundle directory made by M(modelseed.fleet.cache_bundle), lists its models and tells
     whether it verifies (C(manifest.json) against C(SHA256SUMS), each tar's size, and with O(verify=full)
@@ -54,7 +61,8 @@ options:
   verify:
     description:
       - V(quick) compares sizes and modification times with the record.
-      - V(full) also re-hashes every recorded file against its recorded sha256, and every tar of O(bundle).
+      - V(full) also re-hashes every recorded file against its recorded sha256, and every tar of O(bundle), and checks
+        each model in full against its record or the manifest of O(bundle) (see above).
     type: str
     default: quick
     choices: [quick, full]
@@ -82,6 +90,14 @@ EXAMPLES = r'''
     verify: full
   register: check
   failed_when: check.problems | length > 0
+
+- name: Check a node's cache against the bundle it was seeded from; a model nothing describes fails too
+  modelseed.fleet.cache_info:
+    cache_dir: /var/cache/modelscope
+    bundle: /srv/modelseed-bundle
+    verify: full
+  register: node_cache
+  failed_when: node_cache.problems or node_cache.unverifiable
 '''
 
 RETURN = r'''
@@ -154,6 +170,24 @@ models:
       type: list
       elements: str
       sample: ['1.23-1.37', '>=1.38']
+    verification:
+      description:
+        - With O(verify=full), V(ok) when the model matches its reference in full, V(failed) when it does not
+          (see RV(models[].defects)), V(unverifiable) when neither a record nor the manifest of O(bundle) describes it.
+        - V(null) with O(verify=quick).
+      type: str
+      sample: ok
+    verified_against:
+      description: V(record) or V(manifest), what the model was checked against; V(null) when it was not.
+      type: str
+    defects:
+      description:
+        - With O(verify=full), one line per defect, such as C(missing), C(unexpected file), C(corrupt (sha256 differs)),
+          C(no .msc), C(unreadable .msc), C(.msc lists ... at revision ...), C(.mdl does not name ...), C(.mv is not ...),
+          C(link out of the cache), C(dangling link).
+      type: list
+      elements: str
+      sample: ['corrupt (sha256 differs): weights/model.bin', 'no .msc: SDKs up to 1.37 download every file again']
 total_bytes:
   description: Size of all models found.
   returned: always
@@ -180,7 +214,17 @@ bundle:
       description: Size of the models' files.
       type: int
 problems:
-  description: One line per model that is not complete.
+  description: One line per model that is not complete, and with O(verify=full) one per wrong link outside every model directory.
+  returned: always
+  type: list
+  elements: str
+unverifiable:
+  description: With O(verify=full), the models (C(id (layout, path))) that neither a record nor the manifest of O(bundle) describes.
+  returned: always
+  type: list
+  elements: str
+bad_links:
+  description: With O(verify=full), every link in the cache that leads out of it or nowhere, as C(<kind>, <path> -> <target>).
   returned: always
   type: list
   elements: str
@@ -191,8 +235,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_check import check_bundle
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils.cache_verify import bad_links, manifest_references
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
+
+
+MAX_DEFECTS_SHOWN = 10
 
 
 def describe_problem(model):
@@ -202,9 +252,23 @@ def describe_problem(model):
             issues.append('%d %s' % (len(model[key]), key.replace('_', ' ')))
     if model['shadowed']:
         issues.append('hidden from SDK >= 1.38 by the non-empty models/ directory of the same model')
+    if model['defects']:
+        shown = model['defects'][:MAX_DEFECTS_SHOWN]
+        more = len(model['defects']) - len(shown)
+        issues.append('checked against its %s: %s%s' % (model['verified_against'], '; '.join(shown), ' and %d more' % more if more else ''))
     if not model['complete'] and not issues:
         issues.append('no metadata or record describes its files')
     return '%s (%s, %s): %s' % (model['id'], model['layout'], model['path'], ', '.join(issues)) if issues else None
+
+
+def manifests_of(bundle_dir, report):
+    """{model id: reference files} from a bundle that verified; {} from any other."""
+    if not bundle_dir or report is None or report['error']:
+        return {}
+    try:
+        return manifest_references(Bundle(DirSource(bundle_dir)).models)
+    except (BundleError, OSError):
+        return {}
 
 
 def main():
@@ -217,7 +281,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    result = dict(changed=False, cache_dir=None, models=[], total_bytes=0, problems=[])
+    result = dict(changed=False, cache_dir=None, models=[], total_bytes=0, problems=[], unverifiable=[], bad_links=[])
     if module.params['bundle']:
         # A damaged bundle is reported; a path that holds none is a mistake in the task.
         if not os.path.isdir(module.params['bundle']):
@@ -229,9 +293,17 @@ def main():
                                   for m in result['bundle']['models'] if m['problem'])
     if module.params['cache_dir'] or os.environ.get('MODELSCOPE_CACHE') or not module.params['bundle']:
         root = cache_root(module)
-        models = scan(root, module.params['verify'], module.params['names']) if os.path.isdir(root) else []
+        full = module.params['verify'] == 'full' and os.path.isdir(root)
+        links = bad_links(root) if full else {}
+        manifests = manifests_of(module.params['bundle'], result.get('bundle')) if full else {}
+        models = scan(root, module.params['verify'], module.params['names'], manifests, links) if os.path.isdir(root) else []
         result.update(cache_dir=root, models=models, total_bytes=sum(m['bytes'] for m in models))
         result['problems'].extend(p for p in (describe_problem(m) for m in models) if p)
+        result['unverifiable'] = ['%s (%s, %s)' % (m['id'], m['layout'], m['path']) for m in models if m['verification'] == 'unverifiable']
+        result['bad_links'] = [defect for _rel, defect in sorted(links.items())]
+        tops = [os.path.relpath(m['path'], root).replace(os.sep, '/') + '/' for m in models]
+        # Links inside a model directory are among its defects; the others (a dangling hub/ alias, say) are reported here.
+        result['problems'].extend(defect for rel, defect in sorted(links.items()) if not any(rel.startswith(top) for top in tops))
     module.exit_json(**result)
 
 
