@@ -117,12 +117,15 @@ class SdkEnv:
         extra_env: dict | None = None,
         user: str | None = None,
         timeout: float = 600,
+        file: str | None = None,
     ) -> SnapshotResult:
         """Run snapshot_download in this SDK and report the directory it returned and the files in it.
 
         ``user``: run as that user (through ``runuser``; needs root), to test cache permissions.
+        ``file``: run model_file_download of that file instead; ``dir`` is then the model directory it was put in.
         """
-        args = {"model_id": model_id, "revision": revision, "local_files_only": local_files_only, "login": bool(hub.token) and self.legacy}
+        args = {"model_id": model_id, "revision": revision, "local_files_only": local_files_only, "login": bool(hub.token) and self.legacy,
+                "file": file}
         with tempfile.TemporaryDirectory(prefix="sdk-home-") as home:
             env = self.env_for(hub, cache_root, home=home, ca_bundle=ca_bundle, extra=extra_env)
             command = [str(self.python), str(JUDGE), json.dumps(args)]

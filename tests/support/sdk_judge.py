@@ -1,7 +1,9 @@
 """Runs inside an SDK virtualenv: one snapshot_download, then what it returned, as one JSON line.
 
 Usage: python sdk_judge.py '{"model_id": "o/n", "revision": null, "local_files_only": false, "login": false}'
-The result line starts with ``JUDGE `` because SDKs print to stdout too.
+With ``"file": "config.json"`` it calls model_file_download for that one file instead (as applications that
+read a single file do); the result then also names the file's path. A revision of null is not passed at all,
+so the SDK applies its own default. The result line starts with ``JUDGE `` because SDKs print to stdout too.
 """
 
 import hashlib
@@ -46,18 +48,25 @@ def main():
             from modelscope.hub.api import HubApi
 
             HubApi().login(os.environ.pop("MODELSCOPE_API_TOKEN"))
-        from modelscope.hub.snapshot_download import snapshot_download
-
         kwargs = {}
         if args.get("revision") is not None:
             kwargs["revision"] = args["revision"]
         if args.get("local_files_only"):
             kwargs["local_files_only"] = True
-        path = str(snapshot_download(args["model_id"], **kwargs))
+        if args.get("file"):
+            from modelscope.hub.file_download import model_file_download
+
+            file_path = str(model_file_download(args["model_id"], args["file"], **kwargs))
+            path = file_path[: -len(args["file"])].rstrip("/") if file_path.endswith(args["file"]) else os.path.dirname(file_path)
+        else:
+            from modelscope.hub.snapshot_download import snapshot_download
+
+            file_path = None
+            path = str(snapshot_download(args["model_id"], **kwargs))
     except Exception as exc:  # reported, not raised: the caller asserts on it
         print(MARK + json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
-    print(MARK + json.dumps({"ok": True, "dir": path, "files": describe(path)}))
+    print(MARK + json.dumps({"ok": True, "dir": path, "file_path": file_path, "files": describe(path)}))
     return 0
 
 

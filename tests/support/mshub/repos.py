@@ -90,9 +90,16 @@ def make_repo(
     meta: dict = {"branches": {}, "tags": {}, "commits": {}}
     commit = _commit(top, meta, None, files, message, created_at)
     meta["branches"][MASTER] = commit
-    meta["tags"].update({tag: commit for tag in tags})
+    _add_tags(meta, tags, commit, meta["commits"][commit]["created_at"])
     _save_meta(top, meta)
     return commit
+
+
+def _add_tags(meta: dict, names: Iterable[str], commit: str, created_at: int) -> None:
+    """Point tags at ``commit``; a tag is dated when it was made, as the hub's CreatedAt of a tag is."""
+    for name in names:
+        meta["tags"][name] = commit
+        meta.setdefault("tag_dates", {})[name] = int(created_at)
 
 
 def push_commit(
@@ -114,13 +121,13 @@ def push_commit(
     parent = meta["branches"].get(branch) or meta["branches"][MASTER]
     commit = _commit(top, meta, parent, files, message, created_at)
     meta["branches"][branch] = commit
-    meta["tags"].update({tag: commit for tag in tags})
+    _add_tags(meta, tags, commit, meta["commits"][commit]["created_at"])
     _save_meta(top, meta)
     return commit
 
 
-def tag(root: Path | str, model_id: str, name: str, revision: str = MASTER) -> str:
-    """Point tag ``name`` at ``revision`` (a branch, tag or commit) and return the commit id."""
+def tag(root: Path | str, model_id: str, name: str, revision: str = MASTER, *, created_at: int | None = None) -> str:
+    """Point tag ``name`` at ``revision`` (a branch, tag or commit), dated ``created_at`` (now), and return the commit id."""
     top = Path(root, *model_id.split("/"))
     repo = Repo(top, model_id, Hasher())
     if not repo.versioned:
@@ -129,6 +136,6 @@ def tag(root: Path | str, model_id: str, name: str, revision: str = MASTER) -> s
     if commit is None:
         raise KeyError(f"{model_id} has no revision {revision!r}")
     meta = repo.meta()
-    meta["tags"][name] = commit
+    _add_tags(meta, [name], commit, created_at or time.time())
     _save_meta(top, meta)
     return commit

@@ -1,8 +1,9 @@
 """Model repositories on disk, as the hub serves them.
 
 Simple form: ``ROOT/<owner>/<name>/<files>`` is branch ``master`` at one commit whose id is derived
-from the content. Versioned form: ``ROOT/<owner>/<name>/.hub/refs.json`` names branches, tags and
-commits, and the tree of commit C is ``ROOT/<owner>/<name>/.hub/commits/C/``.
+from the content. Versioned form: ``ROOT/<owner>/<name>/.hub/refs.json`` names branches, tags (with the
+date each was made, the ``CreatedAt`` old SDKs choose a default revision by) and commits, and the tree
+of commit C is ``ROOT/<owner>/<name>/.hub/commits/C/``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ class Repo:
     def _refs(self, kind: str) -> list[Ref]:
         if not self.versioned:
             return [self._simple_master()] if kind == "branches" else []
-        refs = [Ref(name, commit, self.commit_info(commit)["created_at"]) for name, commit in self.meta()[kind].items()]
+        meta = self.meta()
+        # A tag's date is when it was made (older repositories: its commit's); a branch's is its head commit's.
+        dates = meta.get("tag_dates", {}) if kind == "tags" else {}
+        refs = [Ref(name, commit, int(dates.get(name) or self.commit_info(commit)["created_at"])) for name, commit in meta[kind].items()]
         # The real hub lists tags newest first; old SDKs take the first one as "latest".
         return sorted(refs, key=lambda r: r.created_at, reverse=True)
 
