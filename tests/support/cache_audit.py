@@ -284,7 +284,16 @@ class _Audit:
             self.problems.append(f"{record.name}: not JSON")
             return
         top = self.cache / data["path"] if "path" in data else record.with_suffix("")
-        for rel, entry in sorted((data.get("files") or {}).items()):
+        files = data.get("files") or {}
+        if record.parent.name == "records" and files:
+            # A record under records/ says its directory is complete: for one whole version, and there.
+            if not top.is_dir():
+                self.problems.append(f"{record.name}: records {data.get('path')}, which is not there")
+                return
+            if not any(self._required(v, True) <= set(files) <= set(v.files)
+                         and all(e.get("sha256") == _sha(v.files[p]) for p, e in files.items()) for v in self.versions):
+                self.problems.append(f"{record.name}: does not record one whole published version of {self.model_id}")
+        for rel, entry in sorted(files.items()):
             where = top / rel
             on_disk = _sha_file(where) if where.is_file() else None
             if entry.get("sha256") not in self.published.get(rel, ()) or on_disk != entry.get("sha256"):

@@ -223,3 +223,18 @@ def test_a_stray_file_and_an_unverified_waiting_file_are_found(tmp_path):
     assert f"{TOPS['models']}/stray.txt: not a file of {MODEL}" in problems, problems
     assert ".modelseed/incoming/models%2FOrg%2FTiny-1___5B/config.json: not the published bytes of config.json" in problems, problems
     assert f"Org/stray.bin: not a file of {MODEL}" in problems, problems
+
+
+def test_a_record_of_part_of_a_version_or_of_nothing_is_found(tmp_path):
+    seed(tmp_path, "models")
+    record(tmp_path, TOPS["models"], {p: d for p, d in V1.files.items() if p != "tok.json"})
+    record(tmp_path, "hub/Org/Tiny-1___5B", dict(V1.files))
+    problems = audit(tmp_path)
+    assert sorted(problems) == ["hub%2FOrg%2FTiny-1___5B.json: records hub/Org/Tiny-1___5B, which is not there",
+                                f"models%2FOrg%2FTiny-1___5B.json: does not record one whole published version of {MODEL}"], problems
+
+
+def test_a_record_of_a_whole_version_passes(tmp_path):
+    seed(tmp_path, "models", V2)
+    record(tmp_path, TOPS["models"], dict(V2.files))
+    assert audit(tmp_path) == []
