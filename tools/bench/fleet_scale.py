@@ -1,7 +1,7 @@
 """Fleet-scale benchmark: a site of N nodes behind rate-limited links, each way of seeding them, N = 2 to 16.
 
     python tools/bench fleet-scale [--nodes 2 4 8 16] [--runs 3] [--size-mib 256] [--files 4] [--wan-mib 20] [--lan-mib 100]
-                                  [--ways cli push pull p2p] [--results FILE] [--fresh]
+                                  [--ways cli push pull p2p] [--play-var KEY=VALUE ...] [--results FILE] [--fresh]
 
 The hub sits in a namespace of its own behind one shared WAN link; the staging host and every node have a LAN
 link each (support.fleet.site); node trees are on tmpfs. Each cell (way, N, run) is appended to the results file
@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 import yaml
 from common import REPO, WORK, write_random_model
 from fleet_scale_net import Sampler, check_links
-from fleet_scale_report import publish
+from fleet_scale_report import config_key, publish
 from fleet_setup import (NODE_CACHE, check_every_node_holds, download_command, environment_files, give_staging_ssh, reset_nodes,
                          seed, shard_bytes, ssh_command)
 from support.fleet import new_state_dir, sandbox
@@ -32,6 +33,7 @@ from support.fleet.site import Site
 from support.sdk import SdkEnv, ensure_sdk
 from support.sdk import cache_dir as sdk_cache_dir
 
+CALLBACKS = Path(__file__).resolve().parent / "callbacks"
 HUB_ROOT = WORK / "fleet-scale-hub"
 RESULTS = WORK / "fleet-scale.jsonl"
 STAGING = 1  # node1 is the staging host; nodes 2 to N+1 are seeded
@@ -49,6 +51,7 @@ class World:
     shards: int
     sdk: SdkEnv
     environments: dict[str, bytes]
+    play_vars: list[str]
 
     @property
     def nodes(self) -> list[str]:
@@ -57,29 +60,59 @@ class World:
 
 @dataclass(frozen=True)
 class Way:
-    """A way to seed the nodes: ``run`` does it on a freshly reset world; ``missing`` says why it cannot run, or None."""
+    """A way to seed the nodes: ``run`` does it on a freshly reset world and returns when each node had the model
+    verified (time.monotonic(), by node name) and anything else worth keeping; ``missing`` says why it cannot run."""
     name: str
     label: str
-    run: Callable[[World], None]
+    run: Callable[[World], tuple[dict[str, float], dict]]
     missing: Callable[[], str | None] = lambda: None
 
 
-def every_node_downloads(world: World) -> None:
-    """The status quo: each node fetches the whole model from the hub itself, all at the same time."""
+def every_node_downloads(world: World) -> tuple[dict[str, float], dict]:
+    """The status quo: each node fetches the whole model from the hub itself, all at the same time; the SDK checks
+    each file's sha256 before its session ends."""
     fleet = world.site.fleet
     remote = download_command(world.sdk.root, world.hub_url, world.model)
     procs = {name: subprocess.Popen([*ssh_command(fleet), f"root@{fleet.node(name).address}", remote], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True) for name in world.nodes}
+    ended: dict[str, float] = {}
+    errors: dict[str, str] = {}
+
+    def wait(name: str, proc: subprocess.Popen) -> None:
+        _out, errors[name] = proc.communicate()
+        ended[name] = time.monotonic()
+
+    waiters = [threading.Thread(target=wait, args=item) for item in procs.items()]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join()
     for name, proc in procs.items():
-        _out, err = proc.communicate()
         if proc.returncode:
-            raise SystemExit(f"modelscope download on {name} failed ({proc.returncode}): {err[-3000:]}")
+            raise SystemExit(f"modelscope download on {name} failed ({proc.returncode}): {errors[name][-3000:]}")
+    return ended, {}
 
 
-def play(transport: str) -> Callable[[World], None]:
-    """seed_models.yml with node1 staging, every node in one batch, forks for all of them at once."""
-    def run(world: World) -> None:
-        seed(world.site.fleet, inventory(world, transport), "--forks", str(len(world.nodes) + 1))
+def play(transport: str, verified_by: str = "cache_install") -> Callable[[World], tuple[dict[str, float], dict]]:
+    """seed_models.yml with node1 staging, every node in one batch, forks for all of them at once. A node has the
+    model verified when its last ``verified_by`` task ends (the module that checks every byte and installs)."""
+    def run(world: World) -> tuple[dict[str, float], dict]:
+        timeline = WORK / "fleet-scale-timeline.jsonl"
+        timeline.unlink(missing_ok=True)
+        env = {"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "bench_timeline",
+               "MODELSEED_BENCH_TIMELINE": str(timeline)}
+        extra = [arg for var in world.play_vars for arg in ("-e", var)]
+        seed(world.site.fleet, inventory(world, transport), "--forks", str(len(world.nodes) + 1), *extra, env=env)
+        tasks = [json.loads(line) for line in timeline.read_text().splitlines()]
+        verified: dict[str, float] = {}
+        for task in tasks:
+            if task["host"] in world.nodes and task["status"] == "ok" and task["action"].endswith(verified_by):
+                verified[task["host"]] = max(verified.get(task["host"], 0.0), task["end"])
+        # Where a play's time goes: the slowest tasks, each at its slowest host.
+        slowest: dict[str, float] = {}
+        for task in tasks:
+            slowest[task["task"]] = max(slowest.get(task["task"], 0.0), task["end"] - task["start"])
+        return verified, {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8])}
     return run
 
 
@@ -156,17 +189,15 @@ def measure(world: World, way: Way, wan: int) -> dict:
     bridge_ends = [site.links[name].bridge_end for name in world.nodes]
     with Sampler(site) as sampler:
         started = time.monotonic()
-        way.run(world)
+        verified, extra = way.run(world)
         wall = time.monotonic() - started
     check_every_node_holds(site.fleet, world.model, world.shards, way.name, only=world.nodes)
     # Half the WAN rate: what the slowest way (every node from the hub) moves at least, far above Ansible's traffic.
-    phase = sampler.transfer_phase(bridge_ends, wan / 2 * 0.1)
-    return {"wall": wall, "transfer": phase[1] - phase[0] if phase else None,
-            "hub_bytes": site.sent("wan") - hub_before, "staging_bytes": site.sent(f"node{STAGING}") - staging_before}
-
-
-def config_key(args: argparse.Namespace) -> dict:
-    return {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20}
+    flow = sampler.transfer_phase(bridge_ends, wan / 2 * 0.1)
+    complete = flow and set(verified) == set(world.nodes)
+    return {"wall": wall, "transfer": max(verified.values()) - flow[0] if complete else None,
+            "flow": flow[1] - flow[0] if flow else None, "hub_bytes": site.sent("wan") - hub_before,
+            "staging_bytes": site.sent(f"node{STAGING}") - staging_before, **extra}
 
 
 def read_results(path: Path) -> list[dict]:
@@ -178,6 +209,15 @@ def append(path: Path, row: dict) -> None:
         out.write(json.dumps(row) + "\n")
         out.flush()
         os.fsync(out.fileno())
+
+
+def need_memory(args: argparse.Namespace) -> None:
+    """Node trees live on tmpfs: at the largest N each node may hold the pushed tars beside the installed copy, and the
+    staging host its cache and the bundle."""
+    mib = args.size_mib * (2 * max(args.nodes) + 2)
+    available = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:"))
+    if available << 10 < mib << 20:
+        raise SystemExit(f"the fleet-scale benchmark needs about {mib / 1024:.1f} GiB of memory for tmpfs, {available / 2**20:.1f} GiB are available")
 
 
 def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
@@ -203,7 +243,7 @@ def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
                                                                      for k, v in links.items()), flush=True)
             give_staging_ssh(site.fleet, STAGING)
             hub, url = start_hub(site)
-            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet))
+            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), args.play_var)
             for run, way in todo:
                 figures = measure(world, way, config["wan"])
                 append(args.results, {"kind": "cell", "way": way.name, "nodes": n, "run": run, "config": config,
@@ -228,6 +268,8 @@ def main() -> None:
     parser.add_argument("--lan-mib", type=int, default=100, help="each node's and the staging host's link, MiB/s")
     parser.add_argument("--link-floor", type=float, default=0.85,
                         help="fraction of its rate a link must reach alone (TCP/IP headers take about 4 percent)")
+    parser.add_argument("--play-var", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra variable for the plays (-e), for example staging_poll_interval=1; part of what a cell is")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS))
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, one per cell, read back to resume")
     parser.add_argument("--fresh", action="store_true", help="forget the cells of earlier runs")
@@ -236,6 +278,7 @@ def main() -> None:
             or not os.path.exists(sandbox.SSHD):
         raise SystemExit("the fleet-scale benchmark needs root, bubblewrap, rsync, iproute2 (tc) and openssh-server (make sysdeps)")
     WORK.mkdir(parents=True, exist_ok=True)
+    need_memory(args)
     if args.fresh:
         args.results.unlink(missing_ok=True)
     ways = [WAYS[name] for name in args.ways]

@@ -13,6 +13,12 @@ PLOT = REPORT.parent / "fleet-scale.png"
 OURS = ("push", "pull", "p2p")
 
 
+def config_key(args: argparse.Namespace) -> dict:
+    """What makes cells comparable: a cell measured with other settings is neither skipped nor reported."""
+    return {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20,
+            **({"play_vars": sorted(args.play_var)} if args.play_var else {})}
+
+
 def spread(values: list[float], digits: int = 1) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
@@ -82,16 +88,17 @@ def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]]
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     figure, (walls, egress) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for way in ways:
+    for way, marker in zip(ways, "osD^v<>", strict=False):
         ns = [n for n in sizes if cells.get((way.name, n))]
         if way.name in skipped or not ns:
             continue
         wall = [statistics.median(c["wall"] for c in cells[(way.name, n)]) for n in ns]
         staged = [statistics.median(copies(cells[(way.name, n)], "staging_bytes")) for n in ns]
-        line, = walls.plot(ns, wall, marker="o", label=f"{way.name}, whole run")
+        line, = walls.plot(ns, wall, marker=marker, label=f"{way.name}, whole run")
         phases = [statistics.median(c["transfer"] for c in cells[(way.name, n)] if c["transfer"] is not None) for n in ns]
-        walls.plot(ns, phases, marker=".", linestyle="--", color=line.get_color(), label=f"{way.name}, transfer phase")
-        egress.plot(ns, staged, marker="o", label=way.name)
+        walls.plot(ns, phases, marker=marker, markersize=3, linestyle="--", color=line.get_color(), label=f"{way.name}, transfer phase")
+        # Ways with the same egress would hide each other: markers of different shapes and sizes, lines a little apart.
+        egress.plot(ns, staged, marker=marker, markersize=9 - 2 * len(egress.lines), alpha=0.8, label=way.name)
     for axes, title, unit in ((walls, "Wall time", "seconds (median)"), (egress, "Staging host egress", "copies of the model (median)")):
         axes.set_xscale("log", base=2)
         axes.set_xticks(sizes, [str(n) for n in sizes])
@@ -107,7 +114,7 @@ def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]]
 
 
 def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[dict]) -> None:
-    config = {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20}
+    config = config_key(args)
     mine = [r for r in rows if r["config"] == config and r["nodes"] in args.nodes]
     cells: dict[tuple[str, int], list[dict]] = {}
     for row in (r for r in mine if r["kind"] == "cell"):
@@ -137,10 +144,13 @@ alternating from one run to the next.
 
 {labels}
 
-Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the controller sees it. Transfer
-phase: from the first 100 ms in which the nodes' LAN links together carry at least half the WAN rate to the
-last such 100 ms (their counters read every 100 ms); below that is Ansible's own traffic. It ends when the
-last byte reaches a node: the hashing of the install after a push is in the wall time, not in the phase.
+Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the controller sees it, the
+staging download and the readiness proof included. Transfer phase: from the first node starting to fetch
+to the last node verified. The start is the first 100 ms in which the nodes' LAN links together carry at
+least half the WAN rate (their counters, read every 100 ms; Ansible's own traffic stays below that); the
+end is the last node's `cache_install` task ending (it checks every byte and installs; task times from a
+callback, `tools/bench/callbacks/bench_timeline.py`), for `cli` the last `modelscope download` session
+ending (the SDK checks each file's sha256).
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
@@ -153,8 +163,8 @@ Targets:
 {targets(skipped, cells, sizes)}
 
 Method: `python tools/bench fleet-scale --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
---files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib}` (cells in `{args.results.name}`; a rerun
-resumes). Machine: {machine_details()}.
+--files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
+(cells in `{args.results.name}`; a rerun resumes). Machine: {machine_details()}.
 """
     write_section("fleet_scale", body)
     print(REPORT.read_text())

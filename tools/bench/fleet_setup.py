@@ -75,16 +75,16 @@ def inventory(fleet: Fleet, name: str, model: str, endpoint: str, sdk_python: Pa
     return directory
 
 
-def run_playbook(fleet: Fleet, inventory_dir: Path, playbook: Path, *args: str) -> subprocess.CompletedProcess:
+def run_playbook(fleet: Fleet, inventory_dir: Path, playbook: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inventory_dir), str(playbook), *args],
-                          env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default"), capture_output=True, text=True, check=False)
+                          env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", **(env or {})), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{playbook.name} failed ({proc.returncode}):\n{proc.stdout[-10000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
-def seed(fleet: Fleet, inventory_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_playbook(fleet, inventory_dir, REPO / "seed_models.yml", *args)
+def seed(fleet: Fleet, inventory_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run_playbook(fleet, inventory_dir, REPO / "seed_models.yml", *args, env=env)
 
 
 def changed_hosts(proc: subprocess.CompletedProcess) -> list[str]:
