@@ -79,6 +79,8 @@ def dated(tmp_path_factory, tls):
             {"layout": "all", "cache_dir": str(root / "all-at-master")},
             {"layout": "snapshots", "revision": TAG, "cache_dir": str(root / "snapshots")},
             {"layout": "snapshots", "cache_dir": str(root / "snapshots")},
+            {"layout": "all", "revision": TAG, "cache_dir": str(root / "all-twice")},
+            {"layout": "all", "cache_dir": str(root / "all-twice")},
         )])
         assert not any(r.get("failed") for r in run.results), [r.get("msg") for r in run.results]
         yield {"http": http_hub, "https": https_hub, "root": root, "seeded": run.results}
@@ -91,10 +93,20 @@ def test_hub_dates_its_tags(dated):
 
 
 def test_modules_default_to_master(dated):
-    at_tag, at_master, snapshot_tag, snapshot_master = dated["seeded"]
+    at_tag, at_master, snapshot_tag, snapshot_master = dated["seeded"][:4]
     assert at_tag["revision"] == snapshot_tag["revision"] == TAG
     assert at_master["revision"] == snapshot_master["revision"] == "master"
     assert at_tag["commit"] == snapshot_tag["commit"] != at_master["commit"] == snapshot_master["commit"]
+
+
+def test_layout_all_holds_one_revision_per_root(dated):
+    """Seeding master where v1.0 was replaces it: the directory of SDKs up to 1.37 has no revision in its path."""
+    first, second = dated["seeded"][4:]
+    assert second["changed"] and first["path"] == second["path"]
+    model_dir = dated["root"] / "all-twice" / "models/Rev/Dated-0___5B"
+    on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir() if p.name in AT_TAG}
+    assert on_disk == digests(AT_MASTER)
+    assert (model_dir / ".mv").read_text().startswith("Revision:master,")
 
 
 @pytest.mark.parametrize("version, call, wanted, layout", APPLICATIONS, ids=[f"{v}-{c}-{la}" for v, c, _w, la in APPLICATIONS])

@@ -174,6 +174,11 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         assert sorted(s["version"] for s in row["sdks"]) == sorted(SDK_VERSIONS)
         assert [(m["id"], m["bytes"]) for m in row["models"]] == [(MODEL, sum(len(d) for d in model_files().values()))]
     assert "node2" in first.stdout and re.search(r"node2\s+push\s+1/1", first.stdout)
+    # Which commit each node holds: the one the staging host downloaded and said it did.
+    commit = rows["node2"]["models"][0]["commit"]
+    assert rows["node3"]["models"][0]["commit"] == commit and re.fullmatch("[0-9a-f]{40}", commit)
+    assert re.search(rf"{re.escape(MODEL)}\s+master\s+{commit[:12]}\s+node2,node3", first.stdout), first.stdout[-3000:]
+    assert f"(commit {commit[:12]})" in first.stdout
 
     # The real SDKs, from outside the node, against the node's cache and an online hub: zero file downloads.
     mark, tls_mark = len(hub.log), len(tls_hub.log)
