@@ -49,6 +49,12 @@ options:
       - Branch, tag or commit id.
       - With O(layout=snapshots) this is also the directory name under C(snapshots/), as SDK 1.38 and later
         name it.
+      - Seed the revision the serving application asks for. One that passes none gets V(master) from
+        C(snapshot_download) of SDK 1.37.1 and 1.40.2, but the newest tag made before the SDK's release date
+        from C(snapshot_download) of 1.15.0 and from C(model_file_download) of 1.15.0 and 1.40.2 (see
+        C(docs/layouts.md) in the collection).
+      - Layouts V(hub), V(models) and V(all) hold one revision of a model per cache root; seeding another
+        replaces it.
     type: str
     default: master
   cache_dir:
