@@ -212,12 +212,12 @@ class HubApi(object):
 def _child_dirs(entries, root, seen):
     """Directories in a one-level listing of ``root`` that lie strictly below it and were not entered yet."""
     prefix = root + '/' if root else ''
-    found = []
+    found = collections.OrderedDict()
     for entry in entries:
         path = entry.get('Path') if isinstance(entry, dict) and entry.get('Type') == 'tree' else None
-        if isinstance(path, str) and len(path) > len(prefix) and path.startswith(prefix) and path not in seen and path not in found:
-            found.append(path)
-    return found
+        if isinstance(path, str) and len(path) > len(prefix) and path.startswith(prefix) and path not in seen:
+            found[path] = True
+    return list(found)
 
 
 def _what_is_fetched(entry):
