@@ -38,7 +38,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, read_bytes, require_space, space_ran_out, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, lstat_or_none, read_bytes, require_space, space_ran_out, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import copy_mode, remove_tree, replace_dir
 
@@ -55,6 +55,8 @@ _PAX_NAME = '././@PaxHeader'
 AUTO_ORDER = ('models', 'snapshots', 'hub')
 # Leftovers of an interrupted run: temp tars, manifests and sums (.<name>.<random>.tmp).
 _TEMP = re.compile(r'^\..+\.tmp\Z')
+# Where earlier releases kept the lock: inside the bundle, where a static file server would hand it out.
+LEGACY_LOCK = '.lock'
 PROBLEMS_SHOWN = 5
 
 
@@ -549,6 +551,17 @@ def read_old_manifest(dest):
     return dict(((m['id'], m['revision']), m) for m in doc['models']), None
 
 
+def lock_path(dest):
+    """The lock of the runs that write ``dest``: beside it, so the bundle directory holds only the bundle and a
+    swap of the whole directory leaves the lock where it is. A parent nobody may write puts it in the temp
+    directory, named after ``dest``."""
+    parent, name = os.path.split(dest)
+    if os.access(parent, os.W_OK | os.X_OK):
+        return os.path.join(parent, '.%s.lock' % name)
+    digest = hashlib.sha256(os.path.realpath(dest).encode('utf-8', 'surrogateescape')).hexdigest()[:24]
+    return os.path.join(tempfile.gettempdir(), 'modelseed-bundle-%s.lock' % digest)
+
+
 def _tar_size_on_disk(dest, name):
     try:
         st = os.lstat(os.path.join(dest, name))
@@ -634,6 +647,10 @@ class BundlePlan(object):
         """Delete what interrupted runs left: temp files and directories in dest and beside it (call with the lock held)."""
         for name in self.temp:
             remove_tree(os.path.join(self.dest, name))
+        legacy = os.path.join(self.dest, LEGACY_LOCK)
+        st = lstat_or_none(legacy)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            unlink(legacy)
         parent, prefix = os.path.split(self.dest)
         for name in _listdir(parent):
             if name.startswith('.%s.' % prefix) and _TEMP.match(name):

@@ -27,7 +27,8 @@ class FileLock(object):
 
     def __enter__(self):
         makedirs(os.path.dirname(self.path))
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a symlink: a lock may sit in a directory others can write (the temp directory).
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o644)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -39,6 +40,9 @@ class FileLock(object):
                     self._fd = None
                     raise LockTimeout('%s is locked by another run for more than %ss' % (self.path, self.timeout))
                 time.sleep(0.2)
+
+    def fileno(self):
+        return self._fd
 
     def __exit__(self, *exc):
         if self._fd is not None:

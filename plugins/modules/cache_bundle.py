@@ -105,6 +105,9 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another run writing the same O(dest).
+      - Runs that write O(dest) take a lock on the file C(.<name>.lock) beside it (in the temporary directory, when
+        the parent of O(dest) is not writable), never inside O(dest): the bundle directory holds only the bundle,
+        and can be served as it is by any static file server.
     type: int
     default: 3600
 notes:
@@ -228,13 +231,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_writer import (
-    BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, manifest_entry, stale_files)
+    BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, lock_path, manifest_entry, stale_files)
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, makedirs
 
-LOCK_NAME = '.lock'
 SHOWN = 5
 
 
@@ -260,11 +262,14 @@ def requested(module, root):
     """[(model id, revision)] to bundle, validated."""
     wanted = []
     for item in module.params['models']:
+        error = None
         try:
             split_model_id(item['name'])
             check_revision(item['revision'])
         except InvalidName as exc:
-            module.fail_json(msg=str(exc))
+            error = str(exc)
+        if error:  # outside the except block: a wrong name is the task's failure, with no traceback of the module
+            module.fail_json(msg=error)
         key = (item['name'], item['revision'])
         if key in wanted:
             module.fail_json(msg='%s@%s is listed twice in models' % key)
@@ -368,6 +373,7 @@ def main():
         module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
     if module.params['lock_timeout'] < 0:
         module.fail_json(msg='lock_timeout must be >= 0', **result)
+    error = None
     try:
         # The cache alone decides what goes in: a wrong model fails before dest is created.
         entries = collect(module, root)
@@ -375,12 +381,14 @@ def main():
             run(module, entries, dest, result)
         else:
             makedirs(dest)
-            with FileLock(os.path.join(dest, LOCK_NAME), module.params['lock_timeout']):
+            with FileLock(lock_path(dest), module.params['lock_timeout']):
                 run(module, entries, dest, result)
     except (BundleWriteError, LockTimeout, NoSpace) as exc:
-        module.fail_json(msg=str(exc), **result)
+        error = str(exc)
     except OSError as exc:
-        module.fail_json(msg='%s: %s' % (dest, exc), **result)
+        error = '%s: %s' % (dest, exc)
+    if error is not None:  # outside the except blocks: the task's failure, with no traceback of the module
+        module.fail_json(msg=error, **result)
     module.exit_json(**result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -83,7 +84,9 @@ def test_check_real_check_real(cache, tmp_path):
         assert f["size"] == len(files[f["path"]]) and f["sha256"] == hashlib.sha256(files[f["path"]]).hexdigest()
         assert re.match(r"^[0-9a-f]{40}$", f["revision"])
     assert [m["path"] for m in entry["metadata"]] == [".mdl", ".msc", ".mv"]
-    assert sorted(p.name for p in dest.iterdir()) == sorted([".lock", "SHA256SUMS", TAR, "manifest.json"])
+    # The bundle directory holds the bundle only: the runs' lock is beside it, never served with it.
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["SHA256SUMS", TAR, "manifest.json"])
+    assert (dest.parent / f".{dest.name}.lock").is_file()
     for p in (dest / TAR, dest / "manifest.json", dest / "SHA256SUMS"):
         assert p.stat().st_mode & 0o777 == 0o644
     # Anyone can check the bundle with coreutils, offline.
@@ -198,7 +201,7 @@ def test_file_modified_after_download_fails_clearly(hub, tmp_path):
     assert "weights/model-00002.bin: modified" in stale["msg"] and "verify=full" in stale["msg"]
     assert full["failed"] and "differ from the sha256 recorded" in full["msg"] and "weights/model-00002.bin" in full["msg"]
     # Nothing of a bundle is left behind, not even a temp file.
-    assert sorted(p.name for p in dest.iterdir()) == [".lock"]
+    assert sorted(p.name for p in dest.iterdir()) == []
     # Restored content with a new mtime: verify=full accepts it, verify=none still refuses.
     victim.write_bytes(model_files()["weights/model-00002.bin"])
     run = run_tasks([bundle(cache, dest, [{"name": MODEL}], verify="full"), bundle(cache, dest, [{"name": MODEL}])])
@@ -272,7 +275,21 @@ def test_only_the_changed_model_is_rewritten(two_models, tmp_path):
     pruned = run_tasks([bundle(cache, dest, [{"name": "o/alpha"}])])[0]
     assert pruned["changed"] and pruned["removed"] == ["o--beta--master.tar"] and not beta.exists()
     assert [m["id"] for m in read_manifest(dest)["models"]] == ["o/alpha"]
-    assert sorted(p.name for p in dest.iterdir()) == [".lock", "SHA256SUMS", "manifest.json", "o--alpha--master.tar"]
+    assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "manifest.json", "o--alpha--master.tar"]
+
+
+def test_a_run_waits_for_the_lock_beside_dest(cache, tmp_path):
+    """Runs writing one dest are serialized by the lock beside it: while another holds it, a run gives up after
+    lock_timeout naming it, and leaves the bundle as it was."""
+    dest = tmp_path / "b"
+    assert run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]["changed"]
+    before = digests(dest)
+    lock = tmp_path / ".b.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another writer, as far as the module can tell
+        waiter = run_tasks([bundle(cache, dest, [{"name": MODEL}], prune=False, lock_timeout=1)])[0]
+    assert waiter["failed"] and f"{lock} is locked by another run" in waiter["msg"], waiter["msg"]
+    assert digests(dest) == before
 
 
 def test_interrupted_leftovers_and_hand_edits_are_repaired(cache, tmp_path):
@@ -328,6 +345,7 @@ def test_update_swaps_the_whole_directory(two_models, tmp_path):
     leftover.mkdir()
     (leftover / "o--beta--master.tar").write_bytes(b"half")
     before = {p.name: p.stat().st_ino for p in dest.iterdir()}
+    (dest / ".lock").touch()  # where earlier releases kept their lock: it goes
     dest_before = dest.stat()
 
     push_commit(root, "o/beta", {"b.bin": os.urandom(1 << 19)})
@@ -336,7 +354,7 @@ def test_update_swaps_the_whole_directory(two_models, tmp_path):
     after = {p.name: p.stat().st_ino for p in dest.iterdir()}
     assert dest.stat().st_ino != dest_before.st_ino and dest.stat().st_mode == dest_before.st_mode
     assert sorted(after) == sorted(before)
-    assert {n for n in after if after[n] == before[n]} == {".lock", "README", "o--alpha--master.tar"}
+    assert {n for n in after if after[n] == before[n]} == {"README", "o--alpha--master.tar"}
     assert (dest / "README").read_text() == "served by nginx\n"
     assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, check=False).returncode == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -209,7 +209,7 @@ def stale_lock_case(kind: str, tmp_path: Path, hub) -> tuple[dict, Path]:
     seeded = run_tasks([download(hub, cache)])[0]
     assert not seeded.get("failed"), seeded["msg"]
     dest = tmp_path / "bundle"
-    return {"modelseed.fleet.cache_bundle": {"cache_dir": str(cache), "dest": str(dest)}}, dest / ".lock"
+    return {"modelseed.fleet.cache_bundle": {"cache_dir": str(cache), "dest": str(dest)}}, tmp_path / ".bundle.lock"
 
 
 @pytest.mark.parametrize("kind", ["modelscope_model", "cache_install", "cache_bundle"])
