@@ -11,7 +11,8 @@ from typing import Callable
 
 from .store import Ref, Repo, RepoFile
 
-# The real hub truncates one repo/files listing here, without saying so; 1.40 SDKs then list per directory.
+# The real hub cuts every repo/files answer here, recursive or one level deep, without saying so (modelscope-hub's
+# REPO_FILES_TRUNCATION_LIMIT); SDK 1.40 then lists Root= subtrees, and only warns about a directory it cannot.
 LISTING_CAP = 3000
 
 
