@@ -135,3 +135,6 @@ def test_cache_seeded_at_another_revision_does_not_serve(dated, tls, tmp_path, v
     assert result.ok, result.error
     assert set(hub.log.downloads(mark)) == {FILE, "weights.bin"}
     assert result.dir == str(cache / MODEL_DIR[version, "all"])
+    # The one model directory now holds the revision this SDK asked for, no longer the one seeded.
+    files = {path: info["sha256"] for path, info in result.files.items() if path in AT_TAG}
+    assert files == digests(AT_MASTER if seeded == "all-at-tag" else AT_TAG)
