@@ -52,6 +52,8 @@ RUNTIME_DIRS = {
     'all': ('.lock', 'models/._____temp', 'hub/._____temp'),
     'snapshots': ('.lock',),
 }
+# Where the records and locks of the models live: the models' owner and dir_mode apply to them too.
+STATE_DIRS = (STATE_DIR, STATE_DIR + '/records', STATE_DIR + '/incoming', STATE_DIR + '/locks')
 
 
 class InstallError(Exception):
@@ -64,7 +66,9 @@ class InstallError(Exception):
 class Perms(object):
     """Who owns what is installed and with which modes.
 
-    ``uid``/``gid`` None leave ownership to the running user. ``shared`` makes every directory
+    ``uid``/``gid`` None leave ownership to the running user. ``file_mode``/``dir_mode`` apply to
+    everything written for a model: its files, its SDK metadata, its record, its lock, the directories
+    above it and above its layout links, and the state directories. ``shared`` makes every directory
     setgid, so what SDKs create below inherits the group, makes ``.mdl``/``.mv`` group-writable
     (SDKs up to 1.37 rewrite them on every load) and the scratch directories SDKs write into
     group-writable. Nothing is ever world-writable: ``.mdl`` is a pickle every SDK process loads.
@@ -77,15 +81,12 @@ class Perms(object):
         setgid = stat.S_ISGID if shared else 0
         self.file = file_mode
         self.dir = dir_mode | setgid
-        self.metadata = (file_mode | 0o444) & ~0o002
-        self.writable_metadata = self.metadata | (0o060 if shared else 0)
+        self.writable_metadata = file_mode | (0o060 if shared else 0)
         self.shared_dir = (dir_mode | 0o070 | stat.S_ISGID) & ~0o002
 
     def file_mode(self, rel):
         if rel in (sdk_metadata.MDL, sdk_metadata.MV):
             return self.writable_metadata
-        if rel == sdk_metadata.MSC:
-            return self.metadata
         return self.file
 
     def owner_ok(self, st):
@@ -299,7 +300,7 @@ class ModelInstall(object):
         try:
             top = os.lstat(self.dir)
         except (FileNotFoundError, NotADirectoryError):
-            return Plan('install', ['not installed'])
+            return Plan('install', ['new to this cache'])
         if not stat.S_ISDIR(top.st_mode):
             return Plan('replace', ['%s is not a directory' % self.rel])
         record = Record.load(self.record_path)
@@ -349,6 +350,7 @@ class ModelInstall(object):
                 wrong_perms.append(path)
         links = [(link, target) for link, target in alias_links(self.layout, m['id'])
                  if readlink_or_none(absolute(self.root, link)) != target]
+        wrong_perms.extend(self._wrong_perms_around(perms))
         wanted = self.facts()
         record_stale = any(facts.get(key) != value for key, value in wanted.items()) or any(
             record.files[f['path']].get('revision') != f['revision'] for f in self.files)
@@ -370,6 +372,19 @@ class ModelInstall(object):
         if reasons or record_stale:
             return Plan('fix', reasons, metadata=stale_metadata, links=links, perms=wrong_perms, record=record_stale)
         return Plan('none')
+
+    def _wrong_perms_around(self, perms):
+        """The record and the directories between the cache root and the model or its links, where owner or mode differ."""
+        paths = []
+        st = lstat_or_none(self.record_path)
+        if st is not None and stat.S_ISREG(st.st_mode) and not perms.ok(st, perms.file):
+            paths.append(self.record_path)
+        for rel in sorted(above(self.layout, self.rel, self.model['id'])):
+            path = absolute(self.root, rel)
+            st = lstat_or_none(path)
+            if st is not None and stat.S_ISDIR(st.st_mode) and not perms.ok(st, perms.dir):
+                paths.append(path)
+        return paths
 
     def _corrupt(self, workers):
         digests = sha256_files([join(self.dir, f['path']) for f in self.files], workers)
@@ -404,6 +419,7 @@ class ModelInstall(object):
             for f in self.files:
                 record.put(f['path'], f['size'], f['sha256'], f['revision'], stats[f['path']])
             save_pending(self.root, self.rel, record, self.staging, **self.facts())
+            perms.apply(self.pending_path, perms.file)  # the record is the model's metadata too
         except BaseException:
             self.unstage()
             raise
@@ -442,6 +458,7 @@ class ModelInstall(object):
             for f in self.files:
                 record.files[f['path']]['revision'] = f['revision']
             record.save(**self.facts())
+            perms.apply(self.record_path, perms.file)
 
     def make_links(self, perms, links):
         for link, target in links:
@@ -461,6 +478,17 @@ class ModelInstall(object):
                 Record(state_path(self.root, 'records', link, '.json')).remove()
             else:
                 os.rename(tmp, path)
+
+
+def above(layout, rel, model_id):
+    """Directories (relative) between the cache root and model directory ``rel`` or its layout links."""
+    found = set()
+    for path in [rel] + [link for link, _target in alias_links(layout, model_id)]:
+        parent = posixpath.dirname(path)
+        while parent:
+            found.add(parent)
+            parent = posixpath.dirname(parent)
+    return found
 
 
 def pending_installs(root):
@@ -512,7 +540,8 @@ def remove_model(root, layout, rel, model_id):
 
 def runtime_dirs_to_fix(root, layout, perms):
     """[(relative dir, mode)] of the cache root and SDK scratch dirs whose owner or mode is not
-    what ``perms`` asks for (only with ``shared``, or when an owner or group is set)."""
+    what ``perms`` asks for (only with ``shared``, or when an owner or group is set), and of the
+    state directories there are."""
     wanted = []
     if perms.shared:
         wanted.append(('', perms.shared_dir))
@@ -525,7 +554,17 @@ def runtime_dirs_to_fix(root, layout, perms):
         st = lstat_or_none(absolute(root, rel) if rel else root)
         if st is None or not stat.S_ISDIR(st.st_mode) or not perms.ok(st, mode):
             fix.append((rel, mode))
+    for rel in STATE_DIRS:  # missing ones are made by prepare_state_dirs
+        st = lstat_or_none(absolute(root, rel))
+        if st is not None and stat.S_ISDIR(st.st_mode) and not perms.ok(st, perms.dir):
+            fix.append((rel, perms.dir))
     return fix
+
+
+def prepare_state_dirs(root, perms):
+    """Make the missing state directories with the owner and mode of the models' directories."""
+    for rel in STATE_DIRS:
+        ensure_dirs(root, rel, perms)
 
 
 def fix_runtime_dirs(root, dirs, perms):
@@ -559,11 +598,13 @@ def check_free_space(root, models):
 
 
 class Locks(object):
-    """flocks of several models at once, taken in a fixed order."""
+    """flocks of several models at once, taken in a fixed order; with ``perms``, the lock files get
+    the owner and file mode of the models."""
 
-    def __init__(self, paths, timeout):
+    def __init__(self, paths, timeout, perms=None):
         self.paths = sorted(set(paths))
         self.timeout = timeout
+        self.perms = perms
         self._held = []
 
     def __enter__(self):
@@ -572,6 +613,8 @@ class Locks(object):
                 lock = FileLock(path, self.timeout)
                 lock.__enter__()
                 self._held.append(lock)
+                if self.perms is not None and not self.perms.ok(os.fstat(lock.fileno()), self.perms.file):
+                    self.perms.apply_fd(lock.fileno(), self.perms.file)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -73,6 +73,8 @@ options:
   owner:
     description:
       - User (name or uid) that owns every installed file and directory, and the cache root.
+      - Usually the runtime user, the one that loads the models: SDKs up to 1.37 write into the cache when they
+        load, even offline (see O(shared) for a cache that a group of users loads).
       - Defaults to the user the module runs as.
     type: str
   group:
@@ -81,13 +83,21 @@ options:
     type: str
   file_mode:
     description:
-      - Mode of the installed model files, as an octal string. Never world-writable.
-      - SDK metadata is always readable by everyone.
+      - Mode of every file written for a model, as an octal string: its files, its SDK metadata (C(.msc), C(.mdl),
+        C(.mv)) and its record and lock under C(<cache_dir>/.modelseed/). Never world-writable.
+      - With O(shared), C(.mdl) and C(.mv) are group-writable as well; SDKs up to 1.37 rewrite them on every load.
+        SDKs from 1.38 write nothing into a cache they load from.
     type: raw
     default: '0644'
   dir_mode:
     description:
-      - Mode of the installed directories, as an octal string. Never world-writable.
+      - Mode of every directory written for a model, as an octal string: the model directory and its
+        subdirectories, the directories above it and above its layout links (C(models/<owner>), C(hub/<owner>)),
+        and the state directories under C(<cache_dir>/.modelseed/). A new cache root gets it too. Never world-writable.
+      - SDKs up to 1.37 need the user who loads a model to write its directory (C(.mdl)), and to create
+        C(<cache_dir>/.lock) and C(<cache_dir>/models/._____temp) or C(<cache_dir>/hub/._____temp) (and for 1.15
+        C(<cache_dir>/ast_indexer)), even offline: either O(owner) is that user, or O(shared) lets its group write
+        them. SDKs from 1.38 read a cache nobody but O(owner) can write.
     type: raw
     default: '0755'
   shared:
@@ -203,13 +213,19 @@ models:
     - The bundle's models and the models removed by O(prune), with what was done (or would be, in check mode).
     - C(action) is V(install) (was absent), V(replace) (differed), V(fix) (only metadata, links, ownership, modes
       or the record), V(none) or V(remove).
+    - When the task fails, C(action) says what was done before the failure, not what was planned; the model
+      whose tar was rejected (a member that failed a check, a wrong size or sha256) is V(refused), one that
+      failed otherwise (a full disk, say) V(failed), and a model left as it was V(none).
   returned: always
   type: list
   elements: dict
   sample: [{id: Qwen/Qwen2.5-0.5B-Instruct, revision: master, layout: all, bytes: 988097824, action: install,
             path: /var/cache/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct}]
 bytes_installed:
-  description: Bytes of model files extracted into the cache (in check mode, that would be).
+  description:
+    - Bytes of model files extracted into the cache (in check mode, that would be).
+    - When the task fails, only the bytes of the models that were moved into place before the failure; V(0)
+      when a rejected bundle left the cache as it was.
   returned: always
   type: int
   sample: 988097824
@@ -222,7 +238,7 @@ msg:
   description: What changed and why, or why nothing did.
   returned: always
   type: str
-  sample: "installed 1 model(s): Qwen/Qwen2.5-0.5B-Instruct@master: not installed; 988097824 bytes"
+  sample: "installed 1 model(s): Qwen/Qwen2.5-0.5B-Instruct@master (new to this cache); extracted 988097824 bytes"
 '''
 
 import base64
@@ -240,8 +256,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader impo
 from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, recorded_models,
-    remove_model, runtime_dirs_to_fix)
+    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, prepare_state_dirs,
+    recorded_models, remove_model, runtime_dirs_to_fix)
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
@@ -249,6 +265,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.records import sta
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import empty_trash, recover_pending
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
+PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}
 
 
 def create_module():
@@ -300,7 +317,8 @@ def lookup(module, kind, value):
     try:
         return pwd.getpwnam(value).pw_uid if kind == 'owner' else grp.getgrnam(value).gr_gid
     except KeyError:
-        module.fail_json(msg='%s %r does not exist on %s' % (kind, value, os.uname()[1]))
+        pass
+    module.fail_json(msg='%s %r does not exist on %s' % (kind, value, os.uname()[1]))
 
 
 def split_credentials(url):
@@ -345,6 +363,7 @@ def describe(target_rel, facts):
 
 
 def summarize(targets, prunes, runtime_fix, check_mode):
+    """``installed 1, fixed 1 model(s): a/b@master (new to this cache); c/d@v1 (SDK metadata .mv missing or outdated)``."""
     counts = []
     verbs = (('install', 'install', 'installed'), ('replace', 'replace', 'replaced'), ('fix', 'fix', 'fixed'))
     for action, future, past in verbs:
@@ -353,13 +372,22 @@ def summarize(targets, prunes, runtime_fix, check_mode):
             counts.append('%s %d' % ('would %s' % future if check_mode else past, n))
     if prunes:
         counts.append('%s %d' % ('would remove' if check_mode else 'removed', len(prunes)))
-    reasons = ['%s: %s' % (t.label, '; '.join(t.plan.reasons)) for t in targets if t.plan.action != 'none']
-    reasons.extend('%s@%s: not in the bundle (prune)' % (rec.data.get('model'), rec.data.get('revision')) for rel, rec in prunes)
+    reasons = ['%s (%s)' % (t.label, ', '.join(t.plan.reasons)) for t in targets if t.plan.action != 'none']
+    reasons.extend('%s@%s (not in the bundle, prune)' % (rec.data.get('model'), rec.data.get('revision')) for rel, rec in prunes)
     if runtime_fix:
-        reasons.append('cache root or SDK scratch directories (%s) missing or with other owner or modes' % (
-            ', '.join(rel or '.' for rel, mode in runtime_fix)))
+        reasons.append('cache root, SDK scratch or state directories (%s) %s' % (
+            ', '.join(rel or '.' for rel, mode in runtime_fix), 'to create or to give their owner and modes' if check_mode
+            else 'created or given their owner and modes'))
     head = ', '.join(counts) + ' model(s)' if counts else 'models unchanged'
     return '%s: %s' % (head, '; '.join(reasons))
+
+
+def what_changed(result):
+    """For a failure message: which models the run changed before it failed, or that it changed none."""
+    done = ['%s@%s %s' % (m['id'], m['revision'], PAST[m['action']]) for m in result['models'] if m['action'] in PAST]
+    if done:
+        return 'changed before the failure: %s' % ', '.join(done)
+    return 'no model in the cache was changed' if result['models'] else ''
 
 
 def run(module, bundle, root, layout, perms, targets, prunes, result):
@@ -397,27 +425,55 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
     if module.check_mode:
         result['msg'] = '%s; would extract %d bytes' % (summary, result['bytes_installed'])
         return
+    apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result)
+    result['msg'] = summary + ('; extracted %d bytes' % result['bytes_installed'] if result['bytes_installed'] else '')
+
+
+def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
+    """Do what was planned. ``result`` says only what has landed at each moment, so a failure reports that
+    (the model whose tar was rejected as V(refused), one that failed otherwise as V(failed)), never the plan."""
+    entries = dict((id(t), entry) for t, entry in zip(targets, result['models']))
+    removals = result['models'][len(targets):]
+    planned = dict((id(t), t.plan.action) for t in targets)
+    for entry in result['models']:
+        entry['action'] = 'none'
+    result.update(changed=False, bytes_installed=0)
+    to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
+    current = None
     try:
-        for target in to_stage:
-            target.stage(bundle, perms)
-    except BaseException:
-        for target in to_stage:
-            target.unstage()
-        raise
-    fix_runtime_dirs(root, runtime_fix, perms)
-    for index, target in enumerate(to_stage):
         try:
-            target.commit(perms)
+            for current in to_stage:
+                current.stage(bundle, perms)
         except BaseException:
-            for later in to_stage[index + 1:]:
-                later.unstage()
+            for target in to_stage:
+                target.unstage()
             raise
-    for target in targets:
-        if target.plan.action == 'fix':
-            target.fix(perms)
-    for rel, rec in prunes:
-        remove_model(root, layout, rel, rec.data.get('model'))
-    result['msg'] = '%s; extracted %d bytes' % (summary, result['bytes_installed'])
+        current = None
+        fix_runtime_dirs(root, runtime_fix, perms)
+        result['changed'] = bool(runtime_fix)
+        for index, current in enumerate(to_stage):
+            try:
+                current.commit(perms)
+            except BaseException:
+                for later in to_stage[index + 1:]:
+                    later.unstage()
+                raise
+            entries[id(current)]['action'] = planned[id(current)]
+            result.update(changed=True, bytes_installed=result['bytes_installed'] + current.model['bytes'])
+        for current in targets:
+            if current.plan.action == 'fix':
+                current.fix(perms)
+                entries[id(current)]['action'] = 'fix'
+                result['changed'] = True
+        current = None
+        for (rel, rec), entry in zip(prunes, removals):
+            remove_model(root, layout, rel, rec.data.get('model'))
+            entry['action'] = 'remove'
+            result['changed'] = True
+    except BaseException as exc:
+        if current is not None:
+            entries[id(current)]['action'] = 'refused' if isinstance(exc, BundleError) else 'failed'
+        raise
 
 
 def prepare_root(root, perms):
@@ -455,6 +511,7 @@ def main():
     layout = choose_layout(module, result)
     result.update(cache_dir=root, layout=layout, sdk_generations=generations(layout))
     source = make_source(module)
+    targets, error = [], None
     try:
         bundle = Bundle(source)
         result['manifest_sha256'] = bundle.manifest_sha256
@@ -470,9 +527,10 @@ def main():
             run(module, bundle, root, layout, perms, targets, prunes, result)
         else:
             prepare_root(root, perms)
+            prepare_state_dirs(root, perms)
             recover_others(root, set(by_rel))
             locks = [t.lock_path for t in targets] + [state_path(root, 'locks', rel, '.lock') for rel, rec in prunes]
-            with Locks(locks, p['lock_timeout']):
+            with Locks(locks, p['lock_timeout'], perms):
                 empty_trash(root)
                 for target in targets:
                     target.recover()
@@ -481,13 +539,18 @@ def main():
                     prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel in locked]
                 run(module, bundle, root, layout, perms, targets, prunes, result)
     except (BundleError, InstallError, LockTimeout, NoSpace) as exc:
-        module.fail_json(msg=str(exc), **result)
+        error = str(exc)
     except HttpError as exc:
-        module.fail_json(msg='cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc), **result)
+        error = 'cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc)
     except OSError as exc:
-        module.fail_json(msg='installing into %s failed: %s' % (root, describe_os_error(exc, root, result['bytes_installed'])), **result)
+        needed = sum(t.model['bytes'] for t in targets if t.plan is not None and t.plan.action in ('install', 'replace'))
+        error = 'installing into %s failed: %s' % (root, describe_os_error(exc, root, needed))
     finally:
         source.close()
+    if error is not None:
+        # Failed outside the except blocks: a wrong bundle or a full disk is the task's failure, not a crash,
+        # and carries no traceback of the module into the output.
+        module.fail_json(msg='; '.join(part for part in (error, what_changed(result)) if part), **result)
     module.exit_json(**result)
 
 

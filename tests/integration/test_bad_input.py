@@ -9,6 +9,7 @@ checks that the two tables together cover every kind of hostile bundle.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import yaml
 from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401  # victim is a fixture; pylint: disable=unused-import
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
-from support.playbook import REPO, run_tasks
+from support.playbook import REPO, ansible_env, run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
 
@@ -246,6 +247,29 @@ def test_cache_install_refuses(downloaded, tmp_path, case, fault, options, messa
     task = install(tmp_path / "bundle", prepare(tmp_path, downloaded))
     task["modelseed.fleet.cache_install"].update(placed(options, tmp_path))
     run_case(fault, task, message.format(work=tmp_path), tmp_path)
+
+
+def test_an_adhoc_run_reads_like_the_play(tmp_path):
+    """`ansible -m modelseed.fleet.cache_install` with a plain mistake shows the module's message, as a play does: no
+    exception, no traceback, even with -vvv; and with tracebacks turned on, only where the module failed, as for
+    ansible.builtin modules, not an exception raised deep in the bundle reader."""
+    (tmp_path / "empty").mkdir()
+    empty = (f"src={tmp_path / 'empty'} cache_dir={tmp_path / 'cache'}", f"SHA256SUMS is missing from the bundle in {tmp_path / 'empty'}")
+    no_user = (f"{empty[0]} owner=no-such-user-here", "owner 'no-such-user-here' does not exist")
+    runs = [(*empty, ["-vvv"], {}), (*empty, [], {"ANSIBLE_DISPLAY_TRACEBACK": "error"}), (*no_user, ["-vvv"], {})]
+    command = [str(Path(sys.executable).with_name("ansible")), "localhost", "-i", "localhost,", "-c", "local",
+               "-e", f"ansible_python_interpreter={sys.executable}", "-m", "modelseed.fleet.cache_install", "-a"]
+    problems = []
+    for args, message, extra, env in runs:
+        proc = subprocess.run([*command, args, *extra], env=ansible_env(**env), capture_output=True, text=True, timeout=120, check=False)
+        out = proc.stdout + proc.stderr
+        wrong = [text for text in ("exception occurred", "MODULE FAILURE", "BundleError", "During handling")
+                 + (() if env else ("Traceback",)) if text.lower() in out.lower()]
+        if proc.returncode != 2 or f"Task failed: Module failed: {message}" not in out or f'"msg": "{message}' not in out or wrong:
+            problems.append((extra, env, wrong, out))
+    record("bad input: ad-hoc run", outcome="the module's message, no exception", injected=len(runs), handled=len(runs) - len(problems))
+    assert not problems, problems
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("fault, options, message", [

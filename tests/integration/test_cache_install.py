@@ -8,9 +8,12 @@ tar itself, and leave the cache byte for byte as it was.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import grp
 import http.server
 import io
 import os
+import pwd
 import random
 import shutil
 import socket
@@ -18,6 +21,7 @@ import ssl
 import stat
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -190,7 +194,10 @@ def test_check_real_check_real(tmp_path):
     assert check["bytes_installed"] == total and real["bytes_installed"] == total and again["bytes_installed"] == 0
     assert [m["action"] for m in check["models"]] == ["install"] and [m["action"] for m in again["models"]] == ["none"]
     assert "Qwen/Qwen2.5-Tiny@master" in check["diff"]["after"] and check["diff"]["before"] == "\n"
-    assert "not installed" in real["msg"] and "recorded as verified" in again["msg"]
+    # The messages a play shows say what happened, in the tense it happened.
+    assert check["msg"] == f"would install 1 model(s): {MODEL}@master (new to this cache); would extract {total} bytes", check["msg"]
+    assert real["msg"] == f"installed 1 model(s): {MODEL}@master (new to this cache); extracted {total} bytes", real["msg"]
+    assert again["msg"] == "all 1 model(s) of the bundle are installed in layout all and recorded as verified", again["msg"]
     assert real["models"][0]["path"] == str(cache / MODEL_DIR) and real["layout"] == "all"
     assert_installed(cache / MODEL_DIR, files_v1())
     assert os.readlink(cache / "hub/Qwen/Qwen2___5-Tiny") == "../../models/Qwen/Qwen2___5-Tiny"
@@ -358,6 +365,47 @@ def test_shared_group_modes(tmp_path):
     assert (cache / MODEL_DIR / "config.json").stat().st_gid == 0
 
 
+@pytest.fixture
+def open_dir():
+    """A directory every user can reach (pytest's own tmp is private to root), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cache-install-modes-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_restrictive_modes_reach_everything_written_for_a_model(tls_hub, tls, sdk, open_dir):
+    """file_mode 0640 and dir_mode 0750 for the runtime user: the model's files, its SDK metadata, its record and lock,
+    the directories above it and above its links, the state directories. SDK 1.37, which writes into the model directory
+    and the cache root as it loads, still loads as that user, offline and online."""
+    from support.bundles import spec_from_hub
+    from support.judging import judge
+    from support.sample_models import MODEL as HUB_MODEL, model_files
+
+    bundle = write_bundle(open_dir / "bundle", [spec_from_hub(tls_hub.url, HUB_MODEL, model_files(), ca_path=str(tls.ca))])
+    cache = open_dir / "cache"
+    task = install(bundle, cache, owner="nobody", group="nogroup", file_mode="0640", dir_mode="0750")
+    result = run_one(task)
+    assert result["changed"] and not result.get("failed"), result["msg"]
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    seen, wrong = set(), []
+    for path in [cache, *cache.rglob("*")]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        want = 0o750 if stat.S_ISDIR(st.st_mode) else 0o640
+        seen.add(str(path.relative_to(cache)))
+        if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (uid, gid, want):
+            wrong.append(f"{path.relative_to(cache)}: {st.st_uid}:{st.st_gid} {oct(stat.S_IMODE(st.st_mode))}")
+    assert not wrong, wrong
+    model_dir, key = "models/Qwen/Qwen2___5-0___5B-Test", "models%2FQwen%2FQwen2___5-0___5B-Test"
+    assert {f"{model_dir}/.msc", f"{model_dir}/.mdl", f"{model_dir}/.mv", f".modelseed/records/{key}.json", f".modelseed/locks/{key}.lock",
+            "hub/Qwen", "models/Qwen", "."} <= seen, sorted(seen)
+    readable = dataclasses.replace(tls, ca=Path(shutil.copy(tls.ca, open_dir / "ca.pem")))  # nobody cannot read pytest's tmp
+    judge(sdk("1.37.1"), cache, tls_hub, readable, user="nobody")
+    assert run_one(task)["changed"] is False
+
+
 def test_bad_options(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     cases = [
@@ -504,10 +552,19 @@ def test_hostile_bundle_is_refused_and_the_cache_unchanged(victim, tmp_path, cas
     result = run_one(install(bundle, cache))
     escaped = [p for p in (Path(EVIL_TARGET), work / "escaped.txt", cache / "escaped.txt") if os.path.lexists(p)]
     unchanged = tree_digest(cache) == before and sorted(p.name for p in work.iterdir()) == around and not leftovers(cache)
+    # The result says what happened: nothing changed, nothing installed, the rejected model refused.
+    actions = {m["id"]: m["action"] for m in result.get("models", [])}
+    said = result.get("changed") is False and result.get("bytes_installed") == 0 and set(actions.values()) <= {"refused", "none"}
     record("bad input: crafted bundle", outcome="fails clearly, nothing written", corrupt=len(escaped),
-           handled=int(bool(result.get("failed")) and message in result.get("msg", "") and unchanged and not escaped))
+           handled=int(bool(result.get("failed")) and message in result.get("msg", "") and unchanged and not escaped and said))
     assert result.get("failed"), f"{case}: accepted: {result.get('msg')}"
     assert message in result["msg"], result["msg"]
+    assert result["changed"] is False and result["bytes_installed"] == 0, (result["changed"], result["bytes_installed"])
+    if case == "manifest edited":  # refused before any model is looked at
+        assert actions == {}, actions
+    else:
+        assert actions == {MODEL: "refused", FIRST.id: "none"}, actions
+        assert result["msg"].endswith("; no model in the cache was changed"), result["msg"]
     if "manifest" not in case:
         assert "Qwen/Qwen2.5-Tiny@master" in result["msg"], result["msg"]
     assert tree_digest(cache) == before
