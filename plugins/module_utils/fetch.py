@@ -11,6 +11,8 @@ import hashlib
 import os
 import re
 
+from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import update_from_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
@@ -48,11 +50,12 @@ class _Partial(object):
         self.length = 0
 
 
-def fetch_file(client, url, partial_path, final_path, size, sha256, label, progress=None):
+def fetch_file(client, url, partial_path, final_path, size, sha256, label, progress=None, sync=True):
     """Fetch ``url`` into ``final_path`` through ``partial_path``; return bytes transferred.
 
     A wrong hash after a resumed transfer is retried once from zero, since the
-    earlier bytes may be what was wrong; a wrong hash from zero is final.
+    earlier bytes may be what was wrong; a wrong hash from zero is final. With ``sync``
+    the verified bytes are on disk before the file gets its name.
     """
     makedirs(os.path.dirname(partial_path))
     partial = _Partial(partial_path, size)
@@ -99,8 +102,12 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
         if not (retry_from_zero and resumed):
             raise FetchError('%s: sha256 %s does not match the hub listing %s; nothing was kept' % (label, actual, sha256))
     os.chmod(partial.path, 0o644)
+    if sync:
+        fsync_path(partial.path)
     makedirs(os.path.dirname(final_path))
+    failpoint('fetch.before-rename')
     os.rename(partial.path, final_path)
+    failpoint('fetch.after-rename')
     return transferred[0]
 
 

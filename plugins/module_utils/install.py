@@ -15,6 +15,10 @@ For each model of the bundle (``<key>`` is its model directory, quoted, see reco
 3. the pending record is renamed over ``records/<key>.json``, alias links are made, and the old
    copy goes to ``.modelseed/trash/`` and is deleted.
 
+With ``sync`` (the default) every staged file and directory and the pending record are on disk before
+the swap, and the swap before the record (durable.py, swap.swap_in): after a power failure, too, each
+model is the old or the new one, and no record calls a file verified that does not hold its bytes.
+
 A run killed anywhere leaves each model old or new. The next run finishes the job: a pending
 record whose inode is the model directory's is promoted (the swap happened), any other one is
 dropped together with its staging directory, and the trash is emptied.
@@ -33,6 +37,7 @@ from urllib.parse import quote, unquote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
+from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, start_writeback, sync_tree
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
@@ -42,7 +47,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
     join, lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
-    PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, replace_dir, save_pending, trash_path)
+    PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, save_pending, swap_in)
 
 LINK_SUFFIX = '.modelseed-link'
 # Scratch directories SDKs up to 1.37 create while loading, even offline, per layout.
@@ -115,7 +120,7 @@ class Perms(object):
         os.fchmod(fd, mode)
 
 
-def write_file(path, data, perms, mode, mtime):
+def write_file(path, data, perms, mode, mtime, sync=True):
     """Write ``data`` beside ``path`` with its final owner, mode and mtime, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
@@ -124,7 +129,11 @@ def write_file(path, data, perms, mode, mtime):
             handle.flush()
             perms.apply_fd(handle.fileno(), mode)
             os.utime(handle.fileno(), ns=(mtime * 1000000000, mtime * 1000000000))
+            if sync:
+                os.fsync(handle.fileno())
         os.rename(tmp, path)
+        if sync:
+            fsync_dirs(os.path.dirname(path))
     except BaseException:
         unlink(tmp)
         raise
@@ -173,9 +182,10 @@ class _Out(object):
 class StagingSink(object):
     """Where bundle_reader writes one model: a fresh private directory, nothing followed."""
 
-    def __init__(self, top, perms):
+    def __init__(self, top, perms, sync=True):
         self.top = top
         self.perms = perms
+        self.sync = sync
         self.dirs = set()
         self._open = set()
 
@@ -209,6 +219,8 @@ class StagingSink(object):
         try:
             self.perms.apply_fd(handle.fd, self.perms.file_mode(rel))
             os.utime(handle.fd, ns=(int(mtime) * 1000000000, int(mtime) * 1000000000))
+            if self.sync:
+                start_writeback(handle.fd)  # the fsync before the swap then waits for little
             return os.fstat(handle.fd)
         finally:
             handle.close()
@@ -257,10 +269,11 @@ class Plan(object):
 
 
 class ModelInstall(object):
-    def __init__(self, root, layout, model):
+    def __init__(self, root, layout, model, sync=True):
         self.root = root
         self.layout = layout
         self.model = model
+        self.sync = sync
         self.label = model_label(model)
         self.rel = model_dir(layout, model['id'], model['revision'])
         self.dir = absolute(root, self.rel)
@@ -407,7 +420,7 @@ class ModelInstall(object):
 
     def stage(self, bundle, perms, buffer_size=None):
         """Stream, verify and stage the model with its metadata and pending record; returns bytes."""
-        sink = StagingSink(self.staging, perms)
+        sink = StagingSink(self.staging, perms, self.sync)
         sink.create()
         try:
             kwargs = {'buffer_size': buffer_size} if buffer_size else {}
@@ -415,10 +428,12 @@ class ModelInstall(object):
             for name, data in sorted(self.wanted_metadata().items()):
                 sink.write_metadata(name, data, self.model['created_at'])
             sink.finish()
+            if self.sync:
+                sync_tree(self.staging)
             record = Record(self.pending_path)
             for f in self.files:
                 record.put(f['path'], f['size'], f['sha256'], f['revision'], stats[f['path']])
-            save_pending(self.root, self.rel, record, self.staging, **self.facts())
+            save_pending(self.root, self.rel, record, self.staging, self.sync, **self.facts())
             perms.apply(self.pending_path, perms.file)  # the record is the model's metadata too
         except BaseException:
             self.unstage()
@@ -434,9 +449,7 @@ class ModelInstall(object):
     def commit(self, perms):
         """Move the staged model into place, promote its record, make its links, drop the old copy."""
         ensure_dirs(self.root, posixpath.dirname(self.rel), perms)
-        old = replace_dir(self.staging, self.dir, trash_path(self.root, self.rel))
-        makedirs(os.path.dirname(self.record_path))
-        os.rename(self.pending_path, self.record_path)
+        old = swap_in(self.root, self.rel, self.staging, self.record_path, self.sync)
         self.make_links(perms, alias_links(self.layout, self.model['id']))
         if old is not None:
             discard(self.root, self.rel, old)
@@ -446,7 +459,7 @@ class ModelInstall(object):
         plan = self.plan
         wanted = self.wanted_metadata()
         for name in plan.metadata:
-            write_file(os.path.join(self.dir, name), wanted[name], perms, perms.file_mode(name), self.model['created_at'])
+            write_file(os.path.join(self.dir, name), wanted[name], perms, perms.file_mode(name), self.model['created_at'], self.sync)
         for path in plan.perms:
             if os.path.isdir(path) and not os.path.islink(path):
                 perms.apply(path, perms.dir)
@@ -459,6 +472,8 @@ class ModelInstall(object):
                 record.files[f['path']]['revision'] = f['revision']
             record.save(**self.facts())
             perms.apply(self.record_path, perms.file)
+            if self.sync:
+                fsync_dirs(os.path.dirname(self.record_path))
 
     def make_links(self, perms, links):
         for link, target in links:
@@ -478,6 +493,8 @@ class ModelInstall(object):
                 Record(state_path(self.root, 'records', link, '.json')).remove()
             else:
                 os.rename(tmp, path)
+        if self.sync and links:
+            fsync_dirs(*(os.path.dirname(absolute(self.root, link)) for link, _target in links))
 
 
 def above(layout, rel, model_id):

@@ -8,6 +8,10 @@ Nothing unverified ever gets a final name: files are fetched into
 when every file of the model is there does the model directory change: a new
 model arrives with a single directory rename, an update is swapped in whole
 (see swap.py), so that readers see the old commit or the new one, never a mix.
+
+With ``sync`` (the default) each download is fsynced before it gets its name in incoming/, and the
+whole staged tree before the rename or swap that puts it in place (durable.py): after a power failure
+the model is the old or the new commit, and no record calls a file verified that does not hold its bytes.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,6 +26,8 @@ import threading
 import time
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, fsync_path, sync_tree
+from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError, fetch_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
@@ -32,7 +38,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
-    discard, empty_trash, link_tree, prune_tree, recover_pending, replace_dir, save_pending, trash_path)
+    discard, drop_record, empty_trash, link_tree, promote, prune_tree, recover_pending, replace_dir, save_pending, sync_replaced, trash_path)
 
 # A killed run re-hashes (never re-fetches) what it verified since the last save.
 RECORD_SAVE_INTERVAL = 1.0
@@ -80,8 +86,9 @@ class Plan(object):
 class ModelCache(object):
     """One model, at one resolved revision, in one layout of one cache root."""
 
-    def __init__(self, cache_root, layout, model_id, resolved):
+    def __init__(self, cache_root, layout, model_id, resolved, sync=True):
         self.root = cache_root
+        self.sync = sync
         self.layout = layout
         self.model_id = model_id
         self.resolved = resolved
@@ -93,6 +100,7 @@ class ModelCache(object):
         self.partial = state_path(cache_root, 'partial', self.rel)
         self.lock_path = state_path(cache_root, 'locks', self.rel, '.lock')
         self.progress_path = state_path(cache_root, 'progress', self.rel, '.json')
+        self._synced = set()  # files of incoming/ this run fsynced already
 
     # -- planning ------------------------------------------------------------
 
@@ -168,11 +176,16 @@ class ModelCache(object):
             raise NoSpace('%s: %s' % (self.model_id, full))
 
     def _apply(self, plan, files, client, api, workers):
-        incoming = Record.load(self.incoming_record_path)
+        # Only what this plan puts in incoming/: a run killed after moving incoming/ into place left a record of
+        # files that are no longer there.
+        incoming = Record(self.incoming_record_path)
         for f, source in plan.copy:
             target = join(self.incoming, f.path)
             makedirs(os.path.dirname(target))
             _link_or_copy(source, target)
+            if self.sync:
+                fsync_path(target)  # verified in another tree, maybe never synced
+                self._synced.add(f.path)
             incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(target))
         for f in plan.staged:
             incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.incoming, f.path)))
@@ -197,11 +210,12 @@ class ModelCache(object):
             target = join(self.incoming, f.path)
             try:
                 moved = fetch_file(client, api.file_url(self.model_id, self.resolved.commit, f.path),
-                                   join(self.partial, f.path), target, f.size, f.sha256, label, progress.add_bytes)
+                                   join(self.partial, f.path), target, f.size, f.sha256, label, progress.add_bytes, self.sync)
             except HttpError as exc:
                 raise _named(label, exc)
             with lock:
                 incoming.put(f.path, f.size, f.sha256, f.revision, os.lstat(target))
+                self._synced.add(f.path)
                 progress.file_done()
                 if time.monotonic() - saved[0] >= RECORD_SAVE_INTERVAL:
                     incoming.save()
@@ -230,7 +244,11 @@ class ModelCache(object):
             for name, data in metadata.items():
                 atomic_write(os.path.join(self.incoming, name), data)
             makedirs(os.path.dirname(self.dir))
-            os.rename(self.incoming, self.dir)
+            self._sync_incoming(metadata)
+            drop_record(self.record_path, self.sync)
+            replace_dir(self.incoming, self.dir, trash_path(self.root, self.rel))
+            if self.sync:
+                sync_replaced(self.incoming, self.dir, None)
             self._write_record(files)
             return
         # New metadata is written (and synced) beside the staged files first, so that only renames follow.
@@ -246,10 +264,16 @@ class ModelCache(object):
         moves = [(join(self.incoming, relative), join(self.dir, relative)) for relative in sorted(incoming.files)]
         # Metadata names are not model file paths (join refuses them).
         moves.extend((os.path.join(self.incoming, name), os.path.join(self.dir, name)) for name in stale)
+        self._sync_incoming(stale)
+        drop_record(self.record_path, self.sync)
+        moved = []
         for source, target in moves:
             if os.path.lexists(source):
                 makedirs(os.path.dirname(target))
                 os.rename(source, target)
+                moved.append(os.path.dirname(target))
+        if self.sync:
+            fsync_dirs(*moved)
         self._write_record(files)
 
     def _swap_in(self, new, files):
@@ -265,16 +289,28 @@ class ModelCache(object):
         except OSError:
             prune_tree(self.incoming, new)
             return False
+        # The files linked from the old copy are synced too: an adopted file or a run with sync off left them
+        # verified but perhaps never on disk (an fsync of a clean file costs little).
+        self._sync_incoming(())
         pending = Record(None)
         for f in files:
             pending.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.incoming, f.path)))
-        pending_path = save_pending(self.root, self.rel, pending, self.incoming, **self._facts())
+        pending_path = save_pending(self.root, self.rel, pending, self.incoming, self.sync, **self._facts())
+        # swap.swap_in, step by step here
+        drop_record(self.record_path, self.sync)
         old = replace_dir(self.incoming, self.dir, trash_path(self.root, self.rel))
-        makedirs(os.path.dirname(self.record_path))
-        os.rename(pending_path, self.record_path)
+        if self.sync:
+            sync_replaced(self.incoming, self.dir, old)
+        promote(pending_path, self.record_path, self.sync)
         if old is not None:
             discard(self.root, self.rel, old)
         return True
+
+    def _sync_incoming(self, written):
+        """fsync what incoming/ holds that this run has not synced yet (``written``: metadata atomic_write synced),
+        and its directories."""
+        if self.sync:
+            sync_tree(self.incoming, self._synced | set(written))
 
     def _facts(self):
         return dict(model=self.model_id, revision=self.resolved.revision, commit=self.resolved.commit,
@@ -284,7 +320,11 @@ class ModelCache(object):
         record = Record(self.record_path)
         for f in files:
             record.put(f.path, f.size, f.sha256, f.revision, os.lstat(join(self.dir, f.path)))
+        failpoint('record.before')
         record.save(**self._facts())
+        if self.sync:
+            fsync_dirs(os.path.dirname(self.record_path))
+        failpoint('record.after')
 
     def recover(self):
         """Finish or undo the swap of a killed run (call with the model's lock held); keeps verified downloads."""

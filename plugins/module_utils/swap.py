@@ -13,6 +13,10 @@ For model directories the record that describes the new content is saved
 first as a pending record carrying the new directory's inode; a run killed
 anywhere leaves it behind, and ``recover_pending`` promotes it if the swap
 happened (the model directory has that inode) or drops it if not.
+
+With ``sync`` (see durable.py) the staged tree and the pending record are on disk before the swap, the
+old record is gone before it (no record ever describes a directory it does not match, even after a
+power failure), and the directories the swap changed are synced before the new record takes its place.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,6 +33,8 @@ import stat
 import time
 from urllib.parse import quote
 
+from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import lstat_or_none, makedirs, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
@@ -73,15 +79,58 @@ def replace_dir(new, old, aside):
 
     ``aside`` is where the previous directory goes when the kernel cannot exchange.
     """
+    failpoint('swap.before')
     if not os.path.lexists(old):
         os.rename(new, old)
-        return None
-    if exchange(new, old):
-        return new
-    makedirs(os.path.dirname(aside), 0o700)
-    os.rename(old, aside)
-    os.rename(new, old)
-    return aside
+        moved = None
+    elif exchange(new, old):
+        moved = new
+    else:
+        makedirs(os.path.dirname(aside), 0o700)
+        os.rename(old, aside)
+        failpoint('swap.aside')
+        os.rename(new, old)
+        moved = aside
+    failpoint('swap.after')
+    return moved
+
+
+def sync_replaced(new, old, moved):
+    """fsync the directories whose entries ``replace_dir(new, old, ...)`` changed (it returned ``moved``)."""
+    fsync_dirs(os.path.dirname(old), os.path.dirname(new), *([os.path.dirname(moved)] if moved else []))
+
+
+def drop_record(record_path, sync=True):
+    """Remove the record of a directory about to be replaced: after a power failure no record may call the new
+    files verified with the old ones' facts."""
+    try:
+        os.unlink(record_path)
+    except FileNotFoundError:
+        return
+    if sync:
+        fsync_dirs(os.path.dirname(record_path))
+
+
+def promote(pending_path, record_path, sync=True):
+    """Rename the pending record of a swapped-in directory over its record."""
+    failpoint('record.before')
+    makedirs(os.path.dirname(record_path))
+    os.rename(pending_path, record_path)
+    if sync:
+        fsync_dirs(os.path.dirname(record_path))
+    failpoint('record.after')
+
+
+def swap_in(root, rel, staging, record_path, sync=True):
+    """Swap the staged directory (its pending record saved) into model directory ``rel`` and promote the record;
+    return where the old copy now is (None if there was none)."""
+    drop_record(record_path, sync)
+    target = absolute(root, rel)
+    old = replace_dir(staging, target, trash_path(root, rel))
+    if sync:
+        sync_replaced(staging, target, old)
+    promote(state_path(root, 'incoming', rel, PENDING_SUFFIX), record_path, sync)
+    return old
 
 
 def trash_path(root, rel):
@@ -165,11 +214,13 @@ def copy_mode(source, target):
         os.lchown(target, st.st_uid, st.st_gid)
 
 
-def save_pending(root, rel, record, staging, **facts):
+def save_pending(root, rel, record, staging, sync=True, **facts):
     """Save ``record`` as the pending record of model ``rel``, tied to the inode of ``staging``."""
     top = os.lstat(staging)
     record.path = state_path(root, 'incoming', rel, PENDING_SUFFIX)
     record.save(dir_ino=top.st_ino, dir_dev=top.st_dev, **facts)
+    if sync:
+        fsync_dirs(os.path.dirname(record.path))
     return record.path
 
 
@@ -187,8 +238,7 @@ def recover_pending(root, rel, keep_unswapped=False):
         st = lstat_or_none(absolute(root, rel))
         if (st is not None and pending.files and pending.data.get('path') == rel
                 and pending.data.get('dir_ino') == st.st_ino and pending.data.get('dir_dev') == st.st_dev):
-            makedirs(os.path.join(root, STATE_DIR, 'records'))
-            os.rename(pending_path, state_path(root, 'records', rel, '.json'))
+            promote(pending_path, state_path(root, 'records', rel, '.json'))
             promoted = True
         else:
             unlink(pending_path)

@@ -35,6 +35,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - modelseed.fleet.layout
+  - modelseed.fleet.sync
 attributes:
   check_mode:
     support: full
@@ -287,6 +288,7 @@ def create_module():
         retries=dict(type='int', default=5),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
+        sync=dict(type='bool', default=True),
     )
     argument_spec.update(LAYOUT_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
@@ -515,7 +517,7 @@ def main():
     try:
         bundle = Bundle(source)
         result['manifest_sha256'] = bundle.manifest_sha256
-        targets = [ModelInstall(root, layout, model) for model in bundle.models]
+        targets = [ModelInstall(root, layout, model, p['sync']) for model in bundle.models]
         by_rel = {}
         for target in targets:
             if target.rel in by_rel:

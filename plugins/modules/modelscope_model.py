@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - modelseed.fleet.layout
+  - modelseed.fleet.sync
 attributes:
   check_mode:
     support: full
@@ -274,6 +275,7 @@ def create_module():
         adopt=dict(type='bool', default=True),
         adopt_from=dict(type='path'),
         lock_timeout=dict(type='int', default=3600),
+        sync=dict(type='bool', default=True),
     )
     argument_spec.update(HUB_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
@@ -336,7 +338,7 @@ def main():
         module.fail_json(msg='adopt_from %s is not a directory' % p['adopt_from'], **result)
     root = cache_root(module)
     layout = choose_layout(module, result)
-    cache = ModelCache(root, layout, p['name'], Resolved(p['revision'], None, 0))
+    cache = ModelCache(root, layout, p['name'], Resolved(p['revision'], None, 0), p['sync'])
     result.update(path=cache.dir, layout=layout, sdk_generations=generations(layout))
     try:
         if p['state'] == 'absent':
