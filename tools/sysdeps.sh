@@ -22,6 +22,7 @@ PACKAGES=(
     python3-venv
     rsync
     shellcheck
+    strace
 )
 
 installed() {
