@@ -106,7 +106,7 @@ options:
     description:
       - Seconds to wait for another run writing the same O(dest).
       - Runs that write O(dest) take a lock on the file C(.<name>.lock) beside it (in the temporary directory, when
-        the parent of O(dest) is not writable), never inside O(dest): the bundle directory holds only the bundle,
+        the parent of O(dest) is not writable), never inside O(dest). The bundle directory holds only the bundle,
         and can be served as it is by any static file server.
     type: int
     default: 3600

@@ -74,8 +74,8 @@ options:
   owner:
     description:
       - User (name or uid) that owns every installed file and directory, and the cache root.
-      - Usually the runtime user, the one that loads the models: SDKs up to 1.37 write into the cache when they
-        load, even offline (see O(shared) for a cache that a group of users loads).
+      - Usually the runtime user, the one that loads the models, because SDKs up to 1.37 write into the cache when
+        they load, even offline (see O(shared) for a cache that a group of users loads).
       - Defaults to the user the module runs as.
     type: str
   group:
@@ -84,20 +84,20 @@ options:
     type: str
   file_mode:
     description:
-      - Mode of every file written for a model, as an octal string: its files, its SDK metadata (C(.msc), C(.mdl),
-        C(.mv)) and its record and lock under C(<cache_dir>/.modelseed/). Never world-writable.
+      - Mode of every file written for a model, as an octal string. That is its files, its SDK metadata (C(.msc),
+        C(.mdl), C(.mv)), and its record and lock under C(<cache_dir>/.modelseed/). Never world-writable.
       - With O(shared), C(.mdl) and C(.mv) are group-writable as well; SDKs up to 1.37 rewrite them on every load.
         SDKs from 1.38 write nothing into a cache they load from.
     type: raw
     default: '0644'
   dir_mode:
     description:
-      - Mode of every directory written for a model, as an octal string: the model directory and its
+      - Mode of every directory written for a model, as an octal string. That is the model directory and its
         subdirectories, the directories above it and above its layout links (C(models/<owner>), C(hub/<owner>)),
         and the state directories under C(<cache_dir>/.modelseed/). A new cache root gets it too. Never world-writable.
       - SDKs up to 1.37 need the user who loads a model to write its directory (C(.mdl)), and to create
         C(<cache_dir>/.lock) and C(<cache_dir>/models/._____temp) or C(<cache_dir>/hub/._____temp) (and for 1.15
-        C(<cache_dir>/ast_indexer)), even offline: either O(owner) is that user, or O(shared) lets its group write
+        C(<cache_dir>/ast_indexer)), even offline. Either O(owner) is that user, or O(shared) lets its group write
         them. SDKs from 1.38 read a cache nobody but O(owner) can write.
     type: raw
     default: '0755'
