@@ -110,9 +110,11 @@ def test_install_never_goes_through_a_symlinked_parent(tmp_path):
     assert not os.listdir(str(tmp_path / 'elsewhere'))
 
 
-def test_modes_never_world_writable_and_metadata_readable():
+def test_modes_never_world_writable_and_metadata_as_configured():
+    """file_mode reaches the SDK metadata too; shared adds only the group write SDKs up to 1.37 need on .mdl and .mv."""
     perms = Perms(file_mode=0o640, dir_mode=0o750, shared=True, gid=0)
-    assert perms.file_mode('.msc') == 0o644 and perms.file_mode('.mdl') == 0o664 and perms.file_mode('w.bin') == 0o640
+    assert perms.file_mode('.msc') == 0o640 and perms.file_mode('.mdl') == 0o660 and perms.file_mode('w.bin') == 0o640
+    assert Perms(file_mode=0o600).file_mode('.mv') == 0o600
     assert perms.dir == 0o2750 and perms.shared_dir == 0o2770
     assert not any(mode & 0o002 for mode in (perms.file_mode('.mdl'), perms.file_mode('.mv'), perms.shared_dir))
 
