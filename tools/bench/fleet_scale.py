@@ -146,6 +146,7 @@ def inventory(world: World, transport: str) -> Path:
         "modelseed_transport": transport,
         "modelseed_endpoint": world.hub_url,
         "modelseed_sdk_pythons": [str(world.sdk.python)],
+        "node_install_sync": True,  # data sync on: fsync before each rename, whatever the default becomes
         "modelseed_report_path": str(WORK / f"fleet-scale-report-{transport}.json"),
     }
     (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(settings, sort_keys=False))

@@ -138,7 +138,7 @@ pairs on one bridge, a `tc tbf` on both ends of each, so both directions are lim
 
 Nodes are real sshd in bubblewrap sandboxes with their trees on tmpfs (real nodes have a disk each; here
 they would share one). The model: {args.size_mib} MiB in {args.files} shards of random bytes plus a config file. Ansible
-runs with forks = N + 1, all nodes in one batch; data sync on (the modules' default: fsync before rename).
+runs with forks = N + 1, all nodes in one batch; data sync on (`node_install_sync: true`: fsync before rename).
 Every run starts from fresh nodes and an empty staging host; runs per cell: {args.runs}, the order of the ways
 alternating from one run to the next.
 
