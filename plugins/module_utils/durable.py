@@ -35,12 +35,12 @@ def _sync_file_range():
     return _LIBC[0]
 
 
-def start_writeback(fd):
-    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting (Linux; elsewhere nothing), so
-    that the fsync before the swap finds most of the data already on disk."""
+def start_writeback(fd, offset=0, length=0):
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` (0: to the end) to disk now, without
+    waiting (Linux; elsewhere nothing), so that the fsync before the swap finds most of the data already there."""
     function = _sync_file_range()
     if function is not None:
-        function(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # only a hint: the fsync later is what counts
+        function(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # only a hint: the fsync later is what counts
 
 
 def fsync_path(path, follow=False):

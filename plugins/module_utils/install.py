@@ -164,14 +164,25 @@ def ensure_dirs(root, rel, perms, mode=None):
 # -- staging -----------------------------------------------------------------------
 
 
+# With sync, writing to disk starts every this many bytes, while the tar is still being read and hashed.
+WRITEBACK_CHUNK = 8 << 20
+
+
 class _Out(object):
-    def __init__(self, fd):
+    def __init__(self, fd, sync=False):
         self.fd = fd
+        self.sync = sync
+        self.written = 0
+        self.started = 0
 
     def write(self, view):
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
+            self.written += n
+        if self.sync and self.written - self.started >= WRITEBACK_CHUNK:
+            start_writeback(self.fd, self.started, self.written - self.started)
+            self.started = self.written
 
     def close(self):
         if self.fd is not None:
@@ -210,7 +221,7 @@ class StagingSink(object):
         if parent:
             self.directory(parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
-        handle = _Out(os.open(join(self.top, rel), flags, 0o600))
+        handle = _Out(os.open(join(self.top, rel), flags, 0o600), self.sync)
         self._open.add(handle)
         return handle
 
@@ -220,7 +231,7 @@ class StagingSink(object):
             self.perms.apply_fd(handle.fd, self.perms.file_mode(rel))
             os.utime(handle.fd, ns=(int(mtime) * 1000000000, int(mtime) * 1000000000))
             if self.sync:
-                start_writeback(handle.fd)  # the fsync before the swap then waits for little
+                start_writeback(handle.fd, handle.started)  # the tail; the fsync before the swap then waits for little
             return os.fstat(handle.fd)
         finally:
             handle.close()
