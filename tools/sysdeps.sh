@@ -16,6 +16,7 @@ PACKAGES=(
     bubblewrap
     git
     iproute2
+    libfuse2
     "nginx|nginx-light|nginx-core|nginx-full"
     openssh-server
     openssl
