@@ -5,8 +5,9 @@
 
 ``.msc`` is a pickled list of {'Path', 'Revision'}, one per file; ``.mdl`` a pickled
 {'id': '<owner>/<escaped name>'}; ``.mv`` the text ``Revision:<rev>,CreatedAt:<unix>``.
-What we write is deterministic (sorted, fixed pickle protocol) and readable by
-everyone: the SDK's own 0600 ``.msc`` locks a runtime user out of a root-made cache.
+What we write is deterministic (sorted, fixed pickle protocol). modelscope_model makes it
+readable by everyone (the SDK's own 0600 ``.msc`` locks a runtime user out of a root-made
+cache); cache_install gives it the ``file_mode`` and owner of the model's files.
 """
 
 from __future__ import absolute_import, division, print_function
