@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_path
+from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_path, start_writeback
 from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import update_from_file
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
@@ -23,6 +23,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import maked
 # machine with free page reporting those were handed back to the host and fault in again (two to
 # three times the system time of a download with 512 KiB or 4 MiB chunks).
 BUFFER = 129 * 4096
+# With sync, writing to disk starts every this many bytes of a download.
+WRITEBACK_CHUNK = 8 << 20
 _CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
@@ -73,6 +75,7 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
                 partial.restart()
                 raise HttpError('%s: the server answered a resume with another range' % label, url=url, retryable=True)
             with open(partial.path, 'ab' if partial.length else 'wb') as out:
+                flushed = partial.length
                 while True:
                     n = resp.readinto(view)
                     if not n:
@@ -83,6 +86,11 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
                     partial.digest.update(view[:n])
                     partial.length += n
                     transferred[0] += n
+                    if sync and partial.length - flushed >= WRITEBACK_CHUNK:
+                        # The disk writes while the network reads: the fsync before the rename then waits for little.
+                        out.flush()
+                        start_writeback(out.fileno(), flushed, partial.length - flushed)
+                        flushed = partial.length
                     if progress:
                         progress(n)
         if partial.length < size:
