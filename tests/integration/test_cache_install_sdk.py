@@ -8,7 +8,6 @@ passes when the SDK finds every file offline with the right bytes and an online 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -93,8 +92,6 @@ def test_without_shared_an_old_sdk_cannot_load_as_another_user(bundle, tls_hub, 
 
 def test_bundle_written_by_cache_bundle_installs_in_another_layout(tls_hub, tls, sdk, tmp_path):
     """The real pair: modelscope_model (snapshots) -> cache_bundle -> cache_install (hub) -> SDK 1.15."""
-    if not os.path.exists(Path(__file__).parents[2] / "plugins/modules/cache_bundle.py"):
-        pytest.skip("cache_bundle has not landed")
     source = tmp_path / "staging"
     seeded = run_tasks([{"modelseed.fleet.modelscope_model": {
         "name": MODEL, "cache_dir": str(source), "endpoint": tls_hub.url, "ca_path": str(tls.ca), "layout": "snapshots"}}])[0]

@@ -17,7 +17,7 @@ import pytest
 
 from support import reliability
 from support.bundles import ModelSpec, write_bundle
-from support.cache_audit import audit_cache, tree_digest
+from support.cache_audit import audit_cache, hub_versions, tree_digest
 from support.fileserver import FileServer
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
@@ -59,18 +59,19 @@ def download(hub, cache, **options) -> dict:
     return run_tasks([{"modelseed.fleet.modelscope_model": args}])[0]
 
 
-def completed(result, cache, files: dict | None = None) -> tuple[bool, list[str]]:
-    """(ended as it must, problems found in the cache) for a fault the download has to get over."""
+def completed(hub, result, cache, files: dict | None = None) -> tuple[bool, list[str]]:
+    """(ended as it must, problems found in the cache) for a fault the download has to get over; the cache is
+    audited against every commit the hub published, per-file revisions included."""
     files = FILES if files is None else files
-    bad = audit_cache(cache, MODEL, files)
+    bad = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
     model_dir = result.get("path")
     whole = bool(model_dir) and all(_read(f"{model_dir}/{rel}") == data for rel, data in files.items())
     return not result.get("failed") and whole and not bad, bad
 
 
-def failed_clearly(result, cache, file: str | None, *versions) -> tuple[bool, list[str]]:
+def failed_clearly(hub, result, cache, file: str | None) -> tuple[bool, list[str]]:
     """(ended as it must, problems found in the cache) for a fault the download cannot get over."""
-    bad = audit_cache(cache, MODEL, *(versions or (FILES,)))
+    bad = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
     msg = result.get("msg", "")
     named = MODEL in msg and (file is None or file in msg)
     return bool(result.get("failed")) and named and not bad, bad
@@ -106,7 +107,7 @@ def recovers(hub, cache, *fault_specs, **options):
     faults = [hub.faults.add(**spec) for spec in fault_specs]
     result = download(hub, cache, **options)
     hub.faults.clear()
-    ok, problems = completed(result, cache)
+    ok, problems = completed(hub, result, cache)
     return ok, problems, faults, result
 
 
@@ -190,12 +191,12 @@ def test_push_during_the_download_keeps_one_commit(hub, tmp_path):
         cache = tmp_path / f"c{index}"
         result = download(hub, cache)
         hub.faults.clear()
-        ok, bad = completed(result, cache, expected_files.get(first, FILES))
+        ok, bad = completed(hub, result, cache, expected_files.get(first, FILES))
         # The next run sees the new commit and fetches only what changed.
         newest = hub.store.repo(*MODEL.split("/")).resolve("master")
         expected_files[newest] = {**expected_files.get(first, FILES), **changed}
         again = download(hub, cache)
-        ok_again, bad_again = completed(again, cache, expected_files[newest])
+        ok_again, bad_again = completed(hub, again, cache, expected_files[newest])
         fetched_only_changes = sorted(again.get("files_downloaded", [])) == sorted(changed)
         return (ok and ok_again and fault.hits == 1 and result.get("commit") == first and again.get("commit") == newest
                 and fetched_only_changes), bad + bad_again, (trigger, result.get("msg"), again.get("msg"))
@@ -211,7 +212,7 @@ def test_real_sdk_loads_offline_what_survived_a_reset(hub, tmp_path, sdk):
     offline = sdk("1.40.2").snapshot(MODEL, cache, hub, local_files_only=True)
     found = {path: info["sha256"] for path, info in offline.files.items() if not path.startswith(".m")} if offline.ok else {}
     want = {path: hashlib.sha256(data).hexdigest() for path, data in FILES.items()}
-    ok, bad = completed(result, cache)
+    ok, bad = completed(hub, result, cache)
     handled = ok and fault.hits == 1 and found == want
     reliability.record("hub: reset mid-body, judged by the SDK", outcome="SDK 1.40.2 loads every file offline", handled=int(handled),
                        corrupt=len(bad))
@@ -226,7 +227,7 @@ def permanent(hub, cache, file, fault_args, **options):
     fault = hub.faults.add(file=file, **fault_args)
     result = download(hub, cache, **options)
     hub.faults.clear()
-    ok, bad = failed_clearly(result, cache, file)
+    ok, bad = failed_clearly(hub, result, cache, file)
     return ok and fault.hits >= 1, bad, (file, result.get("msg"))
 
 
@@ -260,7 +261,7 @@ def test_failure_on_an_update_keeps_the_old_files(hub, tmp_path):
     fault = hub.faults.add(action="wrong_sha", file=BIG)
     result = download(hub, cache)
     hub.faults.clear()
-    ok, bad = failed_clearly(result, cache, BIG, FILES, {**FILES, **changed})
+    ok, bad = failed_clearly(hub, result, cache, BIG)
     after = tree_digest(cache, skip=scratch)
     handled = ok and fault.hits == 1 and after == before
     reliability.record("hub: wrong sha256 in the listing, on an update", outcome="fails; the old model stays as it was",

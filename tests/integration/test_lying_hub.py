@@ -15,7 +15,7 @@ import pytest
 
 from integration.test_bad_input import copy_tree, run_case
 from support import reliability
-from support.cache_audit import audit_cache
+from support.cache_audit import audit_cache, hub_versions
 from support.interrupt import wait_until
 from support.mshub import MsHub, make_repo
 from support.playbook import run_tasks
@@ -158,7 +158,7 @@ def test_revision_dates_that_are_not_dates_do_not_matter(liar, tmp_path):
             result = run_tasks([download(hub, cache)])[0]
         finally:
             hub.faults.clear()
-        problems = audit_cache(cache, MODEL, FILES)
+        problems = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
         ok = not result.get("failed") and not problems
         reliability.record("lying hub: CreatedAt not a date", outcome="completes with the published bytes", handled=int(ok), corrupt=len(problems))
         assert ok, (created, result.get("msg"), problems)
@@ -184,7 +184,7 @@ def test_connection_that_goes_silent_mid_body_is_resumed(liar, tmp_path):
         result = run_tasks([download(hub, cache, timeout=2)])[0]
     finally:
         hub.faults.clear()
-    problems = audit_cache(cache, MODEL, FILES)
+    problems = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
     ranges = [r.range for r in hub.log.entries(mark) if r.file == "weights/model.bin" and r.download]
     # Resumed from what had reached the disk (bytes still in socket buffers when the client gave up are lost).
     resumed = [int(r[len("bytes="):-1]) for r in ranges if r]
@@ -210,7 +210,7 @@ def test_connection_that_stays_silent_fails_in_bounded_time(liar, tmp_path):
 
     wait_until(lambda: len(stalled_requests()) >= 2, timeout=10)  # each is logged once its handler notices the client left
     stalled = stalled_requests()
-    problems = audit_cache(cache, MODEL, FILES)
+    problems = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
     msg = result.get("msg", "")
     ok = bool(result.get("failed")) and "weights/model.bin" in msg and MODEL in msg and not problems
     ok = ok and len(stalled) == 2 and all(r.given_up for r in stalled)
