@@ -290,8 +290,9 @@ class _Audit:
             if not top.is_dir():
                 self.problems.append(f"{record.name}: records {data.get('path')}, which is not there")
                 return
-            if not any(self._required(v, True) <= set(files) <= set(v.files)
-                         and all(e.get("sha256") == _sha(v.files[p]) for p, e in files.items()) for v in self.versions):
+            whole = (self._required(v, True) <= set(files) <= set(v.files)
+                     and all(e.get("sha256") == _sha(v.files[p]) for p, e in files.items()) for v in self.versions)
+            if not any(whole):
                 self.problems.append(f"{record.name}: does not record one whole published version of {self.model_id}")
         for rel, entry in sorted(files.items()):
             where = top / rel

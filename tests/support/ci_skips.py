@@ -16,7 +16,8 @@ import pytest
 OFF = ("", "0", "false")
 
 
-def ci_is_set(environ=os.environ) -> bool:
+def ci_is_set(environ=None) -> bool:
+    environ = os.environ if environ is None else environ
     return environ.get("CI", "").strip().lower() not in OFF
 
 

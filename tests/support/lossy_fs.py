@@ -83,8 +83,8 @@ def serve(backing: str, mountpoint: str) -> None:
 
         def getattr(self, path, fh=None):
             st = os.lstat(self._real(path))
-            return {key: getattr(st, key) for key in ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size",
-                                                       "st_atime", "st_mtime", "st_ctime")}
+            keys = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime", "st_mtime", "st_ctime")
+            return {key: getattr(st, key) for key in keys}
 
         def readdir(self, path, fh):
             return [".", "..", *os.listdir(self._real(path))]
@@ -94,8 +94,8 @@ def serve(backing: str, mountpoint: str) -> None:
 
         def statfs(self, path):
             st = os.statvfs(self._real(path))
-            return {key: getattr(st, key) for key in ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
-                                                       "f_files", "f_flag", "f_frsize", "f_namemax")}
+            keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files", "f_flag", "f_frsize", "f_namemax")
+            return {key: getattr(st, key) for key in keys}
 
         def chmod(self, path, mode):
             os.chmod(self._real(path), mode)

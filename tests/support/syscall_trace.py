@@ -109,7 +109,8 @@ class Replay:
         elif call.name.startswith("rename") and len(names) == 2:
             source, target = names
             if "RENAME_EXCHANGE" in call.args:
-                there, back = self._move(source, target), self._move(target, source)
+                there = self._move(source, target)
+                back = self._move(target, source)  # pylint: disable=arguments-out-of-order  # an exchange moves both ways
                 self.synced |= there | back
             else:
                 self._move(target, target + "\0gone")  # whatever the target held is replaced

@@ -37,8 +37,10 @@ def write(path, data):
         out.write(data)
 
 
-def seed(root, layout, files=NEW, recorded=True):
-    """A model as an install leaves it: files, SDK metadata up to 1.37, the layout's link and (``recorded``) its record."""
+def seed(root, layout, files=None, recorded=True):
+    """A model as an install leaves it: files (NEW by default), SDK metadata up to 1.37, the layout's link and (``recorded``)
+    its record."""
+    files = NEW if files is None else files
     top = os.path.join(root, TOPS[layout])
     for rel, data in files.items():
         write(os.path.join(top, rel), data)
