@@ -1,0 +1,105 @@
+"""The staging role's progress poll: a download that ends is noticed when it ends, not when the next report is due.
+
+The staging role runs on localhost against the test hub, with a report interval far longer than the download (the
+weights are throttled so that it outlasts the first report). Each wait of the poll either times out (a report is
+due) or returns because the job's status file says it ended; the last wait must be of the second kind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
+from support.sample_models import MODEL
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Far longer than the download: a wait that ran to its timeout would hold the run this long, then fail the test.
+POLL_INTERVAL = 120
+WAIT_TASK = "Wait until a download ends or the next report is due"
+CHECK_TASK = "Check the download jobs"
+
+
+def staging_play(tmp_path: Path, hub_url: str) -> Path:
+    play = [{
+        "hosts": "localhost",
+        "gather_facts": False,
+        "vars": {
+            "ansible_python_interpreter": sys.executable,
+            "staging_models": [{"name": MODEL}],
+            "staging_cache_dir": str(tmp_path / "cache"),
+            "staging_bundle_dir": str(tmp_path / "bundle"),
+            "staging_http_state_dir": str(tmp_path / "http"),
+            "staging_endpoint": hub_url,
+            "staging_serve": False,
+            "staging_poll_interval": POLL_INTERVAL,
+        },
+        "roles": [{"role": "modelseed.fleet.staging"}],
+    }]
+    path = tmp_path / "staging.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    return path
+
+
+# Every task result as one JSON line (ansible-core alone has no json callback).
+RECORDER = textwrap.dedent("""
+    import json
+    import os
+
+    from ansible.plugins.callback import CallbackBase
+
+
+    class CallbackModule(CallbackBase):
+        CALLBACK_VERSION = 2.0
+        CALLBACK_TYPE = "aggregate"
+        CALLBACK_NAME = "task_results"
+        CALLBACK_NEEDS_ENABLED = True
+
+        def _record(self, result):
+            with open(os.environ["TASK_RESULTS"], "a", encoding="utf-8") as out:
+                out.write(json.dumps({"task": result._task.get_name(), "result": result._result}, default=str) + "\\n")
+
+        v2_runner_on_ok = v2_runner_on_failed = v2_runner_on_skipped = _record
+""")
+
+
+def run_recorded(playbook: Path, workdir: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ``playbook`` on localhost; return the process and every task result, in the order they came."""
+    (workdir / "callbacks").mkdir()
+    (workdir / "callbacks" / "task_results.py").write_text(RECORDER)
+    results = workdir / "results.jsonl"
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook)],
+                          env=ansible_env(ANSIBLE_CALLBACK_PLUGINS=str(workdir / "callbacks"), ANSIBLE_CALLBACKS_ENABLED="task_results",
+                                          TASK_RESULTS=str(results)),
+                          capture_output=True, text=True, timeout=POLL_INTERVAL + 300, check=False)
+    return proc, [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+
+
+def task_results(records: list[dict], name: str) -> list[dict]:
+    """Every result of the task called ``name``, in the order the tasks ran."""
+    return [record["result"] for record in records if record["task"].split(" : ")[-1] == name]
+
+
+def test_the_wait_ends_when_the_download_does(hub, tmp_path):
+    # About 12 s for the larger weights file at 256 KiB/s: the first round's tasks run meanwhile.
+    hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=256 << 10, times=2)
+    proc, records = run_recorded(staging_play(tmp_path, hub.url), tmp_path)
+    assert proc.returncode == 0, f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
+
+    waits = [result for result in task_results(records, WAIT_TASK) if "skip_reason" not in result]
+    assert waits, "the download ended before the first report: nothing was waited for"
+    last = waits[-1]
+    # Returned on the status file's change: wait_for's success result, not its timeout message.
+    assert "Timeout" not in last.get("msg", ""), last
+    jobs = [job["ansible_job_id"] for job in task_results(records, "Start the downloads")[0]["results"]]
+    assert last["search_regex"] and Path(last["path"]).name in jobs, last
+    # One round before the wait, one after it: the wait ended once, on the job's end.
+    assert len(task_results(records, CHECK_TASK)) == len(waits) + 1
+    assert (tmp_path / "bundle" / "Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()
