@@ -23,12 +23,11 @@ import queue
 import re
 import tarfile
 import threading
-import time
 from urllib.parse import quote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError, ResumableGet
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
 
@@ -132,72 +131,17 @@ class UrlSource(object):
         self.client.close()
 
 
-class HttpStream(object):
-    """A GET as a raw stream with ``readinto``; a dropped connection resumes where it broke.
+class HttpStream(ResumableGet):
+    """A tar of the bundle over HTTP as a raw stream with ``readinto``; a broken connection resumes where it
+    broke, and a server that ignores Range has the bytes delivered already skipped (see ResumableGet).
 
-    It resumes with ``Range: bytes=N-``; a server that ignores Range sends the whole body
-    again, and the N bytes already delivered are skipped. The reader above never sees the seam.
+    ``size`` is the manifest's: the tar reader reads no more than that and judges a tar of another size
+    itself, so the stream does not treat a short one as a broken connection.
     """
 
     def __init__(self, client, url, size):
-        self.client = client
-        self.url = url
+        super(HttpStream, self).__init__(client, url)
         self.size = size
-        self.pos = 0
-        self._resp = None
-        self._end = None  # stream position where the current response's body ends
-        self._failures = 0
-
-    def _open(self):
-        headers = {'Range': 'bytes=%d-' % self.pos} if self.pos else {}
-        resp = self.client.with_retries(lambda: self.client.open(self.url, headers=headers))
-        length = resp.headers.get('Content-Length')
-        length = int(length) if length and length.isdigit() else None
-        if self.pos and resp.status == 206:
-            match = re.match(r'^bytes (\d+)-', resp.headers.get('Content-Range') or '')
-            if not match or int(match.group(1)) != self.pos:
-                resp.close(reuse=False)
-                raise HttpError('%s answered a resume at byte %d with Content-Range %r' % (
-                    self.url, self.pos, resp.headers.get('Content-Range')), url=self.url)
-        elif self.pos:
-            # The server ignored Range: skip what was delivered already.
-            skip = self.pos
-            scratch = bytearray(min(skip, BUFFER))
-            try:
-                while skip:
-                    n = resp.readinto(memoryview(scratch)[:min(skip, len(scratch))])
-                    if not n:
-                        raise HttpError('%s ended before byte %d on a retry' % (self.url, self.pos), url=self.url, retryable=True)
-                    skip -= n
-            except BaseException:
-                resp.close(reuse=False)
-                raise
-        self._resp = resp
-        # Where this body ends, in stream positions: a 206 starts at pos, a 200 at 0.
-        self._end = None if length is None else (self.pos + length if resp.status == 206 else length)
-
-    def readinto(self, view):
-        while True:
-            try:
-                if self._resp is None:
-                    self._open()
-                n = self._resp.readinto(view)
-                if not n and self._end is not None and self.pos < self._end:
-                    raise HttpError('%s: connection closed at byte %d of %d' % (self.url, self.pos, self._end),
-                                    url=self.url, retryable=True)
-                self.pos += n
-                return n
-            except HttpError as exc:
-                self.close()
-                self._failures += 1
-                if not exc.retryable or self._failures > self.client.retries:
-                    raise
-                time.sleep(min(self.client.backoff * (2 ** (self._failures - 1)), 30.0))
-
-    def close(self):
-        if self._resp is not None:
-            self._resp.close(reuse=False)
-            self._resp = None
 
 
 # -- the bundle ------------------------------------------------------------------

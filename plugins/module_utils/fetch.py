@@ -9,12 +9,11 @@ __metaclass__ = type
 
 import hashlib
 import os
-import re
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_path, start_writeback
 from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import update_from_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import ResumableGet
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
 
 # Each chunk is received, hashed and written while it is still in the CPU cache; hashing and
@@ -25,7 +24,6 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.paths import maked
 BUFFER = 129 * 4096
 # With sync, writing to disk starts every this many bytes of a download.
 WRITEBACK_CHUNK = 8 << 20
-_CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
 class FetchError(Exception):
@@ -61,46 +59,12 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
     """
     makedirs(os.path.dirname(partial_path))
     partial = _Partial(partial_path, size)
-    transferred = [0]
-    view = memoryview(bytearray(BUFFER))
-
-    def attempt():
-        if partial.length >= size:
-            return
-        headers = {'Range': 'bytes=%d-' % partial.length} if partial.length else {}
-        with client.open(url, headers=headers) as resp:
-            if partial.length and resp.status == 200:
-                partial.restart()  # the server ignored Range: take the whole body
-            elif partial.length and not _continues(resp, partial.length):
-                partial.restart()
-                raise HttpError('%s: the server answered a resume with another range' % label, url=url, retryable=True)
-            with open(partial.path, 'ab' if partial.length else 'wb') as out:
-                flushed = partial.length
-                while True:
-                    n = resp.readinto(view)
-                    if not n:
-                        break
-                    if partial.length + n > size:
-                        raise FetchError('%s: the hub sent more than the %d bytes it lists' % (label, size))
-                    out.write(view[:n])
-                    partial.digest.update(view[:n])
-                    partial.length += n
-                    transferred[0] += n
-                    if sync and partial.length - flushed >= WRITEBACK_CHUNK:
-                        # The disk writes while the network reads: the fsync before the rename then waits for little.
-                        out.flush()
-                        start_writeback(out.fileno(), flushed, partial.length - flushed)
-                        flushed = partial.length
-                    if progress:
-                        progress(n)
-        if partial.length < size:
-            raise HttpError('%s: transfer ended after %d of %d bytes' % (label, partial.length, size), url=url, retryable=True)
-
+    transferred = 0
     for retry_from_zero in (True, False):
         if size == 0:
             open(partial.path, 'wb').close()
-        else:
-            client.with_retries(attempt)
+        elif partial.length < size:
+            transferred += _receive(client, url, partial, size, label, progress, sync)
         actual = partial.digest.hexdigest()
         if actual == sha256:
             break
@@ -116,12 +80,41 @@ def fetch_file(client, url, partial_path, final_path, size, sha256, label, progr
     failpoint('fetch.before-rename')
     os.rename(partial.path, final_path)
     failpoint('fetch.after-rename')
-    return transferred[0]
+    return transferred
 
 
-def _continues(resp, offset):
-    """Whether a response to ``Range: bytes=<offset>-`` really starts at ``offset``."""
-    if resp.status != 206:
-        return False
-    match = _CONTENT_RANGE.match(resp.headers.get('Content-Range', ''))
-    return bool(match) and int(match.group(1)) == offset
+def _receive(client, url, partial, size, label, progress, sync):
+    """Bring ``partial`` to ``size`` bytes of ``url``, hashing as it writes; return the bytes received."""
+    view = memoryview(bytearray(BUFFER))
+    received = 0
+    with open(partial.path, 'ab') as out:
+        flushed = [partial.length]
+
+        def restart():
+            # The server sends the whole body again: what the partial held goes, its hash starts over.
+            out.seek(0)
+            out.truncate()
+            partial.digest, partial.length, flushed[0] = hashlib.sha256(), 0, 0
+
+        body = ResumableGet(client, url, start=partial.length, expected_size=size, label=label, on_restart=restart)
+        try:
+            while True:
+                n = body.readinto(view)
+                if not n:
+                    break
+                if partial.length + n > size:
+                    raise FetchError('%s: the hub sent more than the %d bytes it lists' % (label, size))
+                out.write(view[:n])
+                partial.digest.update(view[:n])
+                partial.length += n
+                received += n
+                if sync and partial.length - flushed[0] >= WRITEBACK_CHUNK:
+                    # The disk writes while the network reads: the fsync before the rename then waits for little.
+                    out.flush()
+                    start_writeback(out.fileno(), flushed[0], partial.length - flushed[0])
+                    flushed[0] = partial.length
+                if progress:
+                    progress(n)
+        finally:
+            body.close()
+    return received

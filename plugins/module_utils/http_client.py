@@ -15,6 +15,7 @@ __metaclass__ = type
 import http.client
 import json
 import random
+import re
 import ssl
 import threading
 import time
@@ -27,6 +28,11 @@ MAX_REDIRECTS = 10
 # A JSON answer is read into memory whole: a recursive listing of the hub's 3000 entries is a few MiB.
 MAX_JSON_BYTES = 64 * 1024 * 1024
 USER_AGENT = 'modelseed.fleet'
+# The longest wait between two attempts that the client chooses itself (a server's Retry-After may ask for more).
+MAX_BACKOFF = 30.0
+# Bytes skipped at a time when a server answers a resume with the whole body.
+SKIP_BUFFER = 1024 * 1024
+_CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
 class HttpError(Exception):
@@ -204,22 +210,37 @@ class HttpClient(object):
                     retryable=resp.status in RETRYABLE_STATUS, retry_after=_retry_after(resp.headers.get('Retry-After')))
             return resp
 
+    def backoff_delay(self, attempt, exc=None):
+        """Seconds to wait before attempt ``attempt + 1``: the one backoff rule of every request and stream.
+
+        The server's Retry-After when it sent one; else ``backoff`` doubled per failed attempt, at most
+        MAX_BACKOFF, with jitter (a half to the whole of it) so that a fleet that failed together does not
+        come back in step. ``backoff`` 0 means no wait.
+        """
+        if exc is not None and exc.retry_after is not None:
+            return exc.retry_after
+        return min(self.backoff * (2 ** (attempt - 1)), MAX_BACKOFF) * (0.5 + random.random() / 2)
+
+    def wait_or_raise(self, exc, attempt, on_retry=None):
+        """After the ``attempt``-th failure ``exc``: raise it when it is not worth retrying or the retries are
+        spent, else wait by the backoff rule."""
+        if not exc.retryable or attempt > self.retries:
+            raise exc
+        delay = self.backoff_delay(attempt, exc)
+        if on_retry:
+            on_retry(exc, attempt, delay)
+        if delay > 0:
+            time.sleep(delay)
+
     def with_retries(self, action, on_retry=None):
-        """Run ``action()``, retrying retryable HttpErrors with exponential backoff."""
+        """Run ``action()``, retrying retryable HttpErrors by the backoff rule."""
         attempt = 0
         while True:
             try:
                 return action()
             except HttpError as exc:
                 attempt += 1
-                if not exc.retryable or attempt > self.retries:
-                    raise
-                delay = exc.retry_after
-                if delay is None:
-                    delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                if on_retry:
-                    on_retry(exc, attempt, delay)
-                time.sleep(delay)
+                self.wait_or_raise(exc, attempt, on_retry)
 
     def get_json(self, url):
         return self.with_retries(lambda: self.open(url, headers={'Accept': 'application/json'}).json())
@@ -237,3 +258,98 @@ def _error_detail(body):
     except (ValueError, AttributeError, UnicodeDecodeError):
         return ''
     return ': %s' % (message,) if message else ''
+
+
+class ResumableGet(object):
+    """A GET read as one stream with ``readinto``, from byte ``start`` on, whatever breaks on the way.
+
+    A body that breaks off is asked for again with ``Range: bytes=<pos>-``, and a 206 must say (in
+    Content-Range) that it starts there. A 200 is the whole body again (the server ignored Range): with
+    ``on_restart`` the caller is told, drops what it holds and the stream starts over at byte 0;
+    without, the bytes delivered already are skipped, and the reader never sees the seam. A body that
+    ends before its Content-Length, or before ``expected_size``, broke off too. Every failure, of a
+    request or of a body, counts against the client's ``retries`` over the whole stream and waits by
+    the client's backoff rule. ``label`` names the stream in errors (the URL by default).
+    """
+
+    def __init__(self, client, url, start=0, expected_size=None, label=None, on_restart=None):
+        self.client = client
+        self.url = url
+        self.pos = start
+        self.expected_size = expected_size
+        self.label = label or url
+        self.on_restart = on_restart
+        self.failures = 0
+        self._resp = None
+        self._end = None  # stream position where the current body ends, when its length is known
+        self._done = False
+
+    def readinto(self, view):
+        while not self._done:
+            try:
+                if self._resp is None:
+                    self._open()
+                n = self._resp.readinto(view)
+                if not n and len(view):
+                    self._check_complete()
+                    self._resp.close()  # read to its end: the connection can serve the next request
+                    self._resp, self._done = None, True
+                self.pos += n
+                return n
+            except HttpError as exc:
+                self.close()
+                self.failures += 1
+                self.client.wait_or_raise(exc, self.failures)
+        return 0
+
+    def _open(self):
+        resp = self.client.open(self.url, headers={'Range': 'bytes=%d-' % self.pos} if self.pos else {})
+        try:
+            length = resp.headers.get('Content-Length')
+            length = int(length) if length and length.isdigit() else None
+            if self.pos and resp.status == 206:
+                self._check_range(resp.headers.get('Content-Range'))
+                length = None if length is None else self.pos + length
+            elif self.pos and self.on_restart is not None:
+                self._restart()
+            elif self.pos:
+                self._skip(resp)
+        except BaseException:
+            resp.close(reuse=False)
+            raise
+        self._resp, self._end = resp, length
+
+    def _check_range(self, content_range):
+        match = _CONTENT_RANGE.match(content_range or '')
+        if match and int(match.group(1)) == self.pos:
+            return
+        message = '%s: the server answered a resume at byte %d with Content-Range %r' % (self.label, self.pos, content_range)
+        if self.on_restart is None:
+            raise HttpError(message, url=self.url)
+        self._restart()  # the bytes held may be what is wrong: the next attempt fetches the whole body
+        raise HttpError(message, url=self.url, retryable=True)
+
+    def _restart(self):
+        self.on_restart()
+        self.pos = 0
+
+    def _skip(self, resp):
+        left = self.pos
+        scratch = memoryview(bytearray(min(left, SKIP_BUFFER)))
+        while left:
+            n = resp.readinto(scratch[:min(left, len(scratch))])
+            if not n:
+                raise HttpError('%s ended before byte %d on a retry' % (self.label, self.pos), url=self.url, retryable=True)
+            left -= n
+
+    def _check_complete(self):
+        if self._end is not None and self.pos < self._end:
+            raise HttpError('%s: connection closed at byte %d of %d' % (self.label, self.pos, self._end), url=self.url, retryable=True)
+        if self.expected_size is not None and self.pos < self.expected_size:
+            raise HttpError('%s: transfer ended after %d of %d bytes' % (self.label, self.pos, self.expected_size),
+                            url=self.url, retryable=True)
+
+    def close(self):
+        if self._resp is not None:
+            self._resp.close(reuse=False)
+            self._resp = None
