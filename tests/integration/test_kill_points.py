@@ -2,7 +2,8 @@
 that takes its place (``MODELSEED_FAILPOINT``, see plugins/module_utils/failpoints.py). After each kill every model
 directory is entirely the old or the new one and no record calls a file verified that does not hold its bytes; the
 next run completes. Module processes are killed directly (a playbook each would cost a second more); one playbook
-shows that the failpoint reaches a module through ansible-playbook."""
+shows that the failpoint reaches a module through ansible-playbook. Each kill is counted in the hostile-world tally
+(support.reliability), before it is asserted on."""
 
 from __future__ import annotations
 
@@ -13,15 +14,26 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from support.bundles import ModelSpec, write_bundle
 from support.module_process import run_module
 from support.mshub import MsHub, make_repo, push_commit
+from support import reliability
 from support.playbook import run_tasks
 
 KiB = 1 << 10
 MODELS = ("points/first", "points/second")
 RELS = [model_dir("models", m, "master") for m in MODELS]
+OUTCOME = "killed there: old or new, no record lies, the next run completes"
+
+pytestmark = pytest.mark.hostile
+
+
+def tally(module: str, step: str, ok: bool, lying: list[str]) -> None:
+    """A named-step kill always lands while the module is working: it kills itself there."""
+    reliability.record(f"kill -9 at {step.split('@')[0]}: {module}", outcome=OUTCOME, handled=int(ok), corrupt=len(lying),
+                       kill="before completion")
 
 
 def files(generation: int) -> dict[str, bytes]:
@@ -87,14 +99,16 @@ def test_cache_install_killed_at_each_named_step(tmp_path):
     for step, in_place in INSTALL_POINTS:
         cache = copy_tree(template, tmp_path / step)
         killed = install(cache, {"MODELSEED_FAILPOINT": step})
-        assert killed.get("killed") == 9, f"{step}: the run was not killed there: {killed.get('msg')}"
         states = {m: state(digest(cache / rel), o, n) for m, rel, o, n in zip(MODELS, RELS, olds, news, strict=True)}
-        assert states == {m: "new" if order.index(m) < in_place else "old" for m in MODELS}, step
-        assert lying_records(cache) == [], step
+        lying = lying_records(cache)
         again = install(cache)
-        assert not again.get("failed"), f"{step}: {again.get('msg')}"
-        assert [digest(cache / rel) for rel in RELS] == news, step
-        assert lying_records(cache) == [] and not list((cache / ".modelseed" / "trash").glob("*")), step
+        lying += lying_records(cache)
+        ok = (killed.get("killed") == 9 and states == {m: "new" if order.index(m) < in_place else "old" for m in MODELS}
+              and not again.get("failed") and [digest(cache / rel) for rel in RELS] == news
+              and not list((cache / ".modelseed" / "trash").glob("*")))
+        tally("cache_install", step, ok, lying)
+        assert killed.get("killed") == 9, f"{step}: the run was not killed there: {killed.get('msg')}"
+        assert ok and not lying, (step, states, lying, again.get("msg"))
         shutil.rmtree(cache)
 
 
@@ -129,18 +143,54 @@ def test_modelscope_model_killed_at_each_named_step(tmp_path):
         for start, step, left in cases:
             cache = copy_tree(older if start == "update" else empty, tmp_path / f"{start}-{step}")
             killed = download(cache, {"MODELSEED_FAILPOINT": step})
-            assert killed.get("killed") == 9, f"{start} {step}: the run was not killed there: {killed.get('msg')}"
             now = digest(cache / rel)
-            assert (now is None if left is None else state(now, old, news[start]) == left), f"{start} {step}: {now}"
-            assert lying_records(cache) == [], f"{start} {step}"
+            lying = lying_records(cache)
             mark = len(hub.log)
             again = download(cache)
-            assert not again.get("failed") and digest(cache / rel) == news[start], f"{start} {step}: {again.get('msg')}"
+            lying += lying_records(cache)
             # What the killed run verified is not fetched again.
-            if step.startswith(("swap", "record")):
-                assert hub.log.downloads(mark) == {}, f"{start} {step}: fetched again {hub.log.downloads(mark)}"
-            assert lying_records(cache) == [], f"{start} {step}"
+            refetched = hub.log.downloads(mark) if step.startswith(("swap", "record")) else {}
+            ok = (killed.get("killed") == 9 and (now is None if left is None else state(now, old, news[start]) == left)
+                  and not again.get("failed") and digest(cache / rel) == news[start] and not refetched)
+            tally(f"modelscope_model ({start})", step, ok, lying)
+            assert killed.get("killed") == 9, f"{start} {step}: the run was not killed there: {killed.get('msg')}"
+            assert ok and not lying, (start, step, now, lying, refetched, again.get("msg"))
             shutil.rmtree(cache)
+
+
+BUNDLE_POINTS = [("swap.before", "old"), ("swap.after", "new")]
+
+
+def test_cache_bundle_killed_at_each_named_step(tmp_path):
+    """The new bundle directory is swapped with dest in one step: killed on either side of it, dest is the whole old
+    bundle or the whole new one, and the next run leaves the new one."""
+    caches = []
+    for generation in (1, 2):
+        bundle = write_bundle(tmp_path / f"source{generation}", [ModelSpec(m, files(generation)) for m in MODELS])
+        caches.append(tmp_path / f"cache{generation}")
+        assert not run_module("cache_install", {"src": str(bundle), "cache_dir": str(caches[-1]), "layout": "models"}, tmp_path).get("failed")
+
+    def pack(cache: Path, dest: Path, env: dict | None = None) -> dict:
+        return run_module("cache_bundle", {"cache_dir": str(cache), "dest": str(dest), "models": [{"name": m} for m in MODELS]},
+                          tmp_path, env)
+
+    template = tmp_path / "template" / "bundle"
+    template.parent.mkdir()
+    assert not pack(caches[0], template).get("failed")
+    reference = copy_tree(template.parent, tmp_path / "reference") / "bundle"
+    assert not pack(caches[1], reference).get("failed")
+    old, new = digest(template), digest(reference)
+    assert old != new
+    for step, left in BUNDLE_POINTS:
+        dest = copy_tree(template.parent, tmp_path / step) / "bundle"
+        killed = pack(caches[1], dest, {"MODELSEED_FAILPOINT": step})
+        now = state(digest(dest), old, new)
+        again = pack(caches[1], dest)
+        ok = killed.get("killed") == 9 and now == left and not again.get("failed") and digest(dest) == new
+        tally("cache_bundle", step, ok, [])
+        assert killed.get("killed") == 9, f"{step}: the run was not killed there: {killed.get('msg')}"
+        assert ok, (step, now, again.get("msg"))
+        shutil.rmtree(dest.parent)
 
 
 def test_failpoint_reaches_a_module_run_by_ansible_playbook(tmp_path):
