@@ -25,10 +25,17 @@ PYTEST_ARGS ?=
 # molecule scenarios to run; empty: every one under molecule/
 SCENARIOS ?=
 
+# The oldest ansible-core that meta/runtime.yml claims, in a virtualenv of its own (requirements-compat.txt):
+# make compat runs the unit tests and one molecule scenario, the one with the fewest nodes, on it.
+COMPAT_REQUIREMENTS := requirements-compat.txt
+COMPAT_VENV := $(BUILD)/compat/venv
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+COMPAT_SCENARIO ?= golden_image
+
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 
-.PHONY: help sysdeps venv collection sanity lint units integration molecule test demo bench stress build clean
+.PHONY: help sysdeps venv collection sanity lint units integration molecule compat test demo bench stress build clean
 
 help:
 	@echo "make demo         run the demo"
@@ -40,6 +47,7 @@ help:
 	@echo "make units        pytest tests/unit"
 	@echo "make integration  pytest tests/integration"
 	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some)"
+	@echo "make compat       unit tests and the $(COMPAT_SCENARIO) scenario on the oldest ansible-core claimed ($(COMPAT_REQUIREMENTS))"
 	@echo "make bench        benchmarks"
 	@echo "make stress       stress tests"
 	@echo "make build        build the collection tarball into $(DIST) and check it installs offline"
@@ -90,7 +98,17 @@ integration: venv collection
 molecule: venv collection
 	MOLECULE_LOGS=$(BUILD)/molecule tools/molecule_test.sh $(SCENARIOS)
 
-test: sysdeps venv sanity lint build units integration molecule
+$(COMPAT_STAMP): $(COMPAT_REQUIREMENTS) | sysdeps
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(COMPAT_REQUIREMENTS)
+	touch $@
+
+# The compat virtualenv first on the PATH: its pytest, molecule and ansible-playbook run.
+compat: $(COMPAT_STAMP) collection
+	PATH=$(COMPAT_VENV)/bin:$$PATH pytest tests/unit $(PYTEST_ARGS)
+	PATH=$(COMPAT_VENV)/bin:$$PATH MOLECULE_LOGS=$(BUILD)/molecule-compat tools/molecule_test.sh $(COMPAT_SCENARIO)
+
+test: sysdeps venv sanity lint build units compat integration molecule
 
 demo: venv collection
 	python tools/demo.py

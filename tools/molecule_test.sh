@@ -6,6 +6,8 @@ set -uo pipefail
 
 LOGS=${MOLECULE_LOGS:-.build/molecule}
 mkdir -p "$LOGS"
+# Which ansible-core runs the scenarios (make compat puts an older one first on the PATH).
+echo "molecule on $(ansible-playbook --version | sed -n 1p)"
 if [ "$#" -eq 0 ]; then
     mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
     set -- "${scenarios[@]}"
