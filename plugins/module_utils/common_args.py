@@ -13,13 +13,19 @@ from urllib.parse import urlsplit
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES, layout_for_versions
 from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
 
+# Every module that makes HTTP requests (doc fragment modelseed.fleet.transfer); retry_delay is the client's backoff.
+TRANSFER_ARG_SPEC = dict(
+    timeout=dict(type='float', default=60.0),
+    retries=dict(type='int', default=5),
+    retry_delay=dict(type='float', default=1.0),
+)
+
 HUB_ARG_SPEC = dict(
     endpoint=dict(type='str'),
     token=dict(type='str', no_log=True),
     validate_certs=dict(type='bool', default=True),
     ca_path=dict(type='path'),
-    timeout=dict(type='float', default=60.0),
-    retries=dict(type='int', default=5),
+    **TRANSFER_ARG_SPEC
 )
 
 LAYOUT_ARG_SPEC = dict(

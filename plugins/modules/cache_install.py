@@ -36,6 +36,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - modelseed.fleet.layout
   - modelseed.fleet.sync
+  - modelseed.fleet.transfer
 attributes:
   check_mode:
     support: full
@@ -127,17 +128,6 @@ options:
     description:
       - Password for HTTP basic authentication to O(src).
     type: str
-  timeout:
-    description:
-      - Seconds to wait for a connection or for data before a retry.
-    type: float
-    default: 60.0
-  retries:
-    description:
-      - How many times to retry a request that failed with 429, 5xx or a connection error. A tar download that
-        breaks resumes where it stopped.
-    type: int
-    default: 5
   workers:
     description:
       - Files hashed in parallel for O(verify=full).
@@ -254,7 +244,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified
+from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
+    LAYOUT_ARG_SPEC, TRANSFER_ARG_SPEC, cache_root, choose_layout, warn_unverified)
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
     InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, prepare_state_dirs,
@@ -284,12 +275,11 @@ def create_module():
         ca_path=dict(type='path'),
         url_username=dict(type='str'),
         url_password=dict(type='str', no_log=True),
-        timeout=dict(type='float', default=60.0),
-        retries=dict(type='int', default=5),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
         sync=dict(type='bool', default=True),
     )
+    argument_spec.update(TRANSFER_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                          required_if=[('shared', True, ('group',))],
@@ -349,7 +339,7 @@ def make_source(module):
         if user:
             token = base64.b64encode(('%s:%s' % (user, password or '')).encode('utf-8')).decode('ascii')
             headers['Authorization'] = 'Basic %s' % token
-        client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
+        client = HttpClient(timeout=p['timeout'], retries=p['retries'], backoff=p['retry_delay'], validate_certs=p['validate_certs'],
                             ca_path=p['ca_path'], auth_url=src, auth_headers=headers)
         return UrlSource(src, client)
     if '://' in src:
@@ -504,8 +494,8 @@ def main():
     module = create_module()
     p = module.params
     result = dict(changed=False, models=[], bytes_installed=0)
-    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
-        module.fail_json(msg='workers must be >= 1, retries >= 0, timeout > 0 and lock_timeout >= 0', **result)
+    if p['workers'] < 1 or p['retries'] < 0 or p['retry_delay'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
+        module.fail_json(msg='workers must be >= 1, retries >= 0, retry_delay >= 0, timeout > 0 and lock_timeout >= 0', **result)
     perms = Perms(uid=lookup(module, 'owner', p['owner']), gid=lookup(module, 'group', p['group']),
                   file_mode=parse_mode(module, 'file_mode', False), dir_mode=parse_mode(module, 'dir_mode', True),
                   shared=p['shared'])

@@ -20,7 +20,7 @@ description:
     so a push to the hub during a download cannot mix two revisions.
   - Files download in parallel, each streamed through sha256 and checked against the hub's listing
     before it gets its final name. Interrupted downloads resume with HTTP Range requests. 429, 5xx
-    and connection errors are retried with exponential backoff.
+    and connection errors are retried with exponential backoff (O(retries), O(retry_delay)).
   - The verified sha256 of every file is recorded under C(<cache_dir>/.modelseed/), which no SDK reads,
     so a second run and later steps know each file is intact without reading it again.
   - Uses only the Python standard library.
@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - modelseed.fleet.layout
   - modelseed.fleet.sync
+  - modelseed.fleet.transfer
 attributes:
   check_mode:
     support: full
@@ -102,16 +103,6 @@ options:
     description:
       - PEM file with the CA certificates to trust for the hub, for an internal mirror.
     type: path
-  timeout:
-    description:
-      - Seconds to wait for a connection or for data before a retry.
-    type: float
-    default: 60.0
-  retries:
-    description:
-      - How many times to retry a request that failed with 429, 5xx or a connection error.
-    type: int
-    default: 5
   workers:
     description:
       - Files downloaded (and hashed) in parallel.
@@ -288,7 +279,7 @@ def ask_hub(module, cache, result):
     endpoint = resolve_endpoint(p['endpoint'], os.environ)
     warn_unverified(module, endpoint)
     token = p['token'] or os.environ.get('MODELSCOPE_API_TOKEN')
-    client = HttpClient(timeout=p['timeout'], retries=p['retries'], validate_certs=p['validate_certs'],
+    client = HttpClient(timeout=p['timeout'], retries=p['retries'], backoff=p['retry_delay'], validate_certs=p['validate_certs'],
                         ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))
     api = HubApi(client, endpoint)
     cache.resolved = api.resolve(p['name'], p['revision'])
@@ -332,8 +323,8 @@ def main():
         check_revision(p['revision'])
     except InvalidName as exc:
         module.fail_json(msg=str(exc), **result)
-    if p['workers'] < 1 or p['retries'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
-        module.fail_json(msg='workers must be >= 1, retries >= 0, timeout > 0 and lock_timeout >= 0', **result)
+    if p['workers'] < 1 or p['retries'] < 0 or p['retry_delay'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
+        module.fail_json(msg='workers must be >= 1, retries >= 0, retry_delay >= 0, timeout > 0 and lock_timeout >= 0', **result)
     if p['adopt_from'] and not os.path.isdir(p['adopt_from']):
         module.fail_json(msg='adopt_from %s is not a directory' % p['adopt_from'], **result)
     root = cache_root(module)

@@ -41,7 +41,8 @@ def liar(tmp_path_factory):
 
 
 def download(hub, cache, **options) -> dict:
-    args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all", "retries": 1, "timeout": 5, **options}
+    args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all", "retries": 1, "retry_delay": 0, "timeout": 5,
+            **options}
     return {"modelseed.fleet.modelscope_model": args}
 
 
