@@ -275,6 +275,7 @@ def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pytho
         "modelseed_runtime_user": "nobody",
         "modelseed_runtime_group": "nogroup",
         "node_pull_retries": 1,
+        "node_pull_retry_delay": 0,
     }, staging={
         "staging_http_port": 8443,
         "staging_http_tls_cert": "/etc/modelseed-tls/server.pem",
