@@ -9,6 +9,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import Fetch
 from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi
 
+from support.interrupt import wait_until
 from support.mshub import MsHub, make_repo
 
 DATA = os.urandom(3 << 20)
@@ -97,3 +98,28 @@ def test_empty_file_needs_no_request(hub, tmp_path):
     assert (tmp_path / 'final').read_bytes() == b''
     # By file: the hub may log the last request of an earlier test only after its client went on.
     assert [r for r in hub.log.entries(mark) if r.file == 'empty'] == []
+
+
+def test_range_ignored_restarts_the_file_and_its_hash(hub, tmp_path):
+    (tmp_path / 'part').write_bytes(b'x' * 1000)  # not the hub's bytes: only a restart from zero ends verified
+    hub.faults.add(action='reply', status=200, body=DATA, file='w.bin', times=1)  # the whole body, whatever was asked
+    try:
+        assert fetch(hub, tmp_path) == len(DATA)
+    finally:
+        hub.faults.clear()
+    assert (tmp_path / 'final').read_bytes() == DATA
+
+
+def test_a_resume_answered_with_another_range_starts_over(hub, tmp_path):
+    (tmp_path / 'part').write_bytes(DATA[:1000])
+    hub.faults.add(action='reply', status=206, body=DATA, file='w.bin', times=1)  # no Content-Range: not where asked
+    mark = len(hub.log)
+    try:
+        assert fetch(hub, tmp_path) == len(DATA)
+    finally:
+        hub.faults.clear()
+    assert (tmp_path / 'final').read_bytes() == DATA
+    def asked():
+        return [r.range for r in hub.log.entries(mark) if r.download]
+    wait_until(lambda: len(asked()) >= 2, timeout=10)  # the hub logs a request after its answer
+    assert asked() == ['bytes=1000-', None]
