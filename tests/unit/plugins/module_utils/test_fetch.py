@@ -1,5 +1,6 @@
 """fetch_file against the real loopback hub: resume, restart, verification."""
 
+import contextlib
 import hashlib
 import os
 
@@ -72,24 +73,27 @@ def test_more_bytes_than_listed_fails(hub, tmp_path):
     assert not (tmp_path / 'final').exists()
 
 
-def test_connection_reset_is_resumed(hub, tmp_path):
-    hub.faults.add(action='reset', file='w.bin', after_bytes=500000, times=1)
+@contextlib.contextmanager
+def fault(hub, **spec):
+    """``spec`` injected into the hub for the ``with`` block only: no other test meets it."""
+    hub.faults.add(**spec)
     try:
-        assert fetch(hub, tmp_path) == len(DATA)
+        yield
     finally:
         hub.faults.clear()
+
+
+def test_connection_reset_is_resumed(hub, tmp_path):
+    with fault(hub, action='reset', file='w.bin', after_bytes=500000, times=1):
+        assert fetch(hub, tmp_path) == len(DATA)
     assert (tmp_path / 'final').read_bytes() == DATA
 
 
 def test_server_errors_are_retried_then_reported(hub, tmp_path):
     hub.faults.add(action='status', status=503, file='w.bin', times=1)
     assert fetch(hub, tmp_path) == len(DATA)
-    hub.faults.add(action='status', status=503, file='w.bin')
-    try:
-        with pytest.raises(HttpError, match='HTTP 503'):
-            fetch(hub, tmp_path / 'sub', retries=1)
-    finally:
-        hub.faults.clear()
+    with fault(hub, action='status', status=503, file='w.bin'), pytest.raises(HttpError, match='HTTP 503'):
+        fetch(hub, tmp_path / 'sub', retries=1)
 
 
 def test_empty_file_needs_no_request(hub, tmp_path):
@@ -102,23 +106,18 @@ def test_empty_file_needs_no_request(hub, tmp_path):
 
 def test_range_ignored_restarts_the_file_and_its_hash(hub, tmp_path):
     (tmp_path / 'part').write_bytes(b'x' * 1000)  # not the hub's bytes: only a restart from zero ends verified
-    hub.faults.add(action='reply', status=200, body=DATA, file='w.bin', times=1)  # the whole body, whatever was asked
-    try:
+    with fault(hub, action='reply', status=200, body=DATA, file='w.bin', times=1):  # the whole body, whatever was asked
         assert fetch(hub, tmp_path) == len(DATA)
-    finally:
-        hub.faults.clear()
     assert (tmp_path / 'final').read_bytes() == DATA
 
 
 def test_a_resume_answered_with_another_range_starts_over(hub, tmp_path):
     (tmp_path / 'part').write_bytes(DATA[:1000])
-    hub.faults.add(action='reply', status=206, body=DATA, file='w.bin', times=1)  # no Content-Range: not where asked
     mark = len(hub.log)
-    try:
+    with fault(hub, action='reply', status=206, body=DATA, file='w.bin', times=1):  # no Content-Range: not where asked
         assert fetch(hub, tmp_path) == len(DATA)
-    finally:
-        hub.faults.clear()
     assert (tmp_path / 'final').read_bytes() == DATA
+
     def asked():
         return [r.range for r in hub.log.entries(mark) if r.download]
     wait_until(lambda: len(asked()) >= 2, timeout=10)  # the hub logs a request after its answer
