@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from support.mshub import MsHub, make_repo
@@ -47,3 +51,12 @@ def small_fs(tmp_path):
     """A 20 MiB tmpfs of the test's own (needs root); unmounted afterwards."""
     with mounted_tmpfs(tmp_path / "small", "20m") as mount:
         yield mount
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can reach (pytest's own tmp is private to root), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="modelseed-open-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -21,7 +21,6 @@ import ssl
 import stat
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -363,15 +362,6 @@ def test_shared_group_modes(tmp_path):
     back = run_one(install(bundle, cache, group="root"))
     assert back["changed"] and back["models"][0]["action"] == "fix", back["msg"]
     assert (cache / MODEL_DIR / "config.json").stat().st_gid == 0
-
-
-@pytest.fixture
-def open_dir():
-    """A directory every user can reach (pytest's own tmp is private to root), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="cache-install-modes-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_restrictive_modes_reach_everything_written_for_a_model(tls_hub, tls, sdk, open_dir):

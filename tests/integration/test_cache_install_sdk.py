@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ pytestmark = pytest.mark.slow
 def bundle(tls_hub, tls, tmp_path_factory):
     spec = spec_from_hub(tls_hub.url, MODEL, model_files(), ca_path=str(tls.ca))
     return write_bundle(tmp_path_factory.mktemp("sdk-bundle") / "bundle", [spec])
-
-
-@pytest.fixture
-def open_dir():
-    """A directory every user can reach (pytest's own tmp is private to root), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="cache-install-sdk-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def install(bundle, cache, **options):

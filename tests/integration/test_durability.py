@@ -5,7 +5,6 @@ With ``sync: false`` the same check finds what is not synced, which shows that i
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import mod
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support import lossy_fs
 from support.bundles import ModelSpec, write_bundle
+from support.cache_audit import lying_records
 from support.module_process import module_command, parse_result, run_module
 from support.mshub import MsHub, make_repo, push_commit
 from support.syscall_trace import Replay, calls, strace_available, trace
@@ -130,18 +130,6 @@ def test_modelscope_model_syncs_new_and_updated_models_before_they_get_their_nam
 
 
 # -- a power failure, simulated --------------------------------------------------------------------------------
-
-
-def lying_records(cache: Path) -> list[str]:
-    """Record entries whose file is missing or holds other bytes than the record says it was verified with."""
-    problems = []
-    for record in sorted((cache / ".modelseed" / "records").glob("*.json")):
-        data = json.loads(record.read_text())
-        for rel, entry in data.get("files", {}).items():
-            path = cache / data["path"] / rel
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-                problems.append(f"{record.name}: {rel}")
-    return problems
 
 
 def test_power_failure_leaves_no_record_that_lies(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from support.bundles import ModelSpec, write_bundle
+from support.cache_audit import lying_records
 from support.module_process import run_module
 from support.mshub import MsHub, make_repo, push_commit
 from support import reliability
@@ -53,19 +54,6 @@ def digest(top: Path) -> dict[str, str] | None:
         elif path.is_file():
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def lying_records(cache: Path) -> list[str]:
-    """Record entries whose file is missing or holds other bytes than the record says it was verified with."""
-    problems = []
-    for record in sorted((cache / ".modelseed" / "records").glob("*.json")):
-        data = json.loads(record.read_text())
-        for rel, entry in data.get("files", {}).items():
-            path = cache / data["path"] / rel
-            actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-            if actual != entry["sha256"]:
-                problems.append(f"{record.name}: {rel}")
-    return problems
 
 
 def copy_tree(source: Path, target: Path) -> Path:

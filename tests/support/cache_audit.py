@@ -359,3 +359,17 @@ def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
         else:
             out[rel] = "dir"
     return out
+
+
+def lying_records(cache: Path | str) -> list[str]:
+    """Record entries whose file is missing or holds other bytes than the record says it was verified with: what a
+    crash or a power failure must never leave."""
+    cache = Path(cache)
+    problems = []
+    for record in sorted((cache / STATE / "records").glob("*.json")):
+        data = json.loads(record.read_text())
+        for rel, entry in data.get("files", {}).items():
+            path = cache / data["path"] / rel
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                problems.append(f"{record.name}: {rel}")
+    return problems
