@@ -39,7 +39,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 
 help:
 	@echo "make demo         run the demo"
-	@echo "make test         sysdeps, venv, sanity, lint, build, units, integration, molecule"
+	@echo "make test         sysdeps, venv, sanity, lint, build, units, compat, integration, molecule"
 	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
 	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
 	@echo "make sanity       ansible-test sanity"
