@@ -84,7 +84,7 @@ def median(values: list[float]) -> float:
 
 
 def row(label: str, ours: list[float], theirs: list[float], gb: float, target: float | None) -> str:
-    (o_min, o_med, _), (t_min, t_med, _) = summary(ours), summary(theirs)
+    (o_min, o_med, _o_max), (t_min, t_med, _t_max) = summary(ours), summary(theirs)
     judged = verdict(ours, theirs, target) if target else f"{o_med / t_med:.2f}x"
     return (f"| {label} | {o_min:.2f} | {o_med:.2f} | {gb / o_med:.2f} | {t_min:.2f} | {t_med:.2f} | "
             f"{'<= %.2fx' % target if target else ''} | {judged} |")

@@ -180,7 +180,7 @@ def test_backoff_doubles_with_bounded_jitter_and_a_cap():
     client = HttpClient(backoff=0.5)
     for attempt in range(1, 12):
         full = min(0.5 * 2 ** (attempt - 1), MAX_BACKOFF)
-        delays = [client.backoff_delay(attempt) for _ in range(200)]
+        delays = [client.backoff_delay(attempt) for _draw in range(200)]
         assert all(full / 2 <= delay <= full for delay in delays), (attempt, min(delays), max(delays))
         assert len(set(delays)) > 1  # jittered: a fleet that failed together does not come back in step
     assert client.backoff_delay(3, HttpError('busy', retryable=True, retry_after=7.0)) == 7.0
