@@ -510,13 +510,7 @@ class ModelInstall(object):
 
 def above(layout, rel, model_id):
     """Directories (relative) between the cache root and model directory ``rel`` or its layout links."""
-    found = set()
-    for path in [rel] + [link for link, _target in alias_links(layout, model_id)]:
-        parent = posixpath.dirname(path)
-        while parent:
-            found.add(parent)
-            parent = posixpath.dirname(parent)
-    return found
+    return parent_dirs([rel] + [link for link, _target in alias_links(layout, model_id)])
 
 
 def pending_installs(root):
