@@ -34,7 +34,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink)
+    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink, unlink_with_temps)
 from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
@@ -335,8 +335,8 @@ class ModelCache(object):
         """Drop what a run keeps only while it works (also what a run killed after its record left)."""
         for path in (self.incoming, self.partial):
             shutil.rmtree(path, ignore_errors=True)
-        unlink(self.incoming_record_path)
-        unlink(self.progress_path)
+        unlink_with_temps(self.incoming_record_path)
+        unlink_with_temps(self.progress_path)
 
     def remove(self):
         """Delete the model directory, its layout links and its state; True if anything existed."""

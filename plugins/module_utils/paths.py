@@ -68,9 +68,13 @@ def makedirs(path, mode=0o755):
     os.chmod(path, mode)
 
 
+def _temp_prefix(path):
+    return '.%s.' % os.path.basename(path)
+
+
 def atomic_write(path, data, mode=0o644):
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
@@ -97,6 +101,26 @@ def unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def unlink_with_temps(path):
+    """Remove ``path`` and what sweep_temps removes."""
+    unlink(path)
+    sweep_temps(path)
+
+
+def sweep_temps(path):
+    """Remove the temp files an atomic_write of ``path`` killed before its rename left beside it.
+
+    Call only while holding the lock that serialises writers of ``path``."""
+    parent, prefix = os.path.dirname(path), _temp_prefix(path)
+    try:
+        names = os.listdir(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith('.tmp'):
+            unlink(os.path.join(parent, name))
 
 
 def lstat_or_none(path):

@@ -23,7 +23,7 @@ import json
 import os
 from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes, sweep_temps, unlink_with_temps
 
 STATE_DIR = '.modelseed'
 FORMAT = 1
@@ -73,9 +73,7 @@ class Record(object):
         self.data['format'] = FORMAT
         makedirs(os.path.dirname(self.path))
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode('utf-8'))
+        sweep_temps(self.path)
 
     def remove(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        unlink_with_temps(self.path)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, check_relative_path, makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, check_relative_path, makedirs, unlink_with_temps
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
 
 
@@ -24,6 +24,17 @@ def test_atomic_write_replaces_and_sets_mode(tmp_path):
     assert target.read_bytes() == b'two'
     assert target.stat().st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path) == ['f']
+
+
+def test_temps_of_a_killed_write_are_swept_with_the_file_or_the_next_record(tmp_path):
+    target, other = tmp_path / 'a.json', tmp_path / 'ab.json'
+    killed = [tmp_path / '.a.json.x1y2.tmp', tmp_path / '.a.json.z3.tmp']
+    for path in killed + [target, other, tmp_path / '.ab.json.q.tmp']:
+        path.write_text('{}')
+    unlink_with_temps(str(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.ab.json.q.tmp', 'ab.json']
+    Record(str(other)).save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ab.json']
 
 
 def test_makedirs_ignores_umask(tmp_path):
