@@ -35,18 +35,20 @@ import stat
 import tempfile
 from urllib.parse import quote, unquote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, start_writeback, sync_tree
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import model_label
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs, start_writeback, sync_tree
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
     join, lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import STATE_DIR, Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import (
     PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, save_pending, swap_in)
 
 LINK_SUFFIX = '.modelseed-link'

@@ -40,9 +40,9 @@ import hashlib
 import json
 import re
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import check_relative_path, parent_dirs
 
 FORMAT = 'modelseed.fleet/bundle'
 VERSION = 1

@@ -25,11 +25,11 @@ import tarfile
 import threading
 from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError, ResumableGet
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)

@@ -12,7 +12,7 @@ import os
 import posixpath
 import tempfile
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
 
 MAX_PATH = 4096
 
