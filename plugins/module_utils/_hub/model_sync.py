@@ -34,7 +34,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client i
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
-    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink, unlink_with_temps)
+    NoSpace, atomic_write, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink, unlink_with_temps)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.progress import Progress
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record, state_path
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import (
