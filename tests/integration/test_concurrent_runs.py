@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.bundles import ModelSpec, spec_from_hub, write_bundle
 from support.fleet import Fleet, new_state_dir
 from support.interrupt import Background, bytes_below, files_below, spawn, wait_until

@@ -43,15 +43,21 @@ def _temp_prefix(path):
     return '.%s.' % os.path.basename(path)
 
 
-def atomic_write(path, data, mode=0o644):
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
+def atomic_write(path, data, mode=0o644, sync=True, prepare=None):
+    """Write ``data`` to a temp file beside ``path``, fsync it (with ``sync``), then rename over ``path``.
+
+    ``prepare(fd)``, when given, sets owner, mode and times of the temp file instead of ``mode``."""
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+            if prepare is None:
+                os.fchmod(handle.fileno(), mode)
+            else:
+                prepare(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.rename(tmp, path)
     except BaseException:
         unlink(tmp)
@@ -84,14 +90,18 @@ def sweep_temps(path):
     """Remove the temp files an atomic_write of ``path`` killed before its rename left beside it.
 
     Call only while holding the lock that serialises writers of ``path``."""
-    parent, prefix = os.path.dirname(path), _temp_prefix(path)
+    remove_temps(os.path.dirname(path), _temp_prefix(path))
+
+
+def remove_temps(directory, prefix, keep=()):
+    """Delete ``<prefix>*.tmp`` in ``directory`` (but names in ``keep``): atomic writes a killed run left half done."""
     try:
-        names = os.listdir(parent)
+        names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.startswith(prefix) and name.endswith('.tmp'):
-            unlink(os.path.join(parent, name))
+        if name.startswith(prefix) and name.endswith('.tmp') and name not in keep:
+            unlink(os.path.join(directory, name))
 
 
 def lstat_or_none(path):
