@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each sshd")
     up_cmd.add_argument("--user", choices=USERS, default=ROOT, help="whom the inventory logs in as (non-root: with become)")
     share_cmd = commands.add_parser("share-key", help="give a node's login user the fleet's key and known_hosts")
-    share_cmd.add_argument("--node", type=int, required=True, help="node number (1-based)")
+    share_cmd.add_argument("--node", required=True, type=lambda text: int(text) if text.isdigit() else text,
+                           help="node number (1-based) or name (node1)")
     for name, text in (("down", "stop a fleet and remove its state dir"), ("prefix", "print the command prefix for ansible")):
         commands.add_parser(name, help=text)
     for sub in commands.choices.values():
