@@ -242,19 +242,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
     LAYOUT_ARG_SPEC, TRANSFER_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
     InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, prepare_state_dirs,
     recorded_models, remove_model, runtime_dirs_to_fix)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import empty_trash, recover_pending
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import empty_trash, recover_pending
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import model_sync, swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi, Resolved, select_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub import model_sync
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import swap
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import state_path
 from support.interrupt import content_digest
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_writer as bw
-from ansible_collections.modelseed.fleet.plugins.module_utils import swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import writer as bw
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import swap
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record, state_path
 
 MTIME = 1700000000
 

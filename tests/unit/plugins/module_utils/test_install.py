@@ -6,12 +6,14 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import install, swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import install
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import swap
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
     InstallError, ModelInstall, Perms, ensure_dirs, recorded_models)
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import recover_pending
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import recover_pending
 
 from support.bundles import ModelSpec, with_files, write_bundle
 

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import swap
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import (
     empty_trash, link_tree, prune_tree, recover_pending, replace_dir, save_pending, trash_path)
 
 REL = 'models/o/m'

@@ -25,19 +25,20 @@ import stat
 import threading
 import time
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, fsync_path, sync_tree
-from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
-from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError, fetch_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs, fsync_path, sync_tree
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.fetch import FetchError, fetch_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    NoSpace, atomic_write, join, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink, unlink_with_temps)
-from ansible_collections.modelseed.fleet.plugins.module_utils.progress import Progress
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
+    NoSpace, atomic_write, lstat_or_none, makedirs, read_bytes, readlink_or_none, require_space, space_ran_out, unlink, unlink_with_temps)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.progress import Progress
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import (
     discard, drop_record, empty_trash, link_tree, promote, prune_tree, recover_pending, replace_dir, save_pending, sync_replaced, trash_path)
 
 # A killed run re-hashes (never re-fetches) what it verified since the last save.

@@ -33,11 +33,11 @@ import stat
 import time
 from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs
-from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import lstat_or_none, makedirs, unlink
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import lstat_or_none, makedirs, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import STATE_DIR, Record, state_path
 
 PENDING_SUFFIX = '.install'
 TRASH = 'trash'

@@ -35,18 +35,20 @@ import stat
 import tempfile
 from urllib.parse import quote, unquote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, start_writeback, sync_tree
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs, start_writeback, sync_tree
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import (
     METADATA_LAYOUTS, absolute, alias_links, model_dir)
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    join, lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
+    lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import STATE_DIR, Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.swap import (
     PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, save_pending, swap_in)
 
 LINK_SUFFIX = '.modelseed-link'
@@ -285,7 +287,7 @@ class ModelInstall(object):
         self.layout = layout
         self.model = model
         self.sync = sync
-        self.label = model_label(model)
+        self.label = bundle_format.model_label(model)
         self.rel = model_dir(layout, model['id'], model['revision'])
         self.dir = absolute(root, self.rel)
         self.record_path = state_path(root, 'records', self.rel, '.json')
@@ -616,7 +618,7 @@ def check_free_space(root, models):
         inodes += len(files) + dirs + 3
     needed += sum(len(json.dumps(model['files'])) for model in models)  # records, roughly
     require_space(root, needed, 'to install %s (the old copies stay in place until every model is verified)' % (
-        ', '.join(model_label(m) for m in models)), inodes)
+        ', '.join(bundle_format.model_label(m) for m in models)), inodes)
 
 
 class Locks(object):

@@ -23,7 +23,7 @@ import json
 import os
 from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes, sweep_temps, unlink_with_temps
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, read_bytes, sweep_temps, unlink_with_temps
 
 STATE_DIR = '.modelseed'
 FORMAT = 1
