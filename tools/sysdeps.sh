@@ -24,6 +24,7 @@ PACKAGES=(
     rsync
     shellcheck
     strace
+    sudo
 )
 
 installed() {
