@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -229,16 +225,24 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
-    BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, lock_path, manifest_entry, stale_files)
+    BundlePlan,
+    BundleWriteError,
+    discover,
+    find_source,
+    hash_mismatches,
+    lock_path,
+    manifest_entry,
+    stale_files,
+)
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUT_CHOICES
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC, cache_root
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC, cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 SHOWN = 5
 

@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -240,7 +236,6 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import VERIFY_CHOICES, cache_root
-
 
 MAX_DEFECTS_SHOWN = 10
 

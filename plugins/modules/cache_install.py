@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -242,19 +238,39 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
-    LAYOUT_ARG_SPEC, SYNC_ARG_SPEC, TRANSFER_ARG_SPEC, VERIFY_CHOICES, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
-    Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, runtime_dirs_to_fix)
+    Locks,
+    ModelInstall,
+    Perms,
+    check_free_space,
+    fix_runtime_dirs,
+    runtime_dirs_to_fix,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
-    ModelState, empty_trash, lock_path, pending_models, prepare_state_dirs, recorded_models, recover_pending)
+    ModelState,
+    empty_trash,
+    lock_path,
+    pending_models,
+    prepare_state_dirs,
+    recorded_models,
+    recover_pending,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
+    LAYOUT_ARG_SPEC,
+    SYNC_ARG_SPEC,
+    TRANSFER_ARG_SPEC,
+    VERIFY_CHOICES,
+    cache_root,
+    choose_layout,
+    warn_unverified,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}

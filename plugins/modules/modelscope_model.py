@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -225,17 +221,22 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
-    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, SYNC_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import (
-    HubApi, Resolved, auth_headers, resolve_endpoint, select_files)
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import generations
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, auth_headers, resolve_endpoint, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
+    HUB_ARG_SPEC,
+    LAYOUT_ARG_SPEC,
+    SYNC_ARG_SPEC,
+    cache_root,
+    choose_layout,
+    warn_unverified,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 
 def create_module():

@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -129,15 +125,15 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
-from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
-from ansible_collections.modelseed.fleet.plugins.module_utils._host.readiness import legacy_dirs, remove_stray_dirs, run_probe
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import record_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.readiness import legacy_dirs, remove_stray_dirs, run_probe
 from ansible_collections.modelseed.fleet.plugins.module_utils._host.sdk_detect import sdk_version
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
 
 
 def recorded_files(cache, model_id, revision):

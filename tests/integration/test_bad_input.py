@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401  # victim is a fixture; pylint: disable=unused-import
+
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
 from support.playbook import REPO, ansible_env, run_tasks

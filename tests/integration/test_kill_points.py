@@ -15,12 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from support import reliability
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import lying_records
 from support.module_process import run_module
 from support.mshub import MsHub, make_repo, push_commit
-from support import reliability
 from support.playbook import run_tasks
 
 KiB = 1 << 10

@@ -12,8 +12,8 @@ import json
 import random
 
 import pytest
-
 from integration.test_bad_input import copy_tree, run_case
+
 from support import reliability
 from support.cache_audit import audit_cache, hub_versions
 from support.interrupt import wait_until

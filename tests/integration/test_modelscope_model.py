@@ -13,18 +13,17 @@ from pathlib import Path
 
 import pytest
 
-
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, select_files
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
 from support.interrupt import content_digest
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
-from support.processes import kill_tree
 from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
+from support.processes import kill_tree
 from support.sample_models import MODEL, model_files
 
 ESCAPED_DIR = "models/Qwen/Qwen2___5-0___5B-Test"

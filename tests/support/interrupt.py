@@ -14,9 +14,9 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from support.playbook import ansible_env, playbook_command, write_playbook
 from support.processes import command_line, freeze_tree, is_alive, kill_tree

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The bundle: what travels from a staging host to the nodes.
@@ -32,19 +31,16 @@ A model entry of the manifest (checked by ``validate_model``)::
 installer must accept no other member.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import hashlib
 import json
 import re
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
 
 FORMAT = 'modelseed.fleet/bundle'
 VERSION = 1

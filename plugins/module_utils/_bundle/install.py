@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Install the models of a bundle into a cache root, atomically per model.
@@ -11,9 +10,6 @@ each model old or new, and the next run finishes the job (``ModelState.recover``
 default) everything staged is on disk before the swap, and the swap before the record (durable.py).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import os
@@ -27,8 +23,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state impor
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import start_writeback
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
-    lstat_or_none, makedirs, parent_dirs, require_space, unlink)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import lstat_or_none, makedirs, parent_dirs, require_space, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import remove_tree
 
 # Scratch directories SDKs up to 1.37 create while loading, even offline, per layout.
@@ -51,7 +46,7 @@ InstallError = CacheError
 WRITEBACK_CHUNK = 8 << 20
 
 
-class _Out(object):
+class _Out:
     def __init__(self, fd, sync=False):
         self.fd = fd
         self.sync = sync
@@ -73,7 +68,7 @@ class _Out(object):
             os.close(fd)
 
 
-class StagingSink(object):
+class StagingSink:
     """Where bundle_reader writes one model: a fresh private directory, nothing followed."""
 
     def __init__(self, top, perms, sync=True):
@@ -149,7 +144,7 @@ class StagingSink(object):
 # -- one model ---------------------------------------------------------------------
 
 
-class InstallPlan(object):
+class InstallPlan:
     """What a model needs: 'install' (absent), 'replace' (differs), 'fix' (metadata, links,
     ownership or record only), 'none'; ``reasons`` say why."""
 
@@ -391,7 +386,7 @@ def check_free_space(root, models):
         ', '.join(bundle_format.model_label(m) for m in models)), inodes)
 
 
-class Locks(object):
+class Locks:
     """flocks of several models at once, taken in a fixed order; with ``perms``, the lock files get
     the owner and file mode of the models."""
 

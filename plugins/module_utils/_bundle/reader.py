@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read a bundle (see bundle_format) from a directory or an http(s) URL, and stream its tars.
@@ -12,9 +11,6 @@ relative paths, with the manifest's size, once each. A member's sha256 is checke
 when it ends, the whole tar's sha256 and size when the stream ends.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import hashlib
 import os
@@ -27,9 +23,9 @@ from urllib.parse import quote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -58,7 +54,7 @@ _KINDS = {
 # -- sources -------------------------------------------------------------------
 
 
-class DirSource(object):
+class DirSource:
     """A bundle directory on this host."""
 
     def __init__(self, path):
@@ -94,7 +90,7 @@ class DirSource(object):
         pass
 
 
-class UrlSource(object):
+class UrlSource:
     """A bundle published under an http(s) URL: ``<url>/manifest.json``, ``<url>/SHA256SUMS``, ``<url>/<tar>``."""
 
     def __init__(self, url, client):
@@ -140,14 +136,14 @@ class HttpStream(ResumableGet):
     """
 
     def __init__(self, client, url, size):
-        super(HttpStream, self).__init__(client, url)
+        super().__init__(client, url)
         self.size = size
 
 
 # -- the bundle ------------------------------------------------------------------
 
 
-class Bundle(object):
+class Bundle:
     """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked."""
 
     def __init__(self, source):
@@ -195,7 +191,7 @@ class SerialWorker(threading.Thread):
     (but releases still run) and the error is kept for the submitting thread to raise."""
 
     def __init__(self):
-        super(SerialWorker, self).__init__(name='bundle-reader', daemon=True)
+        super().__init__(name='bundle-reader', daemon=True)
         self._tasks = queue.SimpleQueue()
         self.error = None
         self.start()
@@ -235,7 +231,7 @@ class SerialWorker(threading.Thread):
             self.join()
 
 
-class TarReader(object):
+class TarReader:
     """The raw bytes of one tar, read in large blocks into a small pool of buffers.
 
     A worker thread (``self.worker``) hashes each block as soon as it is read, and runs whatever
@@ -379,7 +375,7 @@ def _padded(size):
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
-class _Judge(object):
+class _Judge:
     """What a model's tar must hold (``bundle_format.tar_members``), and what it held so far."""
 
     def __init__(self, model, label):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write bundles (see bundle_format): deterministic tars, streamed and hashed in one pass.
@@ -21,9 +20,6 @@ because older tarfile releases fill the device fields of regular files
 differently: the tar must not depend on the staging host's Python.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import hashlib
 import os
@@ -33,14 +29,14 @@ import stat
 import tempfile
 import threading
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, lstat_or_none, read_bytes, require_space, space_ran_out, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import load_record
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, lstat_or_none, read_bytes, require_space, space_ran_out, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import copy_mode, remove_tree, replace_dir
 
 BLOCK = 512
@@ -153,7 +149,7 @@ def archive_size(member_sizes):
 # -- the streaming writer ---------------------------------------------------
 
 
-class _Filled(object):
+class _Filled:
     """A buffer handed to the hashing threads: the first ``length`` bytes are tar stream."""
 
     def __init__(self, buf, length, segments, pending):
@@ -167,7 +163,7 @@ class _Hasher(threading.Thread):
     """Takes filled buffers in order; ``files`` hashes the file segments, else the whole stream."""
 
     def __init__(self, release, files=False):
-        super(_Hasher, self).__init__(name='bundle-hash-files' if files else 'bundle-hash-stream')
+        super().__init__(name='bundle-hash-files' if files else 'bundle-hash-stream')
         self.daemon = True
         self.files = files
         self.digest = hashlib.sha256()
@@ -194,7 +190,7 @@ class _Hasher(threading.Thread):
                 self.release(item)
 
 
-class TarWriter(object):
+class TarWriter:
     """Write a tar to file descriptor ``fd`` and compute its sha256 on the way.
 
     Use as a context manager; call ``close()`` to finish the archive, which
@@ -416,7 +412,7 @@ def _some(items):
 # -- where a model comes from -----------------------------------------------
 
 
-class Source(object):
+class Source:
     """A recorded model directory of a cache: its layout, path and verification record."""
 
     def __init__(self, root, layout, rel, record):
@@ -571,7 +567,7 @@ def _tar_size_on_disk(dest, name):
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-class BundlePlan(object):
+class BundlePlan:
     """What a run would do to ``dest``: models to write or reuse, files to prune, why."""
 
     def __init__(self, dest, entries, prune=True):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where each SDK generation looks for a model inside MODELSCOPE_CACHE.
@@ -13,9 +12,6 @@ Every path here is relative to the cache root, the value of MODELSCOPE_CACHE:
   name>`` pointing at it, which every generation from 1.15 on reads as a hit.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import posixpath

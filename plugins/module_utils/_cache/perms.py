@@ -1,11 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Owner and modes of what is written into a cache, and the writes and directories that apply them."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import stat
@@ -20,7 +15,7 @@ class CacheError(ModelseedError):
     """A cache cannot be changed as asked (a directory on the way is a link or a file, say)."""
 
 
-class Perms(object):
+class Perms:
     """Who owns what is installed and with which modes.
 
     ``uid``/``gid`` None leave ownership to the running user. ``file_mode``/``dir_mode`` apply to

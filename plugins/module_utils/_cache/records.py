@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Records: what this collection knows about the files of a model directory, kept outside it.
@@ -8,9 +7,6 @@ mtime it had then, so a re-run knows a file is intact from ``stat`` alone, and l
 without reading gigabytes again. Where records live: state.py.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import os
@@ -20,7 +16,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import a
 FORMAT = 1
 
 
-class Record(object):
+class Record:
     """Verified files of one directory: {path: {size, sha256, revision, mtime_ns}} plus model facts."""
 
     def __init__(self, path, data=None):

@@ -1,21 +1,15 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Find the models in a cache root, in every SDK generation's layout, and judge them."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache import verify as cache_verify
-
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import verify as cache_verify
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import GENERATIONS
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import STATE_DIR, load_record
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
 
 # Top-level names in a cache root that never hold models.
 RESERVED = ('hub', 'models', 'datasets', STATE_DIR, '.lock', '._____temp', 'temp', 'ast_indexer')

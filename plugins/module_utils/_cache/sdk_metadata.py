@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The hidden files SDKs <= 1.37 need beside a model's files to count it as cached.
@@ -10,9 +9,6 @@ readable by everyone (the SDK's own 0600 ``.msc`` locks a runtime user out of a 
 cache); cache_install gives it the ``file_mode`` and owner of the model's files.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import io
 import pickle

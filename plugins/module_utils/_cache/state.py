@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The on-disk state of the models of a cache: every change a writer makes to a model goes through here.
@@ -25,9 +24,6 @@ new record takes its place: after a power failure, too, no record calls a file v
 hold its bytes.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import posixpath
@@ -46,9 +42,16 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs, sync_tree
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
-    lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, remove_temps, unlink, unlink_with_temps)
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import (
-    exchange, link_tree, prune_tree, remove_tree, replace_dir, sync_replaced)
+    lstat_or_none,
+    makedirs,
+    parent_dirs,
+    read_bytes,
+    readlink_or_none,
+    remove_temps,
+    unlink,
+    unlink_with_temps,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import exchange, link_tree, prune_tree, remove_tree, replace_dir, sync_replaced
 
 STATE_DIR = '.modelseed'
 RECORDS = 'records'
@@ -80,7 +83,7 @@ def load_record(cache_root, rel):
     return Record.load(record_path(cache_root, rel))
 
 
-class ModelState(object):
+class ModelState:
     """One model directory of a cache, in one layout, with its record, staging area and layout links.
 
     ``perms`` (perms.Perms) give what is written its owner and modes; without them directories on the way

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Check a model directory in full against what it should hold: the record written when it was downloaded or
@@ -11,18 +10,15 @@ and a well-formed ``.mv``. SDKs up to 1.37 never list ``.gitattributes``/``.giti
 Without a reference nothing says which bytes are right: the model is ``unverifiable``, never ``ok``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import re
 import stat
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import escape_name
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import STATE_DIR
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
 
 OK, FAILED, UNVERIFIABLE = 'ok', 'failed', 'unverifiable'
 METADATA_LAYOUTS = ('hub', 'models', 'all', 'legacy')

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Flush staged files and directories to disk before a rename publishes them.
@@ -9,9 +8,6 @@ and directory of a staged model is fsynced before the rename or exchange that pu
 the directories that rename changed right after it, before the record of the new model takes its place.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import ctypes
 import ctypes.util

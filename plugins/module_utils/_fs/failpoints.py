@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Named steps where a test can kill a run: inert unless ``MODELSEED_FAILPOINT`` names the step.
@@ -12,9 +11,6 @@ the first time it reaches ``failpoint('swap.after')``; ``swap.after@2`` the seco
 - ``record.before`` / ``record.after``: the record of the new model directory taking its place.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 import signal

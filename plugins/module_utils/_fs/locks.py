@@ -1,12 +1,7 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One writer per model: an flock, which the kernel drops when its holder dies,
 so a killed run never leaves a lock that blocks the next one."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import fcntl
 import os
@@ -20,7 +15,7 @@ class LockTimeout(ModelseedError):
     pass
 
 
-class FileLock(object):
+class FileLock:
     def __init__(self, path, timeout):
         self.path = path
         self.timeout = timeout

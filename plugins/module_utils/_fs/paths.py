@@ -1,11 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """File-system primitives: directories, atomic writes, free space, and removal that tolerates absence."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import errno
 import os

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Directory trees: swap one for another in one step, link one into another, prune, delete.
@@ -8,9 +7,6 @@ the other: ``renameat2(RENAME_EXCHANGE)`` swaps the two names in one step; where
 cannot exchange, the old directory is renamed aside first (for an instant the name is missing, never mixed).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import ctypes
 import ctypes.util

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The files that give every session and service of a host the same environment variables.
@@ -10,9 +9,6 @@
 - ``/etc/systemd/system/<unit>.d/<name>.conf``: ``Environment=`` for named services.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import re
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ask a host's own modelscope SDK, offline, whether it loads each model from the cache.
@@ -7,9 +6,6 @@ One Python process per interpreter loads every model with ``local_files_only=Tru
 which makes no request in any SDK generation, and prints one JSON line per model.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import os
@@ -65,7 +61,7 @@ def run_probe(python, models, environment, user=None, timeout=300):
         env['USER'] = env['LOGNAME'] = user
         preexec = _drop_to(account)
     try:
-        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+        proc = subprocess.run(command, env=env, capture_output=True, timeout=timeout,
                               preexec_fn=preexec, check=False, cwd='/')
     except (OSError, subprocess.TimeoutExpired) as exc:
         return dict(failed, error='cannot run %s%s: %s' % (python, ' as %s' % user if user else '', exc))

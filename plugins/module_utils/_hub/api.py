@@ -1,22 +1,17 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The parts of the ModelScope HTTP API a download needs."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import collections
 import fnmatch
 import re
 from urllib.parse import urlencode
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import looks_like_commit
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
 
 DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
 # The hub cuts every repo/files answer, recursive or not, at this many entries and says nothing (the SDK
@@ -108,7 +103,7 @@ def _timestamp(value):
     return int(value)
 
 
-class HubApi(object):
+class HubApi:
     def __init__(self, client, endpoint):
         self.client = client
         self.endpoint = endpoint
@@ -227,7 +222,7 @@ def _what_is_fetched(entry):
     return tuple(entry.get(key) for key in ('Type', 'Size', 'Sha256'))
 
 
-class _Collected(object):
+class _Collected:
     """Entries of several listings, each path once: a subtree cut at the cap and its re-listing overlap.
 
     The same path listed as other bytes by two answers is a hub contradicting itself, and fails.

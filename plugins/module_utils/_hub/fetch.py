@@ -1,21 +1,16 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Download one file: resumable with Range, hashed while it streams, renamed only when verified."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import hashlib
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_path, start_writeback
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import update_from_file
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import ResumableGet
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import ResumableGet
 
 # Each chunk is received, hashed and written while it is still in the CPU cache; hashing and
 # writing release the GIL. 129 pages, not a power of two: writes at offsets aligned to large powers
@@ -31,7 +26,7 @@ class FetchError(ModelseedError):
     pass
 
 
-class _Partial(object):
+class _Partial:
     """A partial download on disk and the sha256 of the bytes it already holds."""
 
     def __init__(self, path, size):

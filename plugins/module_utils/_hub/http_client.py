@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A small HTTP(S) client on the standard library, for hubs and bundle servers.
@@ -8,9 +7,6 @@ requests, and full control over redirects, so that credentials go to the origin
 they belong to and never to the object store a hub redirects to.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import http.client
 import json
@@ -41,7 +37,7 @@ class HttpError(ModelseedError):
     """A failed request. ``retryable`` marks faults worth trying again."""
 
     def __init__(self, message, status=None, url=None, retryable=False, retry_after=None):
-        super(HttpError, self).__init__(message)
+        super().__init__(message)
         self.status = status
         self.url = url
         self.retryable = retryable
@@ -61,7 +57,7 @@ def _retry_after(value):
         return None
 
 
-class Response(object):
+class Response:
     def __init__(self, client, conn, key, raw, url):
         self._client, self._conn, self._key, self._raw = client, conn, key, raw
         self.status = raw.status
@@ -111,7 +107,7 @@ class Response(object):
         self.close(reuse=exc[0] is None)
 
 
-class HttpClient(object):
+class HttpClient:
     """Keep-alive connections per thread, redirects, retries with backoff.
 
     ``auth_headers`` are sent only to ``auth_url``'s scheme, host and port.
@@ -262,7 +258,7 @@ def _error_detail(body):
     return ': %s' % (message,) if message else ''
 
 
-class ResumableGet(object):
+class ResumableGet:
     """A GET read as one stream with ``readinto``, from byte ``start`` on, whatever breaks on the way.
 
     A body that breaks off is asked for again with ``Range: bytes=<pos>-``, and a 206 must say (in

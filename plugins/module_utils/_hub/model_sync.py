@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bring one model directory of a cache in line with a hub listing.
@@ -14,9 +13,6 @@ whole staged tree before the rename or swap that puts it in place (durable.py): 
 the model is the old or the new commit, and no record calls a file verified that does not hold its bytes.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import concurrent.futures
 import os
@@ -32,8 +28,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import ModelState
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_path
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
-    NoSpace, lstat_or_none, makedirs, require_space, space_ran_out, unlink)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace, lstat_or_none, makedirs, require_space, space_ran_out, unlink
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.fetch import FetchError, fetch_file
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.progress import Progress
@@ -48,7 +43,7 @@ def _lstat_file(path):
     return st if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
-class DownloadPlan(object):
+class DownloadPlan:
     def __init__(self):
         self.reuse = []      # recorded, unchanged since verified
         self.adopt = []      # in place, unrecorded, hash verified now

@@ -1,11 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Progress of a long download, in a small JSON file a poller can read while it runs."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import json
 import os
@@ -17,7 +12,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import a
 INTERVAL = 2.0
 
 
-class Progress(object):
+class Progress:
     def __init__(self, path, model_id, files_total, bytes_total):
         self.path = path
         self._lock = threading.Lock()

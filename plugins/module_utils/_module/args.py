@@ -1,11 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Argument specs shared by the modules that talk to a hub or write a cache."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import os
 from urllib.parse import urlsplit

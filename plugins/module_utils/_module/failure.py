@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """How the modules fail: a message that says what happened, and for an unexpected cause its traceback.
@@ -9,9 +8,6 @@ its traceback in the result's ``exception``: ansible-core before 2.19 prints it 
 with ``ANSIBLE_DISPLAY_TRACEBACK=error``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import traceback
 from collections import namedtuple

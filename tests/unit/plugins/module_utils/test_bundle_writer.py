@@ -9,9 +9,9 @@ import pytest
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import writer as bw
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
 
 MTIME = 1700000000
 
@@ -35,8 +35,8 @@ def tarinfo(name, kind, size, mtime=MTIME):
     ('d' * 99, 'dir', 0, 5),       # 100 bytes with its slash
     ('d' * 100, 'dir', 0, 5),      # 101: pax path
     ('deep/' * 40 + 'w.bin', 'file', 3, 0),
-    (u'\u00e9' * 60 + '.bin', 'file', 3, 7),
-    (u'\u65e5\u672c/\u8a9e.txt', 'file', 0, 0),
+    ('\u00e9' * 60 + '.bin', 'file', 3, 7),
+    ('\u65e5\u672c/\u8a9e.txt', 'file', 0, 0),
     ('name with space.txt', 'file', 9, MTIME),
     ('huge.bin', 'file', 8 ** 11, 3),        # 8 GiB: size goes to the pax header
     ('almost.bin', 'file', 8 ** 11 - 1, 3),
@@ -115,7 +115,7 @@ def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buff
 
 def test_long_and_unicode_names_read_back_with_tarfile_and_gnu_tar(tmp_path):
     long_name = 'a' * 80 + '/' + 'b' * 80 + '/weights-' + 'c' * 120 + '.safetensors'
-    names = [long_name, u'mod\u00e8les/\u6a21\u578b.bin', u'caf\u00e9.txt', 'name with space.txt', 'x' * 100]
+    names = [long_name, 'mod\u00e8les/\u6a21\u578b.bin', 'caf\u00e9.txt', 'name with space.txt', 'x' * 100]
     members = []
     for index, name in enumerate(names):
         path = tmp_path / ('src%d' % index)
@@ -178,7 +178,7 @@ FILES = {
     'weights/sub/empty.bin': b'',
     '.hidden/settings.json': b'{}',
     'x' * 120 + '/long.bin': b'long',
-    u'\u6a21\u578b.txt': b'unicode',
+    '\u6a21\u578b.txt': b'unicode',
 }
 
 
@@ -339,7 +339,7 @@ def test_golden_tar_digest():
         with bw.TarWriter(fd_w, 4096, 2) as tar:
             tar.add_dir('d', MTIME)
             tar.add_bytes('d/' + 'n' * 120, b'long', MTIME)
-            tar.add_bytes(u'd/\u00e9.txt', b'', MTIME)
+            tar.add_bytes('d/\u00e9.txt', b'', MTIME)
             size, digest = tar.close()
     finally:
         os.close(fd_w)
@@ -349,7 +349,7 @@ def test_golden_tar_digest():
     assert size == len(out.getvalue()) == 10240
     assert digest == hashlib.sha256(out.getvalue()).hexdigest()
     assert digest == GOLDEN
-    assert out.getvalue() == tarfile_bytes([('d', 'dir', None), ('d/' + 'n' * 120, 'bytes', b'long'), (u'd/\u00e9.txt', 'bytes', b'')])
+    assert out.getvalue() == tarfile_bytes([('d', 'dir', None), ('d/' + 'n' * 120, 'bytes', b'long'), ('d/\u00e9.txt', 'bytes', b'')])
 
 
 def _read_all(fd):

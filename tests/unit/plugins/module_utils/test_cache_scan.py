@@ -2,8 +2,8 @@ import hashlib
 import os
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata as md
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 
 

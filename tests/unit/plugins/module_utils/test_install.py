@@ -1,19 +1,16 @@
 """install: swaps with and without RENAME_EXCHANGE, recovery of killed runs, what prune may touch."""
 
-import io
 import json
 import os
 
 import pytest
 
-
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import InstallError, ModelInstall, Perms
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import ensure_dirs
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import recorded_models, recover_pending, state_path
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
 from support.bundles import ModelSpec, with_files, write_bundle
 
 SPEC = ModelSpec('o/m.x', {'a.bin': b'a' * 3000, 'sub/b.txt': b'b'})
@@ -121,7 +118,7 @@ def test_modes_never_world_writable_and_metadata_as_configured():
 def test_records_keep_the_facts_cache_info_reads(tmp_path):
     bundle, target = installed(tmp_path, SPEC, layout='snapshots')
     put_in_place(bundle, target)
-    record = json.load(io.open(state_path(target.root, 'records', target.rel, '.json')))
+    record = json.load(open(state_path(target.root, 'records', target.rel, '.json')))
     assert record['model'] == 'o/m.x' and record['layout'] == 'snapshots' and record['path'] == target.rel
     assert record['tar_sha256'] == bundle.models[0]['tar_sha256'] and record['commit'] == SPEC.resolved_commit()
     assert sorted(record['files']) == ['a.bin', 'sub/b.txt']

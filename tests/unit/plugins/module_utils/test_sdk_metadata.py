@@ -27,7 +27,7 @@ def test_read_msc_round_trip():
     assert md.read_msc(md.msc_bytes([('a', '1'), ('b', '')])) == {'a': '1', 'b': ''}
 
 
-class Evil(object):
+class Evil:
     def __reduce__(self):
         return (print, ('pwned',))
 
