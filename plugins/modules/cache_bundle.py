@@ -229,13 +229,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_writer import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
     BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, lock_path, manifest_entry, stale_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace, makedirs
 
 SHOWN = 5
 

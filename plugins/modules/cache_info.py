@@ -234,12 +234,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_check import check_bundle
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_verify import bad_links, manifest_references
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.check import check_bundle
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import cache_root
 
 
 MAX_DEFECTS_SHOWN = 10

@@ -242,19 +242,18 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
     LAYOUT_ARG_SPEC, TRANSFER_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, prepare_state_dirs,
-    recorded_models, remove_model, runtime_dirs_to_fix)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import empty_trash, recover_pending
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
+    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, runtime_dirs_to_fix)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
+    ModelState, empty_trash, lock_path, pending_models, prepare_state_dirs, recorded_models, recover_pending)
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}
@@ -385,7 +384,7 @@ def what_changed(result):
 def run(module, bundle, root, layout, perms, targets, prunes, result):
     p = module.params
     for target in targets:
-        target.decide(perms, p['verify'], p['workers'])
+        target.decide(p['verify'], p['workers'])
     runtime_fix = runtime_dirs_to_fix(root, layout, perms)
     to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
     # Before anything is reported as changed: a bundle too large for the disk is refused as it is.
@@ -435,7 +434,7 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
     try:
         try:
             for current in to_stage:
-                current.stage(bundle, perms)
+                current.stage(bundle)
         except BaseException:
             for target in to_stage:
                 target.unstage()
@@ -445,7 +444,7 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
         result['changed'] = bool(runtime_fix)
         for index, current in enumerate(to_stage):
             try:
-                current.commit(perms)
+                current.commit()
             except BaseException:
                 for later in to_stage[index + 1:]:
                     later.unstage()
@@ -454,12 +453,12 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
             result.update(changed=True, bytes_installed=result['bytes_installed'] + current.model['bytes'])
         for current in targets:
             if current.plan.action == 'fix':
-                current.fix(perms)
+                current.fix()
                 entries[id(current)]['action'] = 'fix'
                 result['changed'] = True
         current = None
-        for (rel, rec), entry in zip(prunes, removals):
-            remove_model(root, layout, rel, rec.data.get('model'))
+        for (_rel, rec), entry in zip(prunes, removals):
+            ModelState(root, layout, rec.data['model'], rec.data['revision'], perms=perms).remove()
             entry['action'] = 'remove'
             result['changed'] = True
     except BaseException as exc:
@@ -480,11 +479,11 @@ def prepare_root(root, perms):
 
 def recover_others(root, skip):
     """Finish or clean what killed runs left for models outside this bundle, when nobody holds them."""
-    for rel in pending_installs(root):
+    for rel in pending_models(root):
         if rel in skip:
             continue
         try:
-            with FileLock(state_path(root, 'locks', rel, '.lock'), 0):
+            with FileLock(lock_path(root, rel), 0):
                 recover_pending(root, rel)
         except LockTimeout:
             continue
@@ -507,7 +506,7 @@ def main():
     try:
         bundle = Bundle(source)
         result['manifest_sha256'] = bundle.manifest_sha256
-        targets = [ModelInstall(root, layout, model, p['sync']) for model in bundle.models]
+        targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}
         for target in targets:
             if target.rel in by_rel:
@@ -521,7 +520,7 @@ def main():
             prepare_root(root, perms)
             prepare_state_dirs(root, perms)
             recover_others(root, set(by_rel))
-            locks = [t.lock_path for t in targets] + [state_path(root, 'locks', rel, '.lock') for rel, rec in prunes]
+            locks = [t.lock_path for t in targets] + [lock_path(root, rel) for rel, rec in prunes]
             with Locks(locks, p['lock_timeout'], perms):
                 empty_trash(root)
                 for target in targets:

@@ -129,8 +129,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import env_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._host import env_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, read_bytes, unlink
 
 
 def _text(path):

@@ -241,17 +241,17 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
     HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.fetch import FetchError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import (
     HubApi, HubError, Resolved, auth_headers, resolve_endpoint, select_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import generations
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import generations
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace
 
 
 def create_module():

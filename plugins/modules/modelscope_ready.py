@@ -113,23 +113,23 @@ msg:
   type: str
 '''
 
-import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.env_files import current_values
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes
-from ansible_collections.modelseed.fleet.plugins.module_utils.readiness import legacy_dirs, remove_stray_dirs, run_probe
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import sdk_version
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.readiness import legacy_dirs, remove_stray_dirs, run_probe
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import record_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.sdk_detect import sdk_version
 
 
 def recorded_files(cache, model_id, revision):
     """Paths recorded for the model at that revision in any layout of the cache."""
     files = set()
-    for path in glob.glob(os.path.join(cache, STATE_DIR, 'records', '*.json')):
+    for path in record_files(cache):
         record = Record.load(path)
         if record.data.get('model') == model_id and record.data.get('revision') == revision:
             files.update(record.files)

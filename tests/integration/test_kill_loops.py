@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
 from support.judging import judge

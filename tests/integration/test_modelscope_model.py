@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import model_sync, swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi, Resolved, select_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.interrupt import content_digest
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
@@ -390,32 +391,32 @@ def update_in_process(hub, cache: Path):
         model.apply(model.plan(files), files, client, api)
 
 
-real_replace_dir = model_sync.replace_dir
+real_replace_dir = state.replace_dir
 
 
 def kill_before_exchange(monkeypatch):
     def killed(new, old, aside):
         raise Killed()
-    monkeypatch.setattr(model_sync, "replace_dir", killed)
+    monkeypatch.setattr(state, "replace_dir", killed)
 
 
 def kill_after_exchange(monkeypatch):
     def killed(new, old, aside):
         real_replace_dir(new, old, aside)
         raise Killed()
-    monkeypatch.setattr(model_sync, "replace_dir", killed)
+    monkeypatch.setattr(state, "replace_dir", killed)
 
 
 def kill_after_promotion(monkeypatch):
     def killed(root, rel, path):
         raise Killed()
-    monkeypatch.setattr(model_sync, "discard", killed)
+    monkeypatch.setattr(state, "discard", killed)
 
 
 def kill_while_emptying_trash(monkeypatch):
     def killed(path):
         raise Killed()
-    monkeypatch.setattr(swap, "remove_tree", killed)
+    monkeypatch.setattr(state, "remove_tree", killed)
 
 
 @pytest.mark.parametrize("kill, left_new", [
@@ -473,7 +474,7 @@ def test_update_where_hard_links_are_refused_moves_files_in(moving_repo, monkeyp
         raise OSError(errno.EPERM, "Operation not permitted")
 
     with monkeypatch.context() as patched:
-        patched.setattr(swap.os, "link", refuse)
+        patched.setattr(state.os, "link", refuse)
         update_in_process(hub, cache)
     assert model.stat().st_ino == dir_before
     assert_updated(cache, new_commit, unchanged)

@@ -8,12 +8,12 @@ import tarfile
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import (
     Bundle, DirSource, HttpStream, extract_tar)
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import Perms, StagingSink
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import Perms, StagingSink
 
 from support.bundles import Member, ModelSpec, members_of, raw_tar, write_bundle
 

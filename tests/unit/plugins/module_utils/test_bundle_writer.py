@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_writer as bw
-from ansible_collections.modelseed.fleet.plugins.module_utils import swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import writer as bw
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 
 MTIME = 1700000000
 
@@ -300,7 +301,7 @@ def test_update_without_kernel_exchange_moves_the_old_bundle_aside(tmp_path, mon
     bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
     kept = (dest / 'o--m--master.tar').stat().st_ino
     seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'B' * 1000}, model_id='o/n', commit='d' * 40)
-    monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
+    monkeypatch.setattr(tree, 'exchange', lambda first, second: False)
     bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
     doc = bundle_format.parse_manifest((dest / 'manifest.json').read_bytes())
     assert doc['models'][1]['commit'] == 'd' * 40

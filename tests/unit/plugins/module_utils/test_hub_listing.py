@@ -3,8 +3,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import (
     DEFAULT_ENDPOINT, HubApi, HubError, RemoteFile, auth_headers, parse_listing, resolve_endpoint, select_files)
 
 from support.interrupt import wait_until

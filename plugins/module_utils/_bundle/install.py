@@ -3,25 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Install the models of a bundle into a cache root, atomically per model.
 
-For each model of the bundle (``<key>`` is its model directory, quoted, see records.state_path):
-
-1. its tar is streamed into ``.modelseed/incoming/<key>/`` (same filesystem as the cache), every
-   member checked on the way (bundle_reader); the SDK metadata of the TARGET layout is written
-   beside the files, ownership and modes applied, and the new record saved as
-   ``incoming/<key>.install`` with the staged directory's inode;
-2. only when every model of the bundle is staged, each one moves into place: a new model with one
-   rename, an existing one with ``renameat2(RENAME_EXCHANGE)`` so the directory is at every moment
-   entirely old or entirely new (rename aside, then into place, where the kernel lacks it);
-3. the pending record is renamed over ``records/<key>.json``, alias links are made, and the old
-   copy goes to ``.modelseed/trash/`` and is deleted.
-
-With ``sync`` (the default) every staged file and directory and the pending record are on disk before
-the swap, and the swap before the record (durable.py, swap.swap_in): after a power failure, too, each
-model is the old or the new one, and no record calls a file verified that does not hold its bytes.
-
-A run killed anywhere leaves each model old or new. The next run finishes the job: a pending
-record whose inode is the model directory's is promoted (the swap happened), any other one is
-dropped together with its staging directory, and the trash is emptied.
+Each model's tar is streamed into the model's staging directory (state.py, on the cache's filesystem),
+every member checked on the way (reader.py); the SDK metadata of the TARGET layout is written beside the
+files, owners and modes applied, and the staging sealed with its pending record. Only when every model of
+the bundle is staged does each one swap into place (``ModelState.swap_in``): a run killed anywhere leaves
+each model old or new, and the next run finishes the job (``ModelState.recover``). With ``sync`` (the
+default) everything staged is on disk before the swap, and the swap before the record (durable.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,26 +17,20 @@ __metaclass__ = type
 
 import json
 import os
-import posixpath
 import stat
-import tempfile
-from urllib.parse import quote, unquote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import model_label
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_dirs, start_writeback, sync_tree
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
-    METADATA_LAYOUTS, absolute, alias_links, model_dir)
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import (
-    join, lstat_or_none, makedirs, parent_dirs, read_bytes, readlink_or_none, require_space, unlink)
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
-    PENDING_SUFFIX, discard, exchange, recover_pending, remove_temps, remove_tree, save_pending, swap_in)
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import METADATA_LAYOUTS, absolute
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import CacheError, Perms, ensure_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import STATE_DIRS, ModelState
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import start_writeback
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import (
+    lstat_or_none, makedirs, parent_dirs, require_space, unlink)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import remove_tree
 
-LINK_SUFFIX = '.modelseed-link'
 # Scratch directories SDKs up to 1.37 create while loading, even offline, per layout.
 RUNTIME_DIRS = {
     'hub': ('.lock', 'hub/._____temp'),
@@ -57,108 +38,10 @@ RUNTIME_DIRS = {
     'all': ('.lock', 'models/._____temp', 'hub/._____temp'),
     'snapshots': ('.lock',),
 }
-# Where the records and locks of the models live: the models' owner and dir_mode apply to them too.
-STATE_DIRS = (STATE_DIR, STATE_DIR + '/records', STATE_DIR + '/incoming', STATE_DIR + '/locks')
 
 
-class InstallError(Exception):
-    pass
-
-
-# -- ownership and modes -----------------------------------------------------------
-
-
-class Perms(object):
-    """Who owns what is installed and with which modes.
-
-    ``uid``/``gid`` None leave ownership to the running user. ``file_mode``/``dir_mode`` apply to
-    everything written for a model: its files, its SDK metadata, its record, its lock, the directories
-    above it and above its layout links, and the state directories. ``shared`` makes every directory
-    setgid, so what SDKs create below inherits the group, makes ``.mdl``/``.mv`` group-writable
-    (SDKs up to 1.37 rewrite them on every load) and the scratch directories SDKs write into
-    group-writable. Nothing is ever world-writable: ``.mdl`` is a pickle every SDK process loads.
-    """
-
-    def __init__(self, uid=None, gid=None, file_mode=0o644, dir_mode=0o755, shared=False):
-        self.uid = uid
-        self.gid = gid
-        self.shared = shared
-        setgid = stat.S_ISGID if shared else 0
-        self.file = file_mode
-        self.dir = dir_mode | setgid
-        self.writable_metadata = file_mode | (0o060 if shared else 0)
-        self.shared_dir = (dir_mode | 0o070 | stat.S_ISGID) & ~0o002
-
-    def file_mode(self, rel):
-        if rel in (sdk_metadata.MDL, sdk_metadata.MV):
-            return self.writable_metadata
-        return self.file
-
-    def owner_ok(self, st):
-        return (self.uid is None or st.st_uid == self.uid) and (self.gid is None or st.st_gid == self.gid)
-
-    def ok(self, st, mode):
-        return self.owner_ok(st) and stat.S_IMODE(st.st_mode) == mode
-
-    def chown(self, path, follow=True):
-        if self.uid is not None or self.gid is not None:
-            uid = -1 if self.uid is None else self.uid
-            gid = -1 if self.gid is None else self.gid
-            if follow:
-                os.chown(path, uid, gid)
-            else:
-                os.lchown(path, uid, gid)
-
-    def apply(self, path, mode):
-        """chown, then chmod (a chown clears setgid bits)."""
-        self.chown(path)
-        os.chmod(path, mode)
-
-    def apply_fd(self, fd, mode):
-        if self.uid is not None or self.gid is not None:
-            os.fchown(fd, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
-        os.fchmod(fd, mode)
-
-
-def write_file(path, data, perms, mode, mtime, sync=True):
-    """Write ``data`` beside ``path`` with its final owner, mode and mtime, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            perms.apply_fd(handle.fileno(), mode)
-            os.utime(handle.fileno(), ns=(mtime * 1000000000, mtime * 1000000000))
-            if sync:
-                os.fsync(handle.fileno())
-        os.rename(tmp, path)
-        if sync:
-            fsync_dirs(os.path.dirname(path))
-    except BaseException:
-        unlink(tmp)
-        raise
-
-
-def ensure_dirs(root, rel, perms, mode=None):
-    """Make the directories of ``rel`` below ``root``, refusing to go through a symlink: a user who
-    may write in the cache must not be able to redirect an install elsewhere."""
-    path = root
-    for part in rel.split('/') if rel else []:
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                pass
-            else:
-                perms.apply(path, perms.dir if mode is None else mode)
-            st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise InstallError('%s is not a directory (%s): refusing to install through it' % (
-                path, 'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'a file'))
-    return path
+# What an install refuses (a directory on the way that is a link, say) is a CacheError like any other.
+InstallError = CacheError
 
 
 # -- staging -----------------------------------------------------------------------
@@ -279,19 +162,13 @@ class Plan(object):
         self.record = record
 
 
-class ModelInstall(object):
-    def __init__(self, root, layout, model, sync=True):
-        self.root = root
-        self.layout = layout
+class ModelInstall(ModelState):
+    """One model of a bundle and the directory it goes to in a cache."""
+
+    def __init__(self, root, layout, model, sync=True, perms=None):
+        ModelState.__init__(self, root, layout, model['id'], model['revision'], sync, perms or Perms())
         self.model = model
-        self.sync = sync
-        self.label = model_label(model)
-        self.rel = model_dir(layout, model['id'], model['revision'])
-        self.dir = absolute(root, self.rel)
-        self.record_path = state_path(root, 'records', self.rel, '.json')
-        self.staging = state_path(root, 'incoming', self.rel)
-        self.pending_path = state_path(root, 'incoming', self.rel, PENDING_SUFFIX)
-        self.lock_path = state_path(root, 'locks', self.rel, '.lock')
+        self.label = bundle_format.model_label(model)
         self.plan = None
         self.staged = None
 
@@ -311,13 +188,13 @@ class ModelInstall(object):
 
     def installed_facts(self):
         """Facts of the record of what is installed now, or None."""
-        record = Record.load(self.record_path)
+        record = self.record()
         return record.data if record.files and os.path.lexists(self.dir) else None
 
     # -- deciding ------------------------------------------------------------
 
-    def decide(self, perms, verify='quick', workers=4):
-        self.plan = self._decide(perms, verify, workers)
+    def decide(self, verify='quick', workers=4):
+        self.plan = self._decide(self.perms, verify, workers)
         return self.plan
 
     def _decide(self, perms, verify, workers):
@@ -327,7 +204,7 @@ class ModelInstall(object):
             return Plan('install', ['new to this cache'])
         if not stat.S_ISDIR(top.st_mode):
             return Plan('replace', ['%s is not a directory' % self.rel])
-        record = Record.load(self.record_path)
+        record = self.record()
         facts = record.data
         m = self.model
         if not record.files:
@@ -364,16 +241,13 @@ class ModelInstall(object):
                 wrong_perms.append(join(self.dir, rel))
         if not perms.ok(top, perms.dir):
             wrong_perms.append(self.dir)
-        stale_metadata = []
-        for name, data in sorted(self.wanted_metadata().items()):
+        wanted_metadata = self.wanted_metadata()
+        stale_metadata = self.stale_metadata(wanted_metadata)
+        for name in sorted(set(wanted_metadata) - set(stale_metadata)):
             path = os.path.join(self.dir, name)
-            st = lstat_or_none(path)
-            if st is None or not stat.S_ISREG(st.st_mode) or not sdk_metadata.same_content(name, read_bytes(path), data):
-                stale_metadata.append(name)
-            elif not perms.ok(st, perms.file_mode(name)):
+            if not perms.ok(os.lstat(path), perms.file_mode(name)):
                 wrong_perms.append(path)
-        links = [(link, target) for link, target in alias_links(self.layout, m['id'])
-                 if readlink_or_none(absolute(self.root, link)) != target]
+        links = self.stale_links()
         wrong_perms.extend(self._wrong_perms_around(perms))
         wanted = self.facts()
         record_stale = any(facts.get(key) != value for key, value in wanted.items()) or any(
@@ -403,7 +277,7 @@ class ModelInstall(object):
         st = lstat_or_none(self.record_path)
         if st is not None and stat.S_ISREG(st.st_mode) and not perms.ok(st, perms.file):
             paths.append(self.record_path)
-        for rel in sorted(above(self.layout, self.rel, self.model['id'])):
+        for rel in sorted(self.above()):
             path = absolute(self.root, rel)
             st = lstat_or_none(path)
             if st is not None and stat.S_ISDIR(st.st_mode) and not perms.ok(st, perms.dir):
@@ -416,36 +290,19 @@ class ModelInstall(object):
 
     # -- recovering ----------------------------------------------------------
 
-    def recover(self):
-        """Finish or drop what a killed run left; call with the model's lock held."""
-        recover_pending(self.root, self.rel)
-        key = quote(self.rel, safe='')
-        remove_temps(os.path.join(self.root, STATE_DIR, 'records'), '.%s.' % key)
-        listed = set(f['path'] for f in self.files)
-        for name in sdk_metadata.METADATA_FILES:
-            remove_temps(self.dir, '.%s.' % name, keep=listed)
-        for pair in alias_links(self.layout, self.model['id']):
-            unlink(absolute(self.root, pair[0]) + LINK_SUFFIX)
-
     # -- applying ------------------------------------------------------------
 
-    def stage(self, bundle, perms, buffer_size=None):
+    def stage(self, bundle, buffer_size=None):
         """Stream, verify and stage the model with its metadata and pending record; returns bytes."""
-        sink = StagingSink(self.staging, perms, self.sync)
+        sink = StagingSink(self.staging, self.perms, self.sync)
         sink.create()
         try:
             kwargs = {'buffer_size': buffer_size} if buffer_size else {}
-            stats = bundle.extract(self.model, sink, **kwargs)
+            bundle.extract(self.model, sink, **kwargs)
             for name, data in sorted(self.wanted_metadata().items()):
                 sink.write_metadata(name, data, self.model['created_at'])
             sink.finish()
-            if self.sync:
-                sync_tree(self.staging)
-            record = Record(self.pending_path)
-            for f in self.files:
-                record.put(f['path'], f['size'], f['sha256'], f['revision'], stats[f['path']])
-            save_pending(self.root, self.rel, record, self.staging, self.sync, **self.facts())
-            perms.apply(self.pending_path, perms.file)  # the record is the model's metadata too
+            self.seal([(f['path'], f['size'], f['sha256'], f['revision']) for f in self.files], self.facts())
         except BaseException:
             self.unstage()
             raise
@@ -453,108 +310,29 @@ class ModelInstall(object):
         return self.model['bytes']
 
     def unstage(self):
-        unlink(self.pending_path)
-        remove_tree(self.staging)
+        ModelState.unstage(self)
         self.staged = None
 
-    def commit(self, perms):
+    def commit(self):
         """Move the staged model into place, promote its record, make its links, drop the old copy."""
-        ensure_dirs(self.root, posixpath.dirname(self.rel), perms)
-        old = swap_in(self.root, self.rel, self.staging, self.record_path, self.sync)
-        self.make_links(perms, alias_links(self.layout, self.model['id']))
-        if old is not None:
-            discard(self.root, self.rel, old)
+        self.swap_in()
         self.staged = None
 
-    def fix(self, perms):
-        plan = self.plan
-        wanted = self.wanted_metadata()
-        for name in plan.metadata:
-            write_file(os.path.join(self.dir, name), wanted[name], perms, perms.file_mode(name), self.model['created_at'], self.sync)
+    def fix(self):
+        """Bring metadata, links, owners, modes and the record in line without touching the files."""
+        plan, perms = self.plan, self.perms
+        self.write_metadata(plan.metadata, self.wanted_metadata(), self.model['created_at'], into=self.dir)
         for path in plan.perms:
             if os.path.isdir(path) and not os.path.islink(path):
                 perms.apply(path, perms.dir)
             else:
                 perms.apply(path, perms.file_mode(os.path.relpath(path, self.dir).replace(os.sep, '/')))
-        self.make_links(perms, plan.links)
+        self.make_links(plan.links)
         if plan.record:
-            record = Record.load(self.record_path)
+            record = self.record()
             for f in self.files:
                 record.files[f['path']]['revision'] = f['revision']
-            record.save(**self.facts())
-            perms.apply(self.record_path, perms.file)
-            if self.sync:
-                fsync_dirs(os.path.dirname(self.record_path))
-
-    def make_links(self, perms, links):
-        for link, target in links:
-            path = absolute(self.root, link)
-            ensure_dirs(self.root, posixpath.dirname(link), perms)
-            tmp = path + LINK_SUFFIX
-            unlink(tmp)
-            os.symlink(target, tmp)
-            perms.chown(tmp, follow=False)
-            if os.path.isdir(path) and not os.path.islink(path):
-                # A real copy where the link belongs (an earlier install in another layout): swap, then drop it.
-                if not exchange(tmp, path):
-                    discard(self.root, link, path)
-                    os.rename(tmp, path)
-                else:
-                    discard(self.root, link, tmp)
-                Record(state_path(self.root, 'records', link, '.json')).remove()
-            else:
-                os.rename(tmp, path)
-        if self.sync and links:
-            fsync_dirs(*(os.path.dirname(absolute(self.root, link)) for link, _target in links))
-
-
-def above(layout, rel, model_id):
-    """Directories (relative) between the cache root and model directory ``rel`` or its layout links."""
-    return parent_dirs([rel] + [link for link, _target in alias_links(layout, model_id)])
-
-
-def pending_installs(root):
-    """Model directories (relative) with a pending record left by a killed run."""
-    top = os.path.join(root, STATE_DIR, 'incoming')
-    try:
-        names = os.listdir(top)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(unquote(n[:-len(PENDING_SUFFIX)]) for n in names if n.endswith(PENDING_SUFFIX))
-
-
-def recorded_models(root, layout):
-    """[(rel, Record)] of models recorded in ``layout`` whose record is where its facts say."""
-    top = os.path.join(root, STATE_DIR, 'records')
-    try:
-        names = sorted(os.listdir(top))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    found = []
-    for name in names:
-        if not name.endswith('.json'):
-            continue
-        record = Record.load(os.path.join(top, name))
-        facts = record.data
-        if facts.get('layout') != layout:
-            continue
-        try:
-            rel = model_dir(layout, facts.get('model'), facts.get('revision'))
-        except (InvalidName, ValueError, TypeError, AttributeError):
-            continue
-        if facts.get('path') == rel and quote(rel, safe='') + '.json' == name:
-            found.append((rel, record))
-    return found
-
-
-def remove_model(root, layout, rel, model_id):
-    """Delete a model directory (one rename away first), its layout links and its record."""
-    for link, target in alias_links(layout, model_id):
-        path = absolute(root, link)
-        if os.path.islink(path) and os.readlink(path) == target:
-            os.unlink(path)
-    discard(root, rel, absolute(root, rel))
-    Record(state_path(root, 'records', rel, '.json')).remove()
+            self.save_record(record, self.facts())
 
 
 # -- the cache root ------------------------------------------------------------------
@@ -581,12 +359,6 @@ def runtime_dirs_to_fix(root, layout, perms):
         if st is not None and stat.S_ISDIR(st.st_mode) and not perms.ok(st, perms.dir):
             fix.append((rel, perms.dir))
     return fix
-
-
-def prepare_state_dirs(root, perms):
-    """Make the missing state directories with the owner and mode of the models' directories."""
-    for rel in STATE_DIRS:
-        ensure_dirs(root, rel, perms)
 
 
 def fix_runtime_dirs(root, dirs, perms):
@@ -616,7 +388,7 @@ def check_free_space(root, models):
         inodes += len(files) + dirs + 3
     needed += sum(len(json.dumps(model['files'])) for model in models)  # records, roughly
     require_space(root, needed, 'to install %s (the old copies stay in place until every model is verified)' % (
-        ', '.join(model_label(m) for m in models)), inodes)
+        ', '.join(bundle_format.model_label(m) for m in models)), inodes)
 
 
 class Locks(object):

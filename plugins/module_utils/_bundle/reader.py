@@ -25,11 +25,11 @@ import tarfile
 import threading
 from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError, ResumableGet
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -164,7 +164,7 @@ class Bundle(object):
         self.manifest_sha256 = digest
         self.models = self.manifest['models']
         for model in self.models:
-            label = model_label(model)
+            label = bundle_format.model_label(model)
             if sums.get(model['tar']) != model['tar_sha256']:
                 raise BundleError('%s: %s says %s has sha256 %s, the manifest says %s' % (
                     label, bundle_format.SUMS, model['tar'], sums.get(model['tar'], '(nothing)'), model['tar_sha256']))
@@ -174,7 +174,7 @@ class Bundle(object):
         try:
             raw = self.source.open_stream(model['tar'], model['tar_size'])
         except BundleError as exc:
-            raise BundleError('%s: %s' % (model_label(model), exc))
+            raise BundleError('%s: %s' % (bundle_format.model_label(model), exc))
         try:
             return extract_tar(raw, model, sink, buffer_size=buffer_size)
         finally:
@@ -185,10 +185,6 @@ def _limited(data, limit, name):
     if len(data) > limit:
         raise BundleError('%s is larger than %d bytes' % (name, limit))
     return data
-
-
-def model_label(model):
-    return '%s@%s' % (model['id'], model['revision'])
 
 
 # -- tar streaming ---------------------------------------------------------------
@@ -497,7 +493,7 @@ def extract_tar(raw, model, sink, buffer_size=BUFFER):
     metadata its target layout needs. Files get the commit's time (``created_at``) as mtime,
     whatever their header says. Returns {path: stat}.
     """
-    label = model_label(model)
+    label = bundle_format.model_label(model)
     judge = _Judge(model, label)
     stream = TarStream(raw, model['tar_size'], buffer_size=buffer_size)
     written = {}

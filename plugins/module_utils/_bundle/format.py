@@ -40,9 +40,10 @@ import hashlib
 import json
 import re
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
 
 FORMAT = 'modelseed.fleet/bundle'
 VERSION = 1
@@ -203,3 +204,8 @@ def parse_manifest(data):
         _require(model['tar'] not in keys, 'lists %s twice' % model['tar'])
         keys.add(model['tar'])
     return doc
+
+
+def model_label(model):
+    """``<model id>@<revision>`` of a manifest's model entry, as messages name it."""
+    return '%s@%s' % (model['id'], model['revision'])

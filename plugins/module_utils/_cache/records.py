@@ -1,18 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What this collection knows about a cache: verified files, kept outside model dirs.
+"""Records: what this collection knows about the files of a model directory, kept outside it.
 
-Everything lives under ``<cache root>/.modelseed/``, which no SDK looks at:
-
-- ``records/<key>.json``: every file of a model directory with the size and
-  sha256 it was verified against and the mtime it had then, so a re-run knows a
-  file is intact from ``stat`` alone, and later steps know hashes without
-  reading gigabytes again;
-- ``incoming/<key>/`` and ``incoming/<key>.json``: verified files waiting to be
-  moved into place, and their record;
-- ``partial/<key>/``: downloads in progress, resumed from their length;
-- ``locks/<key>.lock``: one writer per model at a time.
+A record lists every file of a model directory with the size and sha256 it was verified against and the
+mtime it had then, so a re-run knows a file is intact from ``stat`` alone, and later steps know hashes
+without reading gigabytes again. Where records live: state.py.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,17 +14,10 @@ __metaclass__ = type
 
 import json
 import os
-from urllib.parse import quote
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes, sweep_temps, unlink_with_temps
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, read_bytes, sweep_temps, unlink_with_temps
 
-STATE_DIR = '.modelseed'
 FORMAT = 1
-
-
-def state_path(cache_root, kind, relative_model_dir, suffix=''):
-    """Path of one kind of state ('records', 'incoming', 'partial', 'locks') for a model dir."""
-    return os.path.join(cache_root, STATE_DIR, kind, quote(relative_model_dir, safe='') + suffix)
 
 
 class Record(object):

@@ -20,7 +20,7 @@ __metaclass__ = type
 import os
 import posixpath
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import escape_name, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import escape_name, split_model_id
 
 LAYOUTS = ('hub', 'models', 'snapshots', 'all')
 LAYOUT_CHOICES = LAYOUTS + ('auto',)

@@ -12,9 +12,10 @@ import fnmatch
 import re
 from urllib.parse import urlencode
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import looks_like_commit
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import check_relative_path, parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import looks_like_commit
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
 
 DEFAULT_ENDPOINT = 'https://www.modelscope.cn'
 # The hub cuts every repo/files answer, recursive or not, at this many entries and says nothing (the SDK

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, unlink
 
 INTERVAL = 2.0
 

@@ -12,7 +12,7 @@ import fcntl
 import os
 import time
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs
 
 
 class LockTimeout(Exception):

@@ -19,10 +19,10 @@ import os
 import re
 import stat
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import escape_name
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import escape_name
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import STATE_DIR
 
 OK, FAILED, UNVERIFIABLE = 'ok', 'failed', 'unverifiable'
 METADATA_LAYOUTS = ('hub', 'models', 'all', 'legacy')

@@ -10,8 +10,8 @@ __metaclass__ = type
 import os
 from urllib.parse import urlsplit
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUT_CHOICES, layout_for_versions
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import find_sdks
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUT_CHOICES, layout_for_versions
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.sdk_detect import find_sdks
 
 # Every module that makes HTTP requests (doc fragment modelseed.fleet.transfer); retry_delay is the client's backoff.
 TRANSFER_ARG_SPEC = dict(

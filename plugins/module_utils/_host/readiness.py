@@ -17,8 +17,8 @@ import pwd
 import shutil
 import subprocess
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
 
 MARK = 'MODELSEED-READY '
 # Runs in the SDK's interpreter, which may be any Python 3: keep it plain.

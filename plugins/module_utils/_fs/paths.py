@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Safe relative paths and atomic file writes inside a cache."""
+"""File-system primitives: directories, atomic writes, free space, and removal that tolerates absence."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,31 +12,6 @@ import os
 import posixpath
 import tempfile
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_metadata import METADATA_FILES
-
-MAX_PATH = 4096
-
-
-def check_relative_path(path):
-    """Raise ValueError unless ``path`` is a plain relative POSIX path inside its root.
-
-    Rejects absolute paths, '..', empty or '.' components, backslashes, NUL and
-    control characters, and names the SDK metadata files use at the top level.
-    """
-    if not isinstance(path, str) or not path:
-        raise ValueError('empty file name')
-    if len(path.encode('utf-8', 'surrogateescape')) > MAX_PATH:
-        raise ValueError('file name longer than %d bytes' % MAX_PATH)
-    if path.startswith('/') or '\\' in path or any(ord(c) < 32 for c in path):
-        raise ValueError('%r is not a relative POSIX path' % (path,))
-    parts = path.split('/')
-    if any(p in ('', '.', '..') for p in parts):
-        raise ValueError('%r has an empty, "." or ".." component' % (path,))
-    if path in METADATA_FILES:
-        raise ValueError('%r clashes with SDK metadata' % (path,))
-    return path
-
-
 def parent_dirs(paths):
     """Every directory leading to ``paths`` (relative POSIX paths)."""
     dirs = set()
@@ -46,10 +21,6 @@ def parent_dirs(paths):
             dirs.add(parent)
             parent = posixpath.dirname(parent)
     return dirs
-
-
-def join(root, relative):
-    return os.path.join(root, *check_relative_path(relative).split('/'))
 
 
 def makedirs(path, mode=0o755):
@@ -72,15 +43,21 @@ def _temp_prefix(path):
     return '.%s.' % os.path.basename(path)
 
 
-def atomic_write(path, data, mode=0o644):
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
+def atomic_write(path, data, mode=0o644, sync=True, prepare=None):
+    """Write ``data`` to a temp file beside ``path``, fsync it (with ``sync``), then rename over ``path``.
+
+    ``prepare(fd)``, when given, sets owner, mode and times of the temp file instead of ``mode``."""
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix='.tmp', dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+            if prepare is None:
+                os.fchmod(handle.fileno(), mode)
+            else:
+                prepare(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.rename(tmp, path)
     except BaseException:
         unlink(tmp)
@@ -113,14 +90,18 @@ def sweep_temps(path):
     """Remove the temp files an atomic_write of ``path`` killed before its rename left beside it.
 
     Call only while holding the lock that serialises writers of ``path``."""
-    parent, prefix = os.path.dirname(path), _temp_prefix(path)
+    remove_temps(os.path.dirname(path), _temp_prefix(path))
+
+
+def remove_temps(directory, prefix, keep=()):
+    """Delete ``<prefix>*.tmp`` in ``directory`` (but names in ``keep``): atomic writes a killed run left half done."""
     try:
-        names = os.listdir(parent)
+        names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.startswith(prefix) and name.endswith('.tmp'):
-            unlink(os.path.join(parent, name))
+        if name.startswith(prefix) and name.endswith('.tmp') and name not in keep:
+            unlink(os.path.join(directory, name))
 
 
 def lstat_or_none(path):

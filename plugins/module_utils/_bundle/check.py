@@ -9,9 +9,9 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
 
 
 def check_bundle(path, verify='quick'):

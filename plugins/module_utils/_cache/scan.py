@@ -9,11 +9,13 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import cache_verify, sdk_metadata
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import GENERATIONS
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import verify as cache_verify
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import GENERATIONS
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import STATE_DIR, load_record
 
 # Top-level names in a cache root that never hold models.
 RESERVED = ('hub', 'models', 'datasets', STATE_DIR, '.lock', '._____temp', 'temp', 'ast_indexer')
@@ -82,7 +84,7 @@ def inspect(root, layout, rel, model_id, verify='quick', manifests=None, links=N
     """
     top = os.path.join(root, *rel.split('/'))
     on_disk = _walk_files(top)
-    record = Record.load(state_path(root, 'records', rel, '.json'))
+    record = load_record(root, rel)
     model_id = record.data.get('model') or model_id
     expected = record.files or None
     msc = None

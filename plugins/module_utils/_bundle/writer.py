@@ -33,14 +33,14 @@ import stat
 import tempfile
 import threading
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import sha256_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import LAYOUTS, absolute, model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, lstat_or_none, read_bytes, require_space, space_ran_out, unlink
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import copy_mode, remove_tree, replace_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUTS, absolute, model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, lstat_or_none, read_bytes, require_space, space_ran_out, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import load_record
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import copy_mode, remove_tree, replace_dir
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tarfile.RECORDSIZE, GNU tar's default blocking factor
@@ -427,7 +427,7 @@ class Source(object):
 
 
 def _record_for(root, rel):
-    return Record.load(state_path(root, 'records', rel, '.json'))
+    return load_record(root, rel)
 
 
 def find_source(root, model_id, revision, layout='auto'):

@@ -17,7 +17,7 @@ __metaclass__ = type
 import io
 import pickle
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import escape_name, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import escape_name, split_model_id
 
 MSC, MDL, MV = '.msc', '.mdl', '.mv'
 METADATA_FILES = (MSC, MDL, MV)

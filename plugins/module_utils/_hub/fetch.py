@@ -10,11 +10,11 @@ __metaclass__ = type
 import hashlib
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.durable import fsync_path, start_writeback
-from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint
-from ansible_collections.modelseed.fleet.plugins.module_utils.hashing import update_from_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import ResumableGet
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import makedirs, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_path, start_writeback
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import update_from_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import ResumableGet
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs, unlink
 
 # Each chunk is received, hashed and written while it is still in the CPU cache; hashing and
 # writing release the GIL. 129 pages, not a power of two: writes at offsets aligned to large powers
