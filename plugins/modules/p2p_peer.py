@@ -13,13 +13,13 @@ module: p2p_peer
 short_description: Run an aria2 BitTorrent peer that downloads a model tree and seeds it until told to stop
 version_added: 0.1.0
 description:
-  - V(started) starts C(aria2c) in the background on the torrent made by M(modelseed.fleet.p2p_torrent): it downloads
+  - V(started) starts C(aria2c) in the background on the torrent made by M(modelseed.fleet.p2p_torrent). It downloads
     the tree into O(dest) (the files land in C(<dest>/<torrent name>/)) and then seeds it, until V(stopped) or
     O(deadline) seconds, whichever comes first, so that nothing keeps running when a play dies.
   - The peer is private to the swarm of its tracker (DHT, peer exchange and local peer discovery off) and binds
     every socket to O(address).
-  - V(finished) waits until the download is complete (the files are all there and match the torrent's piece hashes;
-    that is no verification of the model: check each file against the manifest's sha256 before it moves into the cache).
+  - V(finished) waits until the download is complete (the files are all there and match the torrent's piece hashes).
+    That is no verification of the model; check each file against the manifest's sha256 before it moves into the cache.
   - V(stopped) stops the peer (SIGINT, which tells the tracker that the peer leaves, then SIGKILL after O(stop_timeout) seconds) and returns once it has gone.
   - Keeps its pid, log and markers in C(<state_dir>/<info hash>/). Uses only the Python standard library.
 author:
@@ -64,7 +64,7 @@ options:
     default: 6881
   seed:
     description:
-      - V(true) when O(dest) already holds the complete tree (a seeder): no hashing at start, the files are served as they are.
+      - V(true) when O(dest) already holds the complete tree (a seeder). Nothing is hashed at start; the files are served as they are.
     type: bool
     default: false
   seed_ratio:

@@ -78,7 +78,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 info_hash:
-  description: The info hash (hex, lower case).
+  description: The info hash (hex, lower case); V(null) in check mode when the torrent would be made anew.
   returned: always
   type: str
   sample: 3f1c0a5e2b7d4c9e8f6a1b2c3d4e5f60718293a4

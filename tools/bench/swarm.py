@@ -169,9 +169,8 @@ def run_cell(staging: Staging, mechanism: Mechanism, nodes: list[int], manifest:
         sent_before = {name: site.sent(name) for name in site.links}
         cpu_before = cpu_times()
         started = time.monotonic()
-        threads = [threading.Thread(target=staging.run, args=(node_prefix(site, i), "p2p_peer",
-                                                                peer_args(staging, site.fleet.node(i).path, site.fleet.node(i).address)))
-                   for i in nodes]
+        starts = [(node_prefix(site, i), "p2p_peer", peer_args(staging, site.fleet.node(i).path, site.fleet.node(i).address)) for i in nodes]
+        threads = [threading.Thread(target=staging.run, args=start) for start in starts]
         for thread in threads:
             thread.start()
         done: dict[int, float] = {}
