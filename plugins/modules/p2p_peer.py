@@ -59,7 +59,7 @@ options:
     description: The host's own address; the peer listens and connects from it only. Needed for V(started).
     type: str
   port:
-    description: TCP port the peer listens on.
+    description: TCP port the peer listens on; two peers on one host (two torrents at once) need two ports.
     type: int
     default: 6881
   seed:
@@ -122,7 +122,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 info_hash:
-  description: The torrent's info hash (hex).
+  description: The torrent's info hash (hex); V(null) in check mode when O(torrent) does not exist yet.
   returned: always
   type: str
   sample: 3f1c0a5e2b7d4c9e8f6a1b2c3d4e5f60718293a4
@@ -150,7 +150,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-HOOK = "#!/bin/sh\n# aria2 runs this once the torrent is complete and hash-checked: $1 GID, $2 files, $3 first file.\n: > '{marker}'\n"
+HOOK = "#!/bin/sh\n# aria2 runs this once the torrent is complete and hash-checked: $1 GID, $2 files, $3 first file.\n: > {marker}\n"
 LOG_TAIL = 3000
 
 
@@ -200,6 +200,10 @@ def torrent_facts(module, aria2c, torrent):
     if not info_hash:
         module.fail_json(msg="aria2c printed no info hash for %s" % torrent)
     return info_hash, name
+
+
+def shell_quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def read_int(path):
@@ -288,7 +292,7 @@ def start(module, aria2c, run_dir, info_hash, name):
     for marker in ("complete", "exit", "pid"):
         if os.path.exists(os.path.join(run_dir, marker)):
             os.unlink(os.path.join(run_dir, marker))
-    write_file(os.path.join(run_dir, "on-complete"), HOOK.format(marker=os.path.join(run_dir, "complete")), 0o700)
+    write_file(os.path.join(run_dir, "on-complete"), HOOK.format(marker=shell_quote(os.path.join(run_dir, "complete"))), 0o700)
     argv = aria2_argv(aria2c, params["torrent"], params["dest"], run_dir, params["address"], params["port"], params["seed"],
                       params["upload_limit"], params["web_seed_connections"], params["max_peers"], params["deadline"],
                       params["seed_ratio"])
@@ -363,6 +367,10 @@ def main():
         supports_check_mode=True,
     )
     aria2c = module.get_bin_path("aria2c", required=True)
+    if module.check_mode and not os.path.exists(module.params["torrent"]):
+        # The task that fetches the torrent did not run for real: say what would happen.
+        module.exit_json(changed=module.params["state"] == "started", info_hash=None, pid=0, complete=False, exit_code=None,
+                         msg="%s does not exist yet" % module.params["torrent"])
     info_hash, name = torrent_facts(module, aria2c, module.params["torrent"])
     run_dir = os.path.join(module.params["state_dir"], info_hash)
     state = module.params["state"]

@@ -68,6 +68,8 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
 
     checked = run_tasks([leecher], check=True)[0]
     assert checked["changed"] and checked["pid"] == 0 and not dest.exists()
+    unfetched = run_tasks([peer(tmp_path / "not-fetched.torrent", state, dest=str(dest), address=LEECHER)], check=True)[0]
+    assert unfetched["changed"] and not unfetched.get("failed") and not dest.exists(), unfetched
 
     first, second, done = run_tasks([leecher, leecher, peer(torrent, state, state="finished", timeout=120)])
     assert first["changed"] and first["pid"] > 0 and first["tree"] == str(dest / "models"), first

@@ -46,3 +46,12 @@ def test_the_installed_aria2c_knows_every_option(tmp_path: Path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "unrecognized option" not in (proc.stdout + proc.stderr)
+
+
+def test_the_completion_hook_marks_completion_whatever_the_state_directory_is_called(tmp_path: Path):
+    run_dir = tmp_path / "it's a $dir"
+    run_dir.mkdir()
+    hook = run_dir / "on-complete"
+    hook.write_text(p2p_peer.HOOK.format(marker=p2p_peer.shell_quote(str(run_dir / "complete"))))
+    subprocess.run(["sh", str(hook), "2089b05ecca3d829", "3", str(tmp_path / "first")], check=True)
+    assert (run_dir / "complete").exists() and not (tmp_path / "complete").exists()
