@@ -26,6 +26,7 @@ PACKAGES=(
     rsync
     shellcheck
     strace
+    sudo
 )
 
 installed() {

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The options of common_args.LAYOUT_ARG_SPEC: which SDK generation reads what a module writes.
+    # The options of _module/args.py LAYOUT_ARG_SPEC: which SDK generation reads what a module writes.
     DOCUMENTATION = r'''
 options:
   layout:

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The sync option of the modules that put models into a cache.
+    # The options of _module/args.py SYNC_ARG_SPEC: the modules that put models into a cache.
     DOCUMENTATION = r'''
 options:
   sync:

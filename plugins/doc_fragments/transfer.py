@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The options of common_args.TRANSFER_ARG_SPEC: how long the modules that make HTTP requests wait, and how often they retry.
+    # The options of _module/args.py TRANSFER_ARG_SPEC: how long the modules that make HTTP requests wait, and how often they retry.
     DOCUMENTATION = r'''
 options:
   timeout:

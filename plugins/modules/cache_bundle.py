@@ -229,13 +229,16 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
     BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, lock_path, manifest_entry, stale_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import cache_root
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUT_CHOICES
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC, cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace, makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs
 
 SHOWN = 5
 
@@ -245,11 +248,8 @@ def create_module():
         argument_spec=dict(
             cache_dir=dict(type='path'),
             dest=dict(type='path', required=True),
-            models=dict(type='list', elements='dict', default=[], options=dict(
-                name=dict(type='str', required=True, aliases=['model_id']),
-                revision=dict(type='str', default='master'),
-            )),
-            layout=dict(type='str', default='auto', choices=['auto', 'all', 'models', 'snapshots', 'hub']),
+            models=dict(type='list', elements='dict', default=[], options=MODEL_REF_SPEC),
+            layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
             verify=dict(type='str', default='none', choices=['none', 'full']),
             prune=dict(type='bool', default=True),
             lock_timeout=dict(type='int', default=3600),
@@ -267,9 +267,9 @@ def requested(module, root):
             split_model_id(item['name'])
             check_revision(item['revision'])
         except InvalidName as exc:
-            error = str(exc)
-        if error:  # outside the except block: a wrong name is the task's failure, with no traceback of the module
-            module.fail_json(msg=error)
+            error = failure(exc)
+        if error:
+            fail(module, error)
         key = (item['name'], item['revision'])
         if key in wanted:
             module.fail_json(msg='%s@%s is listed twice in models' % key)
@@ -383,12 +383,12 @@ def main():
             makedirs(dest)
             with FileLock(lock_path(dest), module.params['lock_timeout']):
                 run(module, entries, dest, result)
-    except (BundleWriteError, LockTimeout, NoSpace) as exc:
-        error = str(exc)
+    except ModelseedError as exc:
+        error = failure(exc)
     except OSError as exc:
-        error = '%s: %s' % (dest, exc)
-    if error is not None:  # outside the except blocks: the task's failure, with no traceback of the module
-        module.fail_json(msg=error, **result)
+        error = failure(exc, '%s: %s' % (dest, exc))
+    if error is not None:  # reported once the lock is released
+        fail(module, error, result)
     module.exit_json(**result)
 
 

@@ -239,7 +239,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
-from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import VERIFY_CHOICES, cache_root
 
 
 MAX_DEFECTS_SHOWN = 10
@@ -277,7 +277,7 @@ def main():
             cache_dir=dict(type='path'),
             bundle=dict(type='path'),
             names=dict(type='list', elements='str', default=[]),
-            verify=dict(type='str', default='quick', choices=['quick', 'full']),
+            verify=dict(type='str', default='quick', choices=VERIFY_CHOICES),
         ),
         supports_check_mode=True,
     )

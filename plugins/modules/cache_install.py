@@ -242,16 +242,17 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
-    LAYOUT_ARG_SPEC, TRANSFER_ARG_SPEC, cache_root, choose_layout, warn_unverified)
+    LAYOUT_ARG_SPEC, SYNC_ARG_SPEC, TRANSFER_ARG_SPEC, VERIFY_CHOICES, cache_root, choose_layout, warn_unverified)
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
-    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, runtime_dirs_to_fix)
+    Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, runtime_dirs_to_fix)
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import NoSpace
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
     ModelState, empty_trash, lock_path, pending_models, prepare_state_dirs, recorded_models, recover_pending)
 
@@ -264,7 +265,7 @@ def create_module():
         src=dict(type='str', required=True),
         cache_dir=dict(type='path'),
         prune=dict(type='bool', default=False),
-        verify=dict(type='str', default='quick', choices=['quick', 'full']),
+        verify=dict(type='str', default='quick', choices=VERIFY_CHOICES),
         owner=dict(type='str'),
         group=dict(type='str'),
         file_mode=dict(type='raw', default='0644'),
@@ -276,10 +277,10 @@ def create_module():
         url_password=dict(type='str', no_log=True),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
-        sync=dict(type='bool', default=True),
     )
     argument_spec.update(TRANSFER_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
+    argument_spec.update(SYNC_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                          required_if=[('shared', True, ('group',))],
                          required_together=[('url_username', 'url_password')])
@@ -529,19 +530,19 @@ def main():
                     locked = set(rel for rel, rec in prunes)
                     prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel in locked]
                 run(module, bundle, root, layout, perms, targets, prunes, result)
-    except (BundleError, InstallError, LockTimeout, NoSpace) as exc:
-        error = str(exc)
     except HttpError as exc:
-        error = 'cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc)
+        error = failure(exc, 'cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc))
+    except ModelseedError as exc:
+        error = failure(exc)
     except OSError as exc:
         needed = sum(t.model['bytes'] for t in targets if t.plan is not None and t.plan.action in ('install', 'replace'))
-        error = 'installing into %s failed: %s' % (root, describe_os_error(exc, root, needed))
+        error = failure(exc, 'installing into %s failed: %s' % (root, describe_os_error(exc, root, needed)))
     finally:
         source.close()
     if error is not None:
         # Failed outside the except blocks: a wrong bundle or a full disk is the task's failure, not a crash,
         # and carries no traceback of the module into the output.
-        module.fail_json(msg='; '.join(part for part in (error, what_changed(result)) if part), **result)
+        fail(module, error, result, what_changed(result))
     module.exit_json(**result)
 
 

@@ -129,6 +129,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
 from ansible_collections.modelseed.fleet.plugins.module_utils._host import env_files
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, read_bytes, unlink
 
@@ -216,7 +217,7 @@ def main():
         for unit in p['services']:
             files.service(unit)
     except env_files.EnvError as exc:
-        module.fail_json(msg=str(exc))
+        fail(module, exc)
     if not os.path.isdir(p['root']):
         module.fail_json(msg='root %s is not a directory' % p['root'])
 

@@ -35,10 +35,22 @@ attributes:
 options:
   models:
     description:
-      - Models to load, each C(name) and optionally C(revision) (default C(master)).
+      - Models to load.
     type: list
     elements: dict
     required: true
+    suboptions:
+      name:
+        description:
+          - Model id, C(owner/name).
+        type: str
+        required: true
+        aliases: [model_id]
+      revision:
+        description:
+          - The revision the serving application asks for.
+        type: str
+        default: master
   pythons:
     description:
       - Interpreters of the serving stack to try, for example C(/opt/vllm/bin/python).
@@ -117,6 +129,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
 from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
@@ -139,7 +153,7 @@ def recorded_files(cache, model_id, revision):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            models=dict(type='list', elements='dict', required=True),
+            models=dict(type='list', elements='dict', required=True, options=MODEL_REF_SPEC),
             pythons=dict(type='list', elements='path', required=True),
             user=dict(type='str'),
             cache_dir=dict(type='path'),
@@ -161,12 +175,12 @@ def main():
 
     models = []
     for item in p['models']:
-        model_id, revision = item.get('name'), item.get('revision') or 'master'
+        model_id, revision = item['name'], item['revision']
         try:
             split_model_id(model_id)
             check_revision(revision)
         except InvalidName as exc:
-            module.fail_json(msg=str(exc))
+            fail(module, exc)
         models.append({'id': model_id, 'revision': revision, 'files': recorded_files(cache, model_id, revision)})
 
     candidates = [d for m in models for d in legacy_dirs(cache, m['id'])]

@@ -268,6 +268,19 @@ def test_state_absent(hub, tmp_path):
     assert not (tmp_path / ESCAPED_DIR).exists() and not os.path.lexists(tmp_path / "hub/Qwen/Qwen2___5-0___5B-Test")
 
 
+def test_diff_shows_the_commit_and_files_before_and_after(hub, tmp_path):
+    task, absent = download(hub, tmp_path), download(hub, tmp_path, state="absent")
+    first, real, again, removing = run_tasks([{**task, "check_mode": True, "diff": True}, task, {**task, "diff": True},
+                                              {**absent, "check_mode": True, "diff": True}]).results
+    files = model_files()
+    assert first["diff"]["before"] == "" and f"{ESCAPED_DIR}: {MODEL}@master commit {real['commit'][:12]}" in first["diff"]["after"]
+    for name, data in files.items():
+        assert f"  {name} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})" in first["diff"]["after"], name
+    assert again["changed"] is False and again["diff"]["before"] == again["diff"]["after"] == first["diff"]["after"]
+    assert removing["changed"] is True and removing["diff"]["before"] == first["diff"]["after"] and removing["diff"]["after"] == ""
+    assert (tmp_path / ESCAPED_DIR).is_dir()  # the removal was a check
+
+
 def test_cache_dir_must_be_a_directory(hub, tmp_path):
     (tmp_path / "file").write_text("x")
     assert "not a directory" in run_tasks([download(hub, tmp_path / "file")])[0]["msg"]

@@ -40,6 +40,7 @@ import hashlib
 import json
 import re
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
@@ -58,7 +59,7 @@ _SHA256 = re.compile(r'^[0-9a-f]{64}\Z')
 _SUMS_LINE = re.compile(r'^([0-9a-f]{64}) [ *](.+)\Z')
 
 
-class BundleError(Exception):
+class BundleError(ModelseedError):
     pass
 
 

@@ -33,6 +33,7 @@ import stat
 import tempfile
 import threading
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
@@ -60,7 +61,7 @@ LEGACY_LOCK = '.lock'
 PROBLEMS_SHOWN = 5
 
 
-class BundleWriteError(Exception):
+class BundleWriteError(ModelseedError):
     pass
 
 

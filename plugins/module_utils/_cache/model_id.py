@@ -9,6 +9,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+
 # ModelScope owners and names: letters, digits, '-', '_', '.'; never a dot first,
 # so '.' and '..' can never become path components.
 _PART = r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}'
@@ -19,7 +21,7 @@ _REVISION = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z')
 _COMMIT = re.compile(r'^[0-9a-f]{7,64}\Z')
 
 
-class InvalidName(ValueError):
+class InvalidName(ModelseedError, ValueError):
     pass
 
 

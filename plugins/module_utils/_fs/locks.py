@@ -12,10 +12,11 @@ import fcntl
 import os
 import time
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs
 
 
-class LockTimeout(Exception):
+class LockTimeout(ModelseedError):
     pass
 
 

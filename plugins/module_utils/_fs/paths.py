@@ -12,6 +12,9 @@ import os
 import posixpath
 import tempfile
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+
+
 def parent_dirs(paths):
     """Every directory leading to ``paths`` (relative POSIX paths)."""
     dirs = set()
@@ -120,7 +123,7 @@ def readlink_or_none(path):
         return None
 
 
-class NoSpace(Exception):
+class NoSpace(ModelseedError):
     pass
 
 

@@ -16,12 +16,14 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+
 _NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*\Z')
 _UNIT = re.compile(r'^[A-Za-z0-9:_.@-]+\.(service|socket|target|timer|path|mount|scope|slice)\Z')
 HEADER = '# Managed by modelseed.fleet: the same ModelScope settings in every session and service.\n'
 
 
-class EnvError(ValueError):
+class EnvError(ModelseedError, ValueError):
     pass
 
 

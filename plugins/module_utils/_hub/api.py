@@ -12,6 +12,7 @@ import fnmatch
 import re
 from urllib.parse import urlencode
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import looks_like_commit
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
@@ -29,7 +30,7 @@ RemoteFile = collections.namedtuple('RemoteFile', 'path size sha256 revision')
 Resolved = collections.namedtuple('Resolved', 'revision commit created_at')
 
 
-class HubError(Exception):
+class HubError(ModelseedError):
     pass
 
 

@@ -10,6 +10,7 @@ __metaclass__ = type
 import hashlib
 import os
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_path, start_writeback
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import update_from_file
@@ -26,7 +27,7 @@ BUFFER = 129 * 4096
 WRITEBACK_CHUNK = 8 << 20
 
 
-class FetchError(Exception):
+class FetchError(ModelseedError):
     pass
 
 

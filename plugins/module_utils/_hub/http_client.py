@@ -22,6 +22,8 @@ import time
 from urllib.parse import urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+
 REDIRECTS = (301, 302, 303, 307, 308)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
@@ -35,7 +37,7 @@ SKIP_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r'^bytes (\d+)-(\d+)/(\d+|\*)$')
 
 
-class HttpError(Exception):
+class HttpError(ModelseedError):
     """A failed request. ``retryable`` marks faults worth trying again."""
 
     def __init__(self, message, status=None, url=None, retryable=False, retry_after=None):

@@ -10,6 +10,8 @@ __metaclass__ = type
 import os
 from urllib.parse import urlsplit
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUT_CHOICES, layout_for_versions
 from ansible_collections.modelseed.fleet.plugins.module_utils._host.sdk_detect import find_sdks
 
@@ -20,14 +22,30 @@ TRANSFER_ARG_SPEC = dict(
     retry_delay=dict(type='float', default=1.0),
 )
 
+# The hub's address and credentials (doc fragment modelseed.fleet.hub), with TRANSFER_ARG_SPEC.
 HUB_ARG_SPEC = dict(
     endpoint=dict(type='str'),
-    token=dict(type='str', no_log=True),
+    token=dict(type='str', no_log=True, fallback=(env_fallback, ['MODELSCOPE_API_TOKEN'])),
     validate_certs=dict(type='bool', default=True),
     ca_path=dict(type='path'),
     **TRANSFER_ARG_SPEC
 )
 
+# One model at one revision, as the modules that take a list of models take each of them.
+MODEL_REF_SPEC = dict(
+    name=dict(type='str', required=True, aliases=['model_id']),
+    revision=dict(type='str', default='master'),
+)
+
+# How thoroughly the files already in a cache are checked (cache_install, cache_info).
+VERIFY_CHOICES = ['quick', 'full']
+
+# Every module that writes models into a cache (doc fragment modelseed.fleet.sync).
+SYNC_ARG_SPEC = dict(
+    sync=dict(type='bool', default=True),
+)
+
+# Every module that writes models into a cache (doc fragment modelseed.fleet.layout).
 LAYOUT_ARG_SPEC = dict(
     layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
     sdk_pythons=dict(type='list', elements='path', default=[]),
