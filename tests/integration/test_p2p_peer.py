@@ -42,9 +42,9 @@ def swarm(tmp_path: Path):
     (tree / "sub" / "empty.txt").write_bytes(b"")
     tracker = Tracker([], "127.0.0.1", tmp_path / "tracker", port=free_port()).start()
     try:
-        made = run_tasks([{"modelseed.fleet.p2p_torrent": {"path": str(tree), "dest": str(tmp_path / "models.torrent"),
-                                                          "tracker": tracker.announce, "whitelist": str(tracker.whitelist),
-                                                          "piece_size": 64 << 10}}])[0]
+        torrent = {"path": str(tree), "dest": str(tmp_path / "models.torrent"), "tracker": tracker.announce,
+                   "whitelist": str(tracker.whitelist), "piece_size": 64 << 10}
+        made = run_tasks([{"modelseed.fleet.p2p_torrent": torrent}])[0]
         assert not made.get("failed"), made
         tracker.reload()
         yield tree, tmp_path / "models.torrent", made["info_hash"], tracker
