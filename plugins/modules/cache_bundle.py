@@ -345,7 +345,7 @@ def run(module, entries, dest, result):
         verify_reused(plan)
     writing = set((m['id'], m['revision']) for m in plan.write)
     changed = plan.changed
-    reasons = plan.describe() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
+    reasons = plan.reason_list() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
     if module._diff:
         result['diff'] = diff(plan)
     if not module.check_mode:

@@ -350,7 +350,7 @@ def make_source(module):
     return DirSource(path)
 
 
-def describe(target_rel, facts):
+def model_line(target_rel, facts):
     return '%s: %s@%s commit %s' % (target_rel, facts.get('model'), facts.get('revision'), str(facts.get('commit'))[:12])
 
 
@@ -405,9 +405,9 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
         for target in targets:
             installed = target.installed_facts()
             if installed:
-                before.append(describe(target.rel, installed))
-            after.append(describe(target.rel, target.facts()))
-        before.extend(describe(rel, rec.data) for rel, rec in prunes)
+                before.append(model_line(target.rel, installed))
+            after.append(model_line(target.rel, target.facts()))
+        before.extend(model_line(rel, rec.data) for rel, rec in prunes)
         result['diff'] = dict(before='\n'.join(sorted(before)) + '\n', after='\n'.join(sorted(after)) + '\n',
                               before_header='%s (models of layout %s)' % (root, layout), after_header=p['src'])
     if not result['changed']:

@@ -149,7 +149,7 @@ class StagingSink(object):
 # -- one model ---------------------------------------------------------------------
 
 
-class Plan(object):
+class InstallPlan(object):
     """What a model needs: 'install' (absent), 'replace' (differs), 'fix' (metadata, links,
     ownership or record only), 'none'; ``reasons`` say why."""
 
@@ -201,19 +201,19 @@ class ModelInstall(ModelState):
         try:
             top = os.lstat(self.dir)
         except (FileNotFoundError, NotADirectoryError):
-            return Plan('install', ['new to this cache'])
+            return InstallPlan('install', ['new to this cache'])
         if not stat.S_ISDIR(top.st_mode):
-            return Plan('replace', ['%s is not a directory' % self.rel])
+            return InstallPlan('replace', ['%s is not a directory' % self.rel])
         record = self.record()
         facts = record.data
         m = self.model
         if not record.files:
-            return Plan('replace', ['no record of a verified install'])
+            return InstallPlan('replace', ['no record of a verified install'])
         other = ''
         if facts.get('commit') != m['commit']:
             other = 'installed commit %s, the bundle has %s' % (str(facts.get('commit'))[:12], m['commit'][:12])
         if set(record.files) != set(f['path'] for f in self.files):
-            return Plan('replace', [(other + ', with other files') if other else 'the installed file list differs from the bundle'])
+            return InstallPlan('replace', [(other + ', with other files') if other else 'the installed file list differs from the bundle'])
         changed, wrong_perms = [], []
         for f in self.files:
             path = join(self.dir, f['path'])
@@ -227,16 +227,16 @@ class ModelInstall(ModelState):
                 wrong_perms.append(path)
         if changed:
             if other:
-                return Plan('replace', [other])
-            return Plan('replace', ['%d file(s) missing or changed since installed, for example %s' % (len(changed), changed[0])])
+                return InstallPlan('replace', [other])
+            return InstallPlan('replace', ['%d file(s) missing or changed since installed, for example %s' % (len(changed), changed[0])])
         if verify == 'full':
             corrupt = self._corrupt(workers)
             if corrupt:
-                return Plan('replace', ['%d file(s) differ from the bundle (verify=full), for example %s' % (len(corrupt), corrupt[0])])
+                return InstallPlan('replace', ['%d file(s) differ from the bundle (verify=full), for example %s' % (len(corrupt), corrupt[0])])
         for rel in sorted(parent_dirs(f['path'] for f in self.files)):
             st = lstat_or_none(join(self.dir, rel))
             if st is None or not stat.S_ISDIR(st.st_mode):
-                return Plan('replace', ['directory %s is missing' % rel])
+                return InstallPlan('replace', ['directory %s is missing' % rel])
             if not perms.ok(st, perms.dir):
                 wrong_perms.append(join(self.dir, rel))
         if not perms.ok(top, perms.dir):
@@ -268,8 +268,8 @@ class ModelInstall(ModelState):
         if record_stale and not reasons:
             reasons.append('record outdated')
         if reasons or record_stale:
-            return Plan('fix', reasons, metadata=stale_metadata, links=links, perms=wrong_perms, record=record_stale)
-        return Plan('none')
+            return InstallPlan('fix', reasons, metadata=stale_metadata, links=links, perms=wrong_perms, record=record_stale)
+        return InstallPlan('none')
 
     def _wrong_perms_around(self, perms):
         """The record and the directories between the cache root and the model or its links, where owner or mode differ."""

@@ -64,7 +64,7 @@ class DirSource(object):
     def __init__(self, path):
         self.path = path
 
-    def describe(self, name):
+    def location(self, name):
         return os.path.join(self.path, name)
 
     def read_small(self, name, limit):
@@ -74,7 +74,7 @@ class DirSource(object):
         except FileNotFoundError:
             raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
         except OSError as exc:
-            raise BundleError('cannot read %s: %s' % (self.describe(name), exc.strerror or exc))
+            raise BundleError('cannot read %s: %s' % (self.location(name), exc.strerror or exc))
 
     def open_stream(self, name, size):
         path = os.path.join(self.path, name)
@@ -101,11 +101,11 @@ class UrlSource(object):
         self.base = url.rstrip('/')
         self.client = client
 
-    def describe(self, name):
+    def location(self, name):
         return '%s/%s' % (self.base, quote(name))
 
     def read_small(self, name, limit):
-        url = self.describe(name)
+        url = self.location(name)
 
         def fetch():
             with self.client.open(url) as resp:
@@ -125,7 +125,7 @@ class UrlSource(object):
             raise
 
     def open_stream(self, name, size):
-        return HttpStream(self.client, self.describe(name), size)
+        return HttpStream(self.client, self.location(name), size)
 
     def close(self):
         self.client.close()
@@ -159,7 +159,7 @@ class Bundle(object):
         digest = hashlib.sha256(data).hexdigest()
         if digest != sums[bundle_format.MANIFEST]:
             raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
-                source.describe(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
+                source.location(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
         self.manifest = bundle_format.parse_manifest(data)
         self.manifest_sha256 = digest
         self.models = self.manifest['models']
@@ -235,7 +235,7 @@ class SerialWorker(threading.Thread):
             self.join()
 
 
-class TarStream(object):
+class TarReader(object):
     """The raw bytes of one tar, read in large blocks into a small pool of buffers.
 
     A worker thread (``self.worker``) hashes each block as soon as it is read, and runs whatever
@@ -495,7 +495,7 @@ def extract_tar(raw, model, sink, buffer_size=BUFFER):
     """
     label = bundle_format.model_label(model)
     judge = _Judge(model, label)
-    stream = TarStream(raw, model['tar_size'], buffer_size=buffer_size)
+    stream = TarReader(raw, model['tar_size'], buffer_size=buffer_size)
     written = {}
     try:
         while True:

@@ -194,7 +194,7 @@ class _Hasher(threading.Thread):
                 self.release(item)
 
 
-class TarStream(object):
+class TarWriter(object):
     """Write a tar to file descriptor ``fd`` and compute its sha256 on the way.
 
     Use as a context manager; call ``close()`` to finish the archive, which
@@ -390,7 +390,7 @@ def write_model_tar(model, source_dir, fd, stats=None, verify=False, buffer_size
     mtime = model['created_at']
     metadata = dict(bundle_format.metadata_entries(model))
     files = dict((f['path'], f) for f in model['files'])
-    with TarStream(fd, buffer_size, buffers) as tar:
+    with TarWriter(fd, buffer_size, buffers) as tar:
         for name, kind, size in bundle_format.tar_members(model):
             if kind == 'dir':
                 tar.add_dir(name, mtime)
@@ -634,7 +634,7 @@ class BundlePlan(object):
         return (read_bytes(os.path.join(self.dest, bundle_format.MANIFEST)) != manifest
                 or read_bytes(os.path.join(self.dest, bundle_format.SUMS)) != self.sums(manifest))
 
-    def describe(self):
+    def reason_list(self):
         parts = []
         for reason in ('new', 'changed commit', 'changed files', 'tar missing or of another size', 'source layout changed', 'removed'):
             if self.reasons.get(reason):

@@ -22,7 +22,6 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id im
 MSC, MDL, MV = '.msc', '.mdl', '.mv'
 METADATA_FILES = (MSC, MDL, MV)
 PICKLE_PROTOCOL = 4
-MODE = 0o644
 
 
 def msc_bytes(entries):

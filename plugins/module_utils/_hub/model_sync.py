@@ -48,7 +48,7 @@ def _lstat_file(path):
     return st if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
-class Plan(object):
+class DownloadPlan(object):
     def __init__(self):
         self.reuse = []      # recorded, unchanged since verified
         self.adopt = []      # in place, unrecorded, hash verified now
@@ -92,7 +92,7 @@ class ModelCache(ModelState):
     # -- planning ------------------------------------------------------------
 
     def plan(self, files, adopt=True, adopt_from=None, workers=4):
-        plan = Plan()
+        plan = DownloadPlan()
         record = Record.load(self.record_path)
         incoming = Record.load(self.staging_record_path)
         to_hash = []

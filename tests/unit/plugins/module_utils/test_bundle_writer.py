@@ -57,7 +57,7 @@ def write_tar(path, members, buffer_size=bw.BUFFER_SIZE, buffers=bw.BUFFERS):
     """members: [(name, 'dir'|'file'|'bytes', source path or bytes)] -> (size, sha256)."""
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with bw.TarStream(fd, buffer_size, buffers) as tar:
+        with bw.TarWriter(fd, buffer_size, buffers) as tar:
             for name, kind, payload in members:
                 if kind == 'dir':
                     tar.add_dir(name, MTIME)
@@ -137,7 +137,7 @@ def test_files_are_checked_while_they_are_read(tmp_path):
     st = good.stat()
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        with bw.TarStream(fd, 1024, 2) as tar:
+        with bw.TarWriter(fd, 1024, 2) as tar:
             with pytest.raises(bw.BundleWriteError, match='bytes on disk'):
                 tar.add_file('good.bin', str(good), st.st_size + 1, MTIME)
             with pytest.raises(bw.BundleWriteError, match='changed since it was verified'):
@@ -162,7 +162,7 @@ def test_leaving_early_stops_the_hashing_threads(tmp_path):
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         with pytest.raises(RuntimeError):
-            with bw.TarStream(fd, 1024, 2) as tar:
+            with bw.TarWriter(fd, 1024, 2) as tar:
                 tar.add_file('s', str(source), 10000, MTIME, verify_sha256='0' * 64)
                 raise RuntimeError('interrupted')
     finally:
@@ -277,13 +277,13 @@ def test_plan_reuses_unchanged_tars_and_rewrites_changed_ones(tmp_path):
     assert sums['manifest.json'] == hashlib.sha256((dest / 'manifest.json').read_bytes()).hexdigest()
 
     again = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')])
-    assert not again.changed and again.write == [] and again.describe() == []
+    assert not again.changed and again.write == [] and again.reason_list() == []
 
     seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'B' * 1000}, model_id='o/n', commit='d' * 40)
     changed = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')])
     assert changed.reasons == {'changed commit': [('o/n', 'master')]}
     assert [m['id'] for m in changed.write] == ['o/n']
-    assert changed.describe() == ['1 model(s) changed commit']
+    assert changed.reason_list() == ['1 model(s) changed commit']
 
     dropped = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')])
     assert dropped.reasons == {'removed': [('o/n', 'master')]} and dropped.prune == ['o--n--master.tar']
@@ -336,7 +336,7 @@ def test_golden_tar_digest():
     reader = threading.Thread(target=lambda: chunks.append(_read_all(fd_r)))
     reader.start()
     try:
-        with bw.TarStream(fd_w, 4096, 2) as tar:
+        with bw.TarWriter(fd_w, 4096, 2) as tar:
             tar.add_dir('d', MTIME)
             tar.add_bytes('d/' + 'n' * 120, b'long', MTIME)
             tar.add_bytes(u'd/\u00e9.txt', b'', MTIME)
