@@ -25,10 +25,10 @@ from pathlib import Path
 
 from common import WORK, write_random_model
 from fleet_scale_net import check_links
-from support.fleet import new_state_dir
-from support.fleet.site import Site
 from swarm_report import publish
 
+from support.fleet import new_state_dir
+from support.fleet.site import Site
 from support.swarm import ModuleRunner, Tracker, WebSeed, aria2_processes, stop_aria2
 
 RESULTS = WORK / "swarm.jsonl"
