@@ -3,7 +3,7 @@
 """Install the models of a bundle into a cache root, atomically per model.
 
 Each model's tar is streamed into the model's staging directory (state.py, on the cache's filesystem),
-every member checked on the way (reader.py); the SDK metadata of the TARGET layout is written beside the
+every member checked on the way (tar_reader.py); the SDK metadata of the TARGET layout is written beside the
 files, owners and modes applied, and the staging sealed with its pending record. Only when every model of
 the bundle is staged does each one swap into place (``ModelState.swap_in``): a run killed anywhere leaves
 each model old or new, and the next run finishes the job (``ModelState.recover``). With ``sync`` (the
@@ -69,7 +69,7 @@ class _Out:
 
 
 class StagingSink:
-    """Where bundle_reader writes one model: a fresh private directory, nothing followed."""
+    """Where tar_reader writes one model: a fresh private directory, nothing followed."""
 
     def __init__(self, top, perms, sync=True):
         self.top = top

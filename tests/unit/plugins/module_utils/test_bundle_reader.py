@@ -11,7 +11,8 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import Perms, StagingSink
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, HttpStream, extract_tar
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, HttpStream
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_reader import extract_tar
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from support.bundles import Member, ModelSpec, members_of, raw_tar, write_bundle
 

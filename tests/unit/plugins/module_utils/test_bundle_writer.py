@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import tar_writer as tw
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import writer as bw
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
@@ -44,20 +45,20 @@ def tarinfo(name, kind, size, mtime=MTIME):
 ])
 def test_header_is_what_tarfile_writes(name, kind, size, mtime):
     expected = tarinfo(name, kind, size, mtime).tobuf(tarfile.PAX_FORMAT, 'utf-8', 'surrogateescape')
-    assert bw.header(name, kind, size, mtime) == expected
-    assert bw.member_size(name, kind, size, mtime) == len(expected) + (size if kind == 'file' else 0) + (-size % 512 if kind == 'file' else 0)
+    assert tw.header(name, kind, size, mtime) == expected
+    assert tw.member_size(name, kind, size, mtime) == len(expected) + (size if kind == 'file' else 0) + (-size % 512 if kind == 'file' else 0)
 
 
 def test_non_utf8_names_are_refused():
-    with pytest.raises(bw.BundleWriteError):
-        bw.header('bad\udcff', 'file', 0, 0)
+    with pytest.raises(tw.BundleWriteError):
+        tw.header('bad\udcff', 'file', 0, 0)
 
 
-def write_tar(path, members, buffer_size=bw.BUFFER_SIZE, buffers=bw.BUFFERS):
+def write_tar(path, members, buffer_size=tw.BUFFER_SIZE, buffers=tw.BUFFERS):
     """members: [(name, 'dir'|'file'|'bytes', source path or bytes)] -> (size, sha256)."""
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with bw.TarWriter(fd, buffer_size, buffers) as tar:
+        with tw.TarWriter(fd, buffer_size, buffers) as tar:
             for name, kind, payload in members:
                 if kind == 'dir':
                     tar.add_dir(name, MTIME)
@@ -93,7 +94,7 @@ def test_empty_archive_is_one_record_of_zeros(tmp_path):
         assert archive.getmembers() == []
 
 
-@pytest.mark.parametrize('buffer_size, buffers', [(bw.BUFFER_SIZE, bw.BUFFERS), (1024, 2), (1536, 3), (4096, 2)])
+@pytest.mark.parametrize('buffer_size, buffers', [(tw.BUFFER_SIZE, tw.BUFFERS), (1024, 2), (1536, 3), (4096, 2)])
 def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buffers):
     sizes = [0, 1, 511, 512, 513, 1023, 1024, 1025, 4096 * 3 + 17, 70000]
     members = [('d', 'dir', None), ('d/sub', 'dir', None)]
@@ -107,7 +108,7 @@ def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buff
     data = (tmp_path / 't.tar').read_bytes()
     assert data == tarfile_bytes(members)
     assert size == len(data) and size % 10240 == 0 and digest == hashlib.sha256(data).hexdigest()
-    predicted = bw.archive_size(bw.member_size(n, 'dir' if k == 'dir' else 'file', 0 if k == 'dir' else
+    predicted = tw.archive_size(tw.member_size(n, 'dir' if k == 'dir' else 'file', 0 if k == 'dir' else
                                                (len(p) if k == 'bytes' else os.path.getsize(str(p))), MTIME)
                                 for n, k, p in members)
     assert predicted == size
@@ -137,15 +138,15 @@ def test_files_are_checked_while_they_are_read(tmp_path):
     st = good.stat()
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        with bw.TarWriter(fd, 1024, 2) as tar:
-            with pytest.raises(bw.BundleWriteError, match='bytes on disk'):
+        with tw.TarWriter(fd, 1024, 2) as tar:
+            with pytest.raises(tw.BundleWriteError, match='bytes on disk'):
                 tar.add_file('good.bin', str(good), st.st_size + 1, MTIME)
-            with pytest.raises(bw.BundleWriteError, match='changed since it was verified'):
+            with pytest.raises(tw.BundleWriteError, match='changed since it was verified'):
                 tar.add_file('good.bin', str(good), st.st_size, MTIME, expect_stat=(st.st_size, st.st_mtime_ns + 1))
             os.symlink('good.bin', str(tmp_path / 'link'))
-            with pytest.raises(bw.BundleWriteError, match='cannot open'):
+            with pytest.raises(tw.BundleWriteError, match='cannot open'):
                 tar.add_file('link', str(tmp_path / 'link'), st.st_size, MTIME)
-            with pytest.raises(bw.BundleWriteError, match='not a regular file'):
+            with pytest.raises(tw.BundleWriteError, match='not a regular file'):
                 tar.add_file('dir', str(tmp_path), 0, MTIME)
             tar.add_file('good.bin', str(good), st.st_size, MTIME, expect_stat=(st.st_size, st.st_mtime_ns),
                          verify_sha256='0' * 64)
@@ -162,7 +163,7 @@ def test_leaving_early_stops_the_hashing_threads(tmp_path):
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         with pytest.raises(RuntimeError):
-            with bw.TarWriter(fd, 1024, 2) as tar:
+            with tw.TarWriter(fd, 1024, 2) as tar:
                 tar.add_file('s', str(source), 10000, MTIME, verify_sha256='0' * 64)
                 raise RuntimeError('interrupted')
     finally:
@@ -210,10 +211,10 @@ def test_model_tar_is_the_same_from_any_layout(tmp_path):
         out = tmp_path / (cache + '.tar')
         fd = os.open(str(out), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            results.append(bw.write_model_tar(model, source.dir, fd))
+            results.append(tw.write_model_tar(model, source.dir, fd))
         finally:
             os.close(fd)
-        assert results[-1][0] == bw.model_tar_size(model) == out.stat().st_size
+        assert results[-1][0] == tw.model_tar_size(model) == out.stat().st_size
         assert source.layout == ('models' if cache == 'a' else 'snapshots')
     assert results[0] == results[1]
     assert (tmp_path / 'a.tar').read_bytes() == (tmp_path / 'b.tar').read_bytes()
@@ -241,22 +242,22 @@ def test_model_of_empty_files_only(tmp_path):
 
 def test_record_without_files_or_unsafe_paths_is_refused(tmp_path):
     seed(tmp_path, 'models/o/m', {})
-    with pytest.raises(bw.BundleWriteError, match='not found'):
+    with pytest.raises(tw.BundleWriteError, match='not found'):
         entry_for(tmp_path)   # an empty record is no record, and there is no directory either
     os.makedirs(str(tmp_path / 'models/o/m'))
-    with pytest.raises(bw.BundleWriteError, match='no verification record'):
+    with pytest.raises(tw.BundleWriteError, match='no verification record'):
         entry_for(tmp_path)
     seed(tmp_path, 'models/o/m', {'ok.bin': b'1'})
     record = Record.load(state_path(str(tmp_path), 'records', 'models/o/m', '.json'))
     record.files['../escape'] = dict(record.files['ok.bin'])
     record.save()
-    with pytest.raises(bw.BundleWriteError, match='cannot be bundled'):
+    with pytest.raises(tw.BundleWriteError, match='cannot be bundled'):
         entry_for(tmp_path)
 
 
 def test_find_source_explains_a_revision_mismatch(tmp_path):
     seed(tmp_path, 'models/o/m', {'a': b'1'}, revision='v1')
-    with pytest.raises(bw.BundleWriteError, match="holds revision 'v1'.*modelscope_model"):
+    with pytest.raises(tw.BundleWriteError, match="holds revision 'v1'.*modelscope_model"):
         entry_for(tmp_path, revision='master')
     assert entry_for(tmp_path, revision='v1')[1].rel == 'models/o/m'
 
@@ -336,7 +337,7 @@ def test_golden_tar_digest():
     reader = threading.Thread(target=lambda: chunks.append(_read_all(fd_r)))
     reader.start()
     try:
-        with bw.TarWriter(fd_w, 4096, 2) as tar:
+        with tw.TarWriter(fd_w, 4096, 2) as tar:
             tar.add_dir('d', MTIME)
             tar.add_bytes('d/' + 'n' * 120, b'long', MTIME)
             tar.add_bytes('d/\u00e9.txt', b'', MTIME)
