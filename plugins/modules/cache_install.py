@@ -23,7 +23,7 @@ description:
     SDK sees either the old or the new model, never a mix. A run killed at any point leaves the previous cache
     as it was; the next run cleans up and completes.
   - O(src) may also be a directory holding a bundle in tree form (M(modelseed.fleet.cache_bundle) with
-    C(format=tree)): the same C(manifest.json), a C(SHA256SUMS) that covers only it, and per model a directory
+    C(format=tree)), with the same C(manifest.json), a C(SHA256SUMS) that covers only it, and per model a directory
     C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
@@ -156,7 +156,7 @@ options:
     default: 3600
 notes:
   - Free space is checked before anything is written (with O(src_files=link) or O(src_files=move), only for the
-    metadata and records: the files take no new room). The old copy of a model stays in place until the new
+    metadata and records, as the files take no new room). The old copy of a model stays in place until the new
     one is verified, so a replacement needs room for both.
   - Any model directory of the chosen layout that the bundle holds is replaced as a whole, including files an
     SDK or a user added to it.
