@@ -13,8 +13,9 @@ description:
     every file with its size, sha256 and file revision (all that a bundle's tar depends on). Its text format is described
     in C(docs/lock-file.md) of the collection; one line per file, sorted, so that a diff shows what moved.
   - O(operation=read) tells which models the downloads must pin (RV(pins), for the O(modelseed.fleet.modelscope_model#module:locked)
-    option) and which the hub resolves again (RV(fresh)), that is models not in the lock yet, models asked for with another
-    revision, O(models[].include) or O(models[].exclude) than the lock records, and those named in O(update).
+    option) and which the hub resolves again (RV(fresh)), that is models not in the lock yet (at that revision), models
+    asked for with other O(models[].include) or O(models[].exclude) patterns than the lock records, and those named in
+    O(update). Entries are named C(<model id>@<revision>).
   - O(operation=write) writes the lock from what the downloads resolved (O(resolved)), in one atomic rename. Models the
     lock holds but O(resolved) does not name are dropped.
   - Meant to run on the controller (C(delegate_to=localhost), C(run_once)), as the role M(modelseed.fleet.staging) runs it.
@@ -133,7 +134,7 @@ EXAMPLES = r'''
   modelseed.fleet.modelscope_model:
     name: Qwen/Qwen2.5-0.5B-Instruct
     cache_dir: /var/cache/modelscope
-    locked: "{{ lock.pins['Qwen/Qwen2.5-0.5B-Instruct'] | default(omit) }}"
+    locked: "{{ lock.pins['Qwen/Qwen2.5-0.5B-Instruct@master'] | default(omit) }}"
   register: download
 
 - name: Write the lock
@@ -162,26 +163,28 @@ exists:
   type: bool
   sample: true
 pins:
-  description: Per model id, what the download must fetch; the value of the O(modelseed.fleet.modelscope_model#module:locked) option.
+  description:
+    - Per C(<model id>@<revision>), what the download must fetch; the value of the
+      O(modelseed.fleet.modelscope_model#module:locked) option.
   returned: when O(operation=read)
   type: dict
-  sample: {Qwen/Qwen2.5-0.5B-Instruct: {commit: 5a1d6b0c3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f80, created_at: 1718000000, files: []}}
+  sample: {Qwen/Qwen2.5-0.5B-Instruct@master: {commit: 5a1d6b0c3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f80, created_at: 1718000000, files: []}}
 fresh:
-  description: Per model id that the hub resolves again, why.
+  description: Per C(<model id>@<revision>) that the hub resolves again, why.
   returned: when O(operation=read)
   type: dict
-  sample: {Qwen/Qwen2.5-7B-Instruct: not in the lock yet}
+  sample: {Qwen/Qwen2.5-7B-Instruct@master: not in the lock yet}
 changes:
   description: One line per model whose entry the write added, moved, changed or removed.
   returned: when O(operation=write)
   type: list
   elements: str
-  sample: ['Qwen/Qwen2.5-0.5B-Instruct moved from commit 5a1d6b0c3a5e to 9c2e0d1f3a5e']
+  sample: ['Qwen/Qwen2.5-0.5B-Instruct@master moved from commit 5a1d6b0c3a5e to 9c2e0d1f3a5e']
 msg:
   description: What the lock says or what changed in it.
   returned: always
   type: str
-  sample: 'modelseed.lock: 1 model(s) pinned, 1 resolved again (Qwen/Qwen2.5-7B-Instruct: not in the lock yet)'
+  sample: '/home/ops/fleet/modelseed.lock: 1 model(s) pinned, 1 resolved again (Qwen/Qwen2.5-7B-Instruct@master: not in the lock yet)'
 '''
 
 import os

@@ -180,7 +180,7 @@ EXAMPLES = r'''
   modelseed.fleet.modelscope_model:
     name: Qwen/Qwen2.5-0.5B-Instruct
     cache_dir: /var/cache/modelscope
-    locked: "{{ lock.pins['Qwen/Qwen2.5-0.5B-Instruct'] }}"
+    locked: "{{ lock.pins['Qwen/Qwen2.5-0.5B-Instruct@master'] }}"
 
 - name: Remove a model from the cache
   modelseed.fleet.modelscope_model:

@@ -145,14 +145,14 @@ def test_a_hub_changed_under_the_lock_fails_listing_what_differs(lock_hub, tmp_p
 
     # What the role does, in one play: read the lock, download in check mode (--check), then for real.
     download = {"name": BETA, "cache_dir": str(tmp_path / "cache"), "layout": "all", "endpoint": hub.url,
-                "locked": "{{ step_0.pins['%s'] }}" % BETA}
+                "locked": "{{ step_0.pins['%s@master'] }}" % BETA}
     mark = len(hub.log)
     run = run_tasks([
         {"modelseed.fleet.model_lock": {"path": str(lock), "models": [{"name": BETA}]}},
         {"modelseed.fleet.modelscope_model": download, "check_mode": True},
         {"modelseed.fleet.modelscope_model": download},
     ])
-    assert run[0]["pins"][BETA]["commit"] == commit, run[0]
+    assert run[0]["pins"][BETA + "@master"]["commit"] == commit, run[0]
     for result in run[1:]:
         assert result["failed"], result
         assert result["msg"].startswith("%s@master: the hub no longer serves what the lock pins at commit %s, nothing was downloaded: "

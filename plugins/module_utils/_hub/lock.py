@@ -15,7 +15,7 @@
     exclude *.bin
     file <sha256> <size> <file revision or -> <path>
 
-One block per model, sorted by model id, files sorted by path, fields separated by one space (a path may hold
+One block per model and revision, sorted, files sorted by path, fields separated by one space (a path may hold
 spaces: it is the rest of the line). ``created_at`` is the commit time the SDK metadata carries; the file revision
 is the commit that last changed the file, which the SDK's ``.msc`` lists. Together they fix every byte of the model's
 tar in a bundle.
@@ -58,7 +58,7 @@ def _pattern(value, what):
 def render(entries):
     """The lock text of ``entries``: [{name, revision, commit, created_at, include, exclude, files}]."""
     lines = ['# Written by modelseed.fleet. Update it with modelseed_lock_update rather than by hand.', HEADER]
-    for entry in sorted(entries, key=lambda e: e['name']):
+    for entry in sorted(entries, key=lambda e: (e['name'], e['revision'])):
         lines.extend(['', 'model %s' % entry['name'], 'revision %s' % entry['revision'],
                       'commit %s' % _token(entry['commit'], 'commit'), 'created_at %d' % int(entry['created_at'])])
         lines.extend('include %s' % _pattern(p, 'include') for p in entry.get('include') or [])
@@ -71,7 +71,7 @@ def render(entries):
 
 class _Parser:
     def __init__(self):
-        self.entries = {}
+        self.entries = []
         self.current = None
         self.number = 0
 
@@ -107,10 +107,8 @@ class _Parser:
             split_model_id(name)
         except InvalidName as exc:
             self.fail(str(exc))
-        if name in self.entries:
-            self.fail('%s is locked twice' % name)
-        self.current = self.entries[name] = dict(name=name, revision=None, commit=None, created_at=None,
-                                                 include=[], exclude=[], files=[])
+        self.current = dict(name=name, revision=None, commit=None, created_at=None, include=[], exclude=[], files=[])
+        self.entries.append(self.current)
 
     def file(self, value):
         parts = value.split(' ', 3)
@@ -123,8 +121,13 @@ class _Parser:
         return dict(sha256=parts[0], size=int(parts[1]), revision='' if parts[2] == NO_REVISION else parts[2], path=parts[3])
 
 
+def key(name, revision):
+    """How a lock entry is named: ``<model id>@<revision>``, as messages name a model."""
+    return '%s@%s' % (name, revision)
+
+
 def parse(text):
-    """{model id: entry} of a lock's text; raises LockError naming the line that is wrong."""
+    """{model id@revision: entry} of a lock's text; raises LockError naming the line that is wrong."""
     parser = _Parser()
     seen_header = False
     for parser.number, line in enumerate(text.split('\n'), 1):
@@ -135,15 +138,20 @@ def parse(text):
                 parser.fail('expected "%s" (a lock this collection writes)' % HEADER)
             seen_header = True
             continue
-        key, _sep, value = line.partition(' ')
+        word, _sep, value = line.partition(' ')
         if not value:
-            parser.fail('%r has no value' % key)
-        parser.line(key, value)
+            parser.fail('%r has no value' % word)
+        parser.line(word, value)
     if not seen_header:
         raise LockError('empty: no "%s" line' % HEADER)
-    for entry in parser.entries.values():
+    entries = {}
+    for entry in parser.entries:
         _check_entry(entry)
-    return parser.entries
+        label = key(entry['name'], entry['revision'])
+        if label in entries:
+            raise LockError('%s is locked twice' % label)
+        entries[label] = entry
+    return entries
 
 
 def _check_entry(entry):
@@ -160,15 +168,11 @@ def _check_entry(entry):
 
 
 def request_change(entry, wanted):
-    """Why the lock's ``entry`` does not answer the request ``wanted`` ({revision, include, exclude}), or None."""
-    for key in ('revision', 'include', 'exclude'):
-        if entry[key] != wanted[key]:
-            return '%s %s in the lock, %s asked for' % (key, _shown(entry[key]), _shown(wanted[key]))
+    """Why the lock's ``entry`` does not answer the request ``wanted`` ({include, exclude}), or None."""
+    for field in ('include', 'exclude'):
+        if entry[field] != wanted[field]:
+            return '%s [%s] in the lock, [%s] asked for' % (field, ', '.join(entry[field]), ', '.join(wanted[field]))
     return None
-
-
-def _shown(value):
-    return ('[%s]' % ', '.join(value)) if isinstance(value, list) else value
 
 
 def differences(locked, listed):
@@ -202,9 +206,10 @@ def summary(lines):
 def pins(locked, models, update):
     """Split the requested ``models`` ({name, revision, include, exclude}) into (pins, fresh).
 
-    pins: {name: {commit, created_at, files}} that the download must honour; fresh: {name: why} for the models the
-    hub resolves again: not in the lock, asked for otherwise than the lock says, or named in ``update`` (['all'] for
-    every model). A name in ``update`` that is not requested is refused: it is most likely a typo.
+    pins: {model id@revision: {commit, created_at, files}} that the download must honour; fresh: {model id@revision:
+    why} for the models the hub resolves again: not in the lock (a new model, or another revision), asked for with
+    other file patterns than the lock says, or named in ``update`` (model ids, or ['all'] for every model). A name in
+    ``update`` that is not requested is refused: it is most likely a typo.
     """
     names = [m['name'] for m in models]
     unknown = sorted(set(update) - set(names) - set(['all']))
@@ -213,21 +218,22 @@ def pins(locked, models, update):
             ', '.join(unknown), ', '.join(names)))
     pinned, fresh = {}, {}
     for model in models:
-        entry = locked.get(model['name'])
+        label = key(model['name'], model['revision'])
+        entry = locked.get(label)
         change = request_change(entry, model) if entry else None
         if 'all' in update or model['name'] in update:
-            fresh[model['name']] = 'update asked for'
+            fresh[label] = 'update asked for'
         elif entry is None:
-            fresh[model['name']] = 'not in the lock yet'
+            fresh[label] = 'not in the lock yet'
         elif change:
-            fresh[model['name']] = change
+            fresh[label] = change
         else:
-            pinned[model['name']] = dict(commit=entry['commit'], created_at=entry['created_at'], files=entry['files'])
+            pinned[label] = dict(commit=entry['commit'], created_at=entry['created_at'], files=entry['files'])
     return pinned, fresh
 
 
 def changes(old, new):
-    """Lines saying how the lock entries ``new`` ({name: entry}) differ from ``old``, one per model."""
+    """Lines saying how the lock entries ``new`` ({model id@revision: entry}) differ from ``old``, one per model."""
     lines = []
     for name in sorted(set(old) | set(new)):
         was, now = old.get(name), new.get(name)

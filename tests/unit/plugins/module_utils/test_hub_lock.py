@@ -19,7 +19,7 @@ def test_render_is_sorted_and_reads_back():
         'file %s 2 r1 a b.json' % SHA_A, 'file %s 5 - w/b.bin' % SHA_B,
     ]
     parsed = lock.parse(text)
-    assert parsed['o/m']['files'] == sorted(ENTRY['files'], key=lambda f: f['path'])
+    assert parsed['o/m@v1.0']['files'] == sorted(ENTRY['files'], key=lambda f: f['path'])
     assert lock.render(parsed.values()) == text
 
 
@@ -27,7 +27,7 @@ def test_render_is_sorted_and_reads_back():
     ('', 'empty'),
     ('model o/m\n', 'line 1: expected "modelseed-lock 1"'),
     ('modelseed-lock 1\nrevision master\n', 'line 2: revision before the first "model" line'),
-    ('modelseed-lock 1\nmodel o/m\nmodel o/m\n', 'line 3: o/m is locked twice'),
+    ('modelseed-lock 1\n' + 'model o/m\nrevision a\ncommit c\ncreated_at 1\nfile %s 1 - p\n' % SHA_A * 2, 'o/m@a is locked twice'),
     ('modelseed-lock 1\nmodel ../x\n', "line 2: invalid model id '../x'"),
     ('modelseed-lock 1\nmodel o/m\nfile %s 1 - ../up\n' % SHA_A, "line 3: '../up' has an empty"),
     ('modelseed-lock 1\nmodel o/m\nfile %s x - p\n' % SHA_A, 'line 3: expected "file <sha256> <size> <revision> <path>"'),
@@ -60,13 +60,15 @@ def test_differences_list_each_file():
 def test_pins_honour_the_lock_unless_asked_otherwise():
     locked = lock.parse(lock.render([ENTRY, OTHER]))
     asked = [dict(name='o/m', revision='v1.0', include=['*.json', 'with space *'], exclude=[]),
-             dict(name='a/first', revision='v2.0', include=[], exclude=[]),
+             dict(name='a/first', revision='v1.0', include=['*'], exclude=[]),
+             dict(name='o/m', revision='v2.0', include=[], exclude=[]),
              dict(name='n/new', revision='master', include=[], exclude=[])]
     pinned, fresh = lock.pins(locked, asked, [])
-    assert pinned == {'o/m': dict(commit='c' * 40, created_at=1700000000, files=locked['o/m']['files'])}
-    assert fresh == {'a/first': 'revision v1.0 in the lock, v2.0 asked for', 'n/new': 'not in the lock yet'}
+    assert pinned == {'o/m@v1.0': dict(commit='c' * 40, created_at=1700000000, files=locked['o/m@v1.0']['files'])}
+    assert fresh == {'a/first@v1.0': 'include [] in the lock, [*] asked for', 'o/m@v2.0': 'not in the lock yet',
+                     'n/new@master': 'not in the lock yet'}
     assert lock.pins(locked, asked, ['o/m'])[0] == {}
-    assert lock.pins(locked, asked, ['all']) == ({}, dict.fromkeys(['o/m', 'a/first', 'n/new'], 'update asked for'))
+    assert lock.pins(locked, asked, ['all']) == ({}, dict.fromkeys(['o/m@v1.0', 'a/first@v1.0', 'o/m@v2.0', 'n/new@master'], 'update asked for'))
     with pytest.raises(lock.LockError, match='the lock update names o/typo, which the model list does not request'):
         lock.pins(locked, asked, ['o/typo'])
 
@@ -75,5 +77,5 @@ def test_changes_name_each_model():
     old = lock.parse(lock.render([ENTRY, OTHER]))
     new = lock.parse(lock.render([dict(ENTRY, commit='d' * 40), dict(name='n/new', revision='master', commit='e' * 40, created_at=0,
                                                                          files=OTHER['files'])]))
-    assert lock.changes(old, new) == ['a/first removed', 'n/new added at commit eeeeeeeeeeee',
-                                      'o/m moved from commit cccccccccccc to dddddddddddd']
+    assert lock.changes(old, new) == ['a/first@v1.0 removed', 'n/new@master added at commit eeeeeeeeeeee',
+                                      'o/m@v1.0 moved from commit cccccccccccc to dddddddddddd']
