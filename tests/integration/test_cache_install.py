@@ -33,6 +33,7 @@ from support.interrupt import bytes_below, spawn, tree_digest, wait_until
 from support.playbook import run_tasks
 from support.processes import kill_tree
 from support.reliability import record
+from support.table_play import Row, run_table, table_play
 
 MODEL = "Qwen/Qwen2.5-Tiny"
 MODEL_DIR = "models/Qwen/Qwen2___5-Tiny"
@@ -529,19 +530,33 @@ def victim(tmp_path_factory):
     return top / "cache"
 
 
+@pytest.fixture(scope="module")
+def hostile_rows(victim, tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """Every hostile bundle against a copy of the victim cache, each in a directory of its own, in one play:
+    (rows whose look is the cache's digest and the names beside it, each case's directory)."""
+    top = tmp_path_factory.mktemp("hostile")
+    works, tasks = {}, {}
+    for index, case in enumerate(sorted(HOSTILE)):
+        work = works[case] = top / f"case-{index}" / "work"
+        work.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(victim), str(work / "cache")], check=True)
+        tasks[case] = install(HOSTILE[case][0](UPDATE, work / "bundle"), work / "cache")
+    rows = run_table(tasks, lambda case: (tree_digest(works[case] / "cache"), sorted(p.name for p in works[case].iterdir())))
+    return rows, works
+
+
 @pytest.mark.hostile
+@table_play("hostile bundles")
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_bundle_is_refused_and_the_cache_unchanged(victim, tmp_path, case):
-    build, message = HOSTILE[case]
-    work = tmp_path / "work"
-    work.mkdir()
+def test_hostile_bundle_is_refused_and_the_cache_unchanged(hostile_rows, case):
+    rows, works = hostile_rows
+    message = HOSTILE[case][1]
+    work = works[case]
     cache = work / "cache"
-    subprocess.run(["cp", "-a", str(victim), str(cache)], check=True)
-    bundle = build(UPDATE, work / "bundle")
-    before, around = tree_digest(cache), sorted(p.name for p in work.iterdir())
-    result = run_one(install(bundle, cache))
+    row = rows[case]
+    result, (before, around), (after, around_after) = row.result, row.before, row.after
     escaped = [p for p in (Path(EVIL_TARGET), work / "escaped.txt", cache / "escaped.txt") if os.path.lexists(p)]
-    unchanged = tree_digest(cache) == before and sorted(p.name for p in work.iterdir()) == around and not leftovers(cache)
+    unchanged = after == before and around_after == around and not leftovers(cache)
     # The result says what happened: nothing changed, nothing installed, the rejected model refused.
     actions = {m["id"]: m["action"] for m in result.get("models", [])}
     said = result.get("changed") is False and result.get("bytes_installed") == 0 and set(actions.values()) <= {"refused", "none"}
@@ -557,8 +572,8 @@ def test_hostile_bundle_is_refused_and_the_cache_unchanged(victim, tmp_path, cas
         assert result["msg"].endswith("; no model in the cache was changed"), result["msg"]
     if "manifest" not in case:
         assert "Qwen/Qwen2.5-Tiny@master" in result["msg"], result["msg"]
-    assert tree_digest(cache) == before
-    assert sorted(p.name for p in work.iterdir()) == around
+    assert after == before
+    assert around_after == around
     assert not os.path.lexists(EVIL_TARGET) and not (work / "escaped.txt").exists() and not (cache / "escaped.txt").exists()
     assert not (cache / "models/a/first").exists()  # valid, staged first, never moved in
     assert not leftovers(cache)
