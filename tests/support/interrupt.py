@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from support.playbook import ansible_env, playbook_command, write_playbook
+from support.playbook import ansible_env, playbook_command, results_env, results_task, write_playbook
 from support.processes import command_line, freeze_tree, is_alive, kill_tree
 
 BEFORE_COMPLETION = "before completion"
@@ -91,14 +91,12 @@ def spawn(tasks: list[dict], workdir: Path, env: dict[str, str] | None = None) -
     name = uuid.uuid4().hex[:8]
     results_file = workdir / f"results-{name}.json"
     play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
-    names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
-    play_tasks.append({"name": "Save results", "check_mode": False,
-                       "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"}})
+    play_tasks.append(results_task(len(tasks), results_file))
     playbook = write_playbook(play_tasks, workdir / f"play-{name}.yml")
     scratch = workdir / "ansible-tmp"
     scratch.mkdir(exist_ok=True)
-    full_env = ansible_env(TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch / "remote"), ANSIBLE_LOCAL_TEMP=str(scratch / "local"),
-                           **(env or {}))
+    full_env = results_env(ansible_env(TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch / "remote"),
+                                       ANSIBLE_LOCAL_TEMP=str(scratch / "local"), **(env or {})))
     proc = subprocess.Popen(playbook_command(playbook), env=full_env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Background(proc, results_file, time.monotonic())
