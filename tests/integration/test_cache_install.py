@@ -226,17 +226,29 @@ def test_second_run_reads_no_file_contents(tmp_path):
     assert weights.stat().st_atime_ns == atime
 
 
-@pytest.mark.parametrize("layout, path, metadata", [
+LAYOUTS = [
     ("hub", "hub/Qwen/Qwen2___5-Tiny", True),
     ("models", MODEL_DIR, True),
     ("snapshots", "models/Qwen--Qwen2.5-Tiny/snapshots/master", False),
-])
-def test_explicit_layouts(tmp_path, layout, path, metadata):
-    bundle = write_bundle(tmp_path / "bundle", [SPEC])
-    result = run_one(install(bundle, tmp_path / "cache", layout=layout))
-    assert result["changed"] and result["models"][0]["path"] == str(tmp_path / "cache" / path), result["msg"]
-    assert_installed(tmp_path / "cache" / path, files_v1())
-    assert (tmp_path / "cache" / path / ".msc").exists() == metadata
+]
+
+
+@pytest.fixture(scope="module")
+def layout_rows(tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """The bundle installed into a cache of its own in each of LAYOUTS, in one play: (rows, each layout's cache)."""
+    bundle = write_bundle(tmp_path_factory.mktemp("layouts") / "bundle", [SPEC])
+    caches = {layout: tmp_path_factory.mktemp(f"layout-{layout}") / "cache" for layout, _path, _metadata in LAYOUTS}
+    return run_table({layout: install(bundle, caches[layout], layout=layout) for layout, _path, _metadata in LAYOUTS}), caches
+
+
+@table_play("cache_install: layouts")
+@pytest.mark.parametrize("layout, path, metadata", LAYOUTS)
+def test_explicit_layouts(layout_rows, layout, path, metadata):
+    rows, caches = layout_rows
+    result, cache = rows[layout].result, caches[layout]
+    assert result["changed"] and result["models"][0]["path"] == str(cache / path), result["msg"]
+    assert_installed(cache / path, files_v1())
+    assert (cache / path / ".msc").exists() == metadata
 
 
 def test_changed_bundle_replaces_the_model_whole(tmp_path):
