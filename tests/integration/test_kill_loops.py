@@ -6,6 +6,8 @@ swapped); every iteration then kills a run at a seeded random delay within that 
 checks what the kill left, and runs again to completion.
 A kill counts only when the module's process was still alive (stopped, not a zombie) when SIGKILL was sent, and is
 tallied as landing before or after the module's work was in place; one that found the process gone counts as missed.
+The first iteration of each case kills a run of ansible-playbook and completes through it; the others start the
+module as the process Ansible would (``support.module_process``), which spares ansible-playbook's start-up.
 ``MODELSEED_STRESS_N`` sets the iterations (5), ``MODELSEED_SEED`` replays one.
 """
 
@@ -23,7 +25,8 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
 from support.bundles import ModelSpec, write_bundle
-from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, spawn_module, tree_digest, wait_until
+from support.module_process import module_of, run_modules
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
@@ -55,14 +58,27 @@ def timed_window(tasks: list[dict], workdir: Path, started, finished) -> float:
 OVERSHOOT = 1.25
 
 
-def kill_after(tasks: list[dict], workdir: Path, started, delay: float, finished) -> Kill:
+def kill_after(tasks: list[dict], workdir: Path, started, delay: float, finished, playbook: bool) -> Kill:
     """Start ``tasks`` (one module of this collection), wait for ``started()``, sleep ``delay``, kill -9 the whole
-    tree; say whether the module was still alive then and whether ``finished()`` held at that moment."""
-    module = next(key for key in tasks[0] if key.startswith("modelseed.fleet.")).rsplit(".", 1)[1]
-    run = spawn(tasks, workdir)
+    tree; say whether the module was still alive then and whether ``finished()`` held at that moment.
+
+    ``playbook``: through ansible-playbook, else as the module process Ansible would start."""
+    module = module_of(tasks[0])[0]
+    run = spawn(tasks, workdir) if playbook else spawn_module(tasks[0], workdir)
     wait_until(started, run.proc)
     time.sleep(delay)
     return run.kill(module=module, work_done=finished)
+
+
+def complete(tasks: list[dict], workdir: Path, playbook: bool) -> list[dict]:
+    """Run ``tasks`` to the end: through ansible-playbook, or as module processes one after another."""
+    return run_tasks(tasks).results if playbook else run_modules(tasks, workdir)
+
+
+def first_through_a_play(attempt: int) -> bool:
+    """The first iteration of a case kills and completes runs of ansible-playbook; the others start the module
+    without it, as Ansible would: the kill is the module's, not ansible-playbook's."""
+    return attempt == 0
 
 
 def replaced(*paths: Path):
@@ -199,7 +215,8 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
             recorded = Path(state_path(str(cache), "records", DL_REL, ".json"))
             hub.faults.clear()
             hub.faults.add(action="throttle", file="*", rate=RATE)
-            kill = kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay, replaced(recorded))
+            playbook = first_through_a_play(attempt)
+            kill = kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay, replaced(recorded), playbook)
             model = cache / DL_REL
             now = content_digest(model) if model.exists() else None
             state = "old" if now == old_digest else "new" if now == new_digest else "mixed"
@@ -208,7 +225,7 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
 
             hub.faults.clear()
             mark = settled(hub)
-            result = run_tasks([download(hub, cache)])[0]
+            result = complete([download(hub, cache)], tmp_path, playbook)[0]
             sent, first_range = transfers(hub, mark)
             ranges_ok = all(first_range.get(path) == f"bytes={partial_now[path]}-"
                             for path in want if 0 < partial_now.get(path, 0) < len(NEW_FILES[path]))
@@ -309,11 +326,11 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         dest = copy_tree(old_bundle, tmp_path / f"bundle-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill = kill_after([bundle(dest)], tmp_path, writing(dest), delay, replaced(dest / "SHA256SUMS"))
+        playbook = first_through_a_play(attempt)
+        kill = kill_after([bundle(dest)], tmp_path, writing(dest), delay, replaced(dest / "SHA256SUMS"), playbook)
         now = bundle_state(dest)
         state = "old" if now == old else "new" if now == new else "mixed"
-        run = run_tasks([info(dest), bundle(dest), info(dest, "full")])
-        after_kill, completing, final = run.results
+        after_kill, completing, final = complete([info(dest), bundle(dest), info(dest, "full")], tmp_path, playbook)
         completed = not completing.get("failed") and bundle_state(dest) == new and final["bundle"]["verified"]
         left = [p.name for p in bundle_scratch(dest)]
         ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not left
@@ -373,12 +390,13 @@ def test_kill_cache_install_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         cache = copy_tree(template, tmp_path / f"cache-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill = kill_after([install(new, cache)], tmp_path, staging(cache), delay, replaced(*(cache / d for d in dirs)))
+        playbook = first_through_a_play(attempt)
+        kill = kill_after([install(new, cache)], tmp_path, staging(cache), delay, replaced(*(cache / d for d in dirs)), playbook)
         states = []
         for index, d in enumerate(dirs):
             now = tree_digest(cache / d)
             states.append("old" if now == olds[index] else "new" if now == news[index] else "mixed")
-        run = run_tasks([install(new, cache), install(new, cache)])
+        run = complete([install(new, cache), install(new, cache)], tmp_path, playbook)
         completed = not run[0].get("failed") and [tree_digest(cache / d) for d in dirs] == news and run[1]["changed"] is False
         leftovers = [p for kind in ("incoming", "trash") for p in (cache / ".modelseed" / kind).glob("*")]
         ok = "mixed" not in states and completed and not leftovers
