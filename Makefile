@@ -118,7 +118,10 @@ side-by-side: venv collection $(COMPAT_STAMP)
 	tools/beside.sh $(BUILD)/beside.log "$(MAKE) --no-print-directory molecule" "$(MAKE) --no-print-directory compat" \
 		-- $(MAKE) --no-print-directory integration
 
-test: sysdeps venv sanity lint build units side-by-side
+# The quick checks first, two at a time (each one's output in one piece), then the rest side by side.
+test: sysdeps venv
+	$(MAKE) --no-print-directory -j2 --output-sync=target sanity lint build units
+	$(MAKE) --no-print-directory side-by-side
 
 demo: venv collection
 	python tools/demo.py
