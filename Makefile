@@ -45,7 +45,7 @@ help:
 	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
 	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
 	@echo "make sanity       ansible-test sanity"
-	@echo "make lint         ansible-lint (production profile) and ruff"
+	@echo "make lint         ansible-lint (production profile), ruff, and the module_utils layers (import-linter)"
 	@echo "make units        pytest tests/unit"
 	@echo "make integration  pytest tests/integration, on PYTEST_WORKERS pytest-xdist workers ($(PYTEST_WORKERS))"
 	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some)"
@@ -90,6 +90,7 @@ sanity: venv $(GET_PIP)
 lint: venv collection
 	ansible-lint
 	ruff check .
+	PYTHONPATH=$(BUILD) lint-imports --no-cache
 
 units: venv collection
 	pytest tests/unit $(PYTEST_ARGS)

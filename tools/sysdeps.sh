@@ -13,6 +13,7 @@ fail() {
 
 # "a|b" accepts either package and installs the first when neither is present.
 PACKAGES=(
+    aria2
     bubblewrap
     git
     iproute2
@@ -20,10 +21,12 @@ PACKAGES=(
     "nginx|nginx-light|nginx-core|nginx-full"
     openssh-server
     openssl
+    opentracker
     python3-venv
     rsync
     shellcheck
     strace
+    sudo
 )
 
 installed() {
@@ -54,7 +57,7 @@ if [ "$(id -u)" -ne 0 ]; then
     fail "not root, so cannot install: ${missing[*]} (run 'sudo make sysdeps', or install them by hand)"
 fi
 
-# Keep package scripts from starting sshd and nginx on the host: tests start their own.
+# Keep package scripts from starting sshd, nginx and opentracker on the host: tests start their own.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"

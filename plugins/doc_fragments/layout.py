@@ -1,14 +1,9 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
-    # The options of common_args.LAYOUT_ARG_SPEC: which SDK generation reads what a module writes.
+class ModuleDocFragment:
+    # The options of _module/args.py LAYOUT_ARG_SPEC: which SDK generation reads what a module writes.
     DOCUMENTATION = r'''
 options:
   layout:

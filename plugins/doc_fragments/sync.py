@@ -1,14 +1,9 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
-    # The sync option of the modules that put models into a cache.
+class ModuleDocFragment:
+    # The options of _module/args.py SYNC_ARG_SPEC: the modules that put models into a cache.
     DOCUMENTATION = r'''
 options:
   sync:

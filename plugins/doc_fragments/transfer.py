@@ -1,14 +1,9 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
-    # The options of common_args.TRANSFER_ARG_SPEC: how long the modules that make HTTP requests wait, and how often they retry.
+class ModuleDocFragment:
+    # The options of _module/args.py TRANSFER_ARG_SPEC: how long the modules that make HTTP requests wait, and how often they retry.
     DOCUMENTATION = r'''
 options:
   timeout:

@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -229,13 +225,24 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_writer import (
-    BundlePlan, BundleWriteError, discover, find_source, hash_mismatches, lock_path, manifest_entry, stale_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace, makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
+    BundlePlan,
+    BundleWriteError,
+    discover,
+    find_source,
+    hash_mismatches,
+    lock_path,
+    manifest_entry,
+    stale_files,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import LAYOUT_CHOICES
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import makedirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC, cache_root
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 SHOWN = 5
 
@@ -245,11 +252,8 @@ def create_module():
         argument_spec=dict(
             cache_dir=dict(type='path'),
             dest=dict(type='path', required=True),
-            models=dict(type='list', elements='dict', default=[], options=dict(
-                name=dict(type='str', required=True, aliases=['model_id']),
-                revision=dict(type='str', default='master'),
-            )),
-            layout=dict(type='str', default='auto', choices=['auto', 'all', 'models', 'snapshots', 'hub']),
+            models=dict(type='list', elements='dict', default=[], options=MODEL_REF_SPEC),
+            layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
             verify=dict(type='str', default='none', choices=['none', 'full']),
             prune=dict(type='bool', default=True),
             lock_timeout=dict(type='int', default=3600),
@@ -267,9 +271,9 @@ def requested(module, root):
             split_model_id(item['name'])
             check_revision(item['revision'])
         except InvalidName as exc:
-            error = str(exc)
-        if error:  # outside the except block: a wrong name is the task's failure, with no traceback of the module
-            module.fail_json(msg=error)
+            error = failure(exc)
+        if error:
+            fail(module, error)
         key = (item['name'], item['revision'])
         if key in wanted:
             module.fail_json(msg='%s@%s is listed twice in models' % key)
@@ -345,7 +349,7 @@ def run(module, entries, dest, result):
         verify_reused(plan)
     writing = set((m['id'], m['revision']) for m in plan.write)
     changed = plan.changed
-    reasons = plan.describe() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
+    reasons = plan.reason_list() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
     if module._diff:
         result['diff'] = diff(plan)
     if not module.check_mode:
@@ -383,12 +387,12 @@ def main():
             makedirs(dest)
             with FileLock(lock_path(dest), module.params['lock_timeout']):
                 run(module, entries, dest, result)
-    except (BundleWriteError, LockTimeout, NoSpace) as exc:
-        error = str(exc)
+    except ModelseedError as exc:
+        error = failure(exc)
     except OSError as exc:
-        error = '%s: %s' % (dest, exc)
-    if error is not None:  # outside the except blocks: the task's failure, with no traceback of the module
-        module.fail_json(msg=error, **result)
+        error = failure(exc, '%s: %s' % (dest, exc))
+    if error is not None:  # reported once the lock is released
+        fail(module, error, result)
     module.exit_json(**result)
 
 

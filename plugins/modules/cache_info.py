@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -234,13 +230,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_check import check_bundle
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_verify import bad_links, manifest_references
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import cache_root
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.check import check_bundle
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import VERIFY_CHOICES, cache_root
 
 MAX_DEFECTS_SHOWN = 10
 
@@ -277,7 +272,7 @@ def main():
             cache_dir=dict(type='path'),
             bundle=dict(type='path'),
             names=dict(type='list', elements='str', default=[]),
-            verify=dict(type='str', default='quick', choices=['quick', 'full']),
+            verify=dict(type='str', default='quick', choices=VERIFY_CHOICES),
         ),
         supports_check_mode=True,
     )

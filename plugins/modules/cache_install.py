@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -242,19 +238,39 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource, UrlSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
-    LAYOUT_ARG_SPEC, TRANSFER_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, Locks, ModelInstall, Perms, check_free_space, fix_runtime_dirs, pending_installs, prepare_state_dirs,
-    recorded_models, remove_model, runtime_dirs_to_fix)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import absolute, generations
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import empty_trash, recover_pending
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
+    Locks,
+    ModelInstall,
+    Perms,
+    check_free_space,
+    fix_runtime_dirs,
+    runtime_dirs_to_fix,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
+    ModelState,
+    empty_trash,
+    lock_path,
+    pending_models,
+    prepare_state_dirs,
+    recorded_models,
+    recover_pending,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
+    LAYOUT_ARG_SPEC,
+    SYNC_ARG_SPEC,
+    TRANSFER_ARG_SPEC,
+    VERIFY_CHOICES,
+    cache_root,
+    choose_layout,
+    warn_unverified,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}
@@ -265,7 +281,7 @@ def create_module():
         src=dict(type='str', required=True),
         cache_dir=dict(type='path'),
         prune=dict(type='bool', default=False),
-        verify=dict(type='str', default='quick', choices=['quick', 'full']),
+        verify=dict(type='str', default='quick', choices=VERIFY_CHOICES),
         owner=dict(type='str'),
         group=dict(type='str'),
         file_mode=dict(type='raw', default='0644'),
@@ -277,10 +293,10 @@ def create_module():
         url_password=dict(type='str', no_log=True),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
-        sync=dict(type='bool', default=True),
     )
     argument_spec.update(TRANSFER_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
+    argument_spec.update(SYNC_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                          required_if=[('shared', True, ('group',))],
                          required_together=[('url_username', 'url_password')])
@@ -350,7 +366,7 @@ def make_source(module):
     return DirSource(path)
 
 
-def describe(target_rel, facts):
+def model_line(target_rel, facts):
     return '%s: %s@%s commit %s' % (target_rel, facts.get('model'), facts.get('revision'), str(facts.get('commit'))[:12])
 
 
@@ -385,7 +401,7 @@ def what_changed(result):
 def run(module, bundle, root, layout, perms, targets, prunes, result):
     p = module.params
     for target in targets:
-        target.decide(perms, p['verify'], p['workers'])
+        target.decide(p['verify'], p['workers'])
     runtime_fix = runtime_dirs_to_fix(root, layout, perms)
     to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
     # Before anything is reported as changed: a bundle too large for the disk is refused as it is.
@@ -405,9 +421,9 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
         for target in targets:
             installed = target.installed_facts()
             if installed:
-                before.append(describe(target.rel, installed))
-            after.append(describe(target.rel, target.facts()))
-        before.extend(describe(rel, rec.data) for rel, rec in prunes)
+                before.append(model_line(target.rel, installed))
+            after.append(model_line(target.rel, target.facts()))
+        before.extend(model_line(rel, rec.data) for rel, rec in prunes)
         result['diff'] = dict(before='\n'.join(sorted(before)) + '\n', after='\n'.join(sorted(after)) + '\n',
                               before_header='%s (models of layout %s)' % (root, layout), after_header=p['src'])
     if not result['changed']:
@@ -435,7 +451,7 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
     try:
         try:
             for current in to_stage:
-                current.stage(bundle, perms)
+                current.stage(bundle)
         except BaseException:
             for target in to_stage:
                 target.unstage()
@@ -445,7 +461,7 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
         result['changed'] = bool(runtime_fix)
         for index, current in enumerate(to_stage):
             try:
-                current.commit(perms)
+                current.commit()
             except BaseException:
                 for later in to_stage[index + 1:]:
                     later.unstage()
@@ -454,12 +470,12 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
             result.update(changed=True, bytes_installed=result['bytes_installed'] + current.model['bytes'])
         for current in targets:
             if current.plan.action == 'fix':
-                current.fix(perms)
+                current.fix()
                 entries[id(current)]['action'] = 'fix'
                 result['changed'] = True
         current = None
-        for (rel, rec), entry in zip(prunes, removals):
-            remove_model(root, layout, rel, rec.data.get('model'))
+        for (_rel, rec), entry in zip(prunes, removals):
+            ModelState(root, layout, rec.data['model'], rec.data['revision'], perms=perms).remove()
             entry['action'] = 'remove'
             result['changed'] = True
     except BaseException as exc:
@@ -480,11 +496,11 @@ def prepare_root(root, perms):
 
 def recover_others(root, skip):
     """Finish or clean what killed runs left for models outside this bundle, when nobody holds them."""
-    for rel in pending_installs(root):
+    for rel in pending_models(root):
         if rel in skip:
             continue
         try:
-            with FileLock(state_path(root, 'locks', rel, '.lock'), 0):
+            with FileLock(lock_path(root, rel), 0):
                 recover_pending(root, rel)
         except LockTimeout:
             continue
@@ -507,7 +523,7 @@ def main():
     try:
         bundle = Bundle(source)
         result['manifest_sha256'] = bundle.manifest_sha256
-        targets = [ModelInstall(root, layout, model, p['sync']) for model in bundle.models]
+        targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}
         for target in targets:
             if target.rel in by_rel:
@@ -521,7 +537,7 @@ def main():
             prepare_root(root, perms)
             prepare_state_dirs(root, perms)
             recover_others(root, set(by_rel))
-            locks = [t.lock_path for t in targets] + [state_path(root, 'locks', rel, '.lock') for rel, rec in prunes]
+            locks = [t.lock_path for t in targets] + [lock_path(root, rel) for rel, rec in prunes]
             with Locks(locks, p['lock_timeout'], perms):
                 empty_trash(root)
                 for target in targets:
@@ -530,19 +546,19 @@ def main():
                     locked = set(rel for rel, rec in prunes)
                     prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel in locked]
                 run(module, bundle, root, layout, perms, targets, prunes, result)
-    except (BundleError, InstallError, LockTimeout, NoSpace) as exc:
-        error = str(exc)
     except HttpError as exc:
-        error = 'cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc)
+        error = failure(exc, 'cannot fetch the bundle from %s: %s' % (split_credentials(p['src'])[0], exc))
+    except ModelseedError as exc:
+        error = failure(exc)
     except OSError as exc:
         needed = sum(t.model['bytes'] for t in targets if t.plan is not None and t.plan.action in ('install', 'replace'))
-        error = 'installing into %s failed: %s' % (root, describe_os_error(exc, root, needed))
+        error = failure(exc, 'installing into %s failed: %s' % (root, describe_os_error(exc, root, needed)))
     finally:
         source.close()
     if error is not None:
         # Failed outside the except blocks: a wrong bundle or a full disk is the task's failure, not a crash,
         # and carries no traceback of the module into the output.
-        module.fail_json(msg='; '.join(part for part in (error, what_changed(result)) if part), **result)
+        fail(module, error, result, what_changed(result))
     module.exit_json(**result)
 
 

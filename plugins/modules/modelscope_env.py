@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -129,8 +125,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import env_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, read_bytes, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._host import env_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
 
 
 def _text(path):
@@ -138,7 +135,7 @@ def _text(path):
     return None if data is None else data.decode('utf-8', 'surrogateescape')
 
 
-class EnvFiles(object):
+class EnvFiles:
     def __init__(self, root, name):
         self.root = root
         self.name = name
@@ -216,7 +213,7 @@ def main():
         for unit in p['services']:
             files.service(unit)
     except env_files.EnvError as exc:
-        module.fail_json(msg=str(exc))
+        fail(module, exc)
     if not os.path.isdir(p['root']):
         module.fail_json(msg='root %s is not a directory' % p['root'])
 

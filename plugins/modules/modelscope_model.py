@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -28,6 +24,7 @@ author:
   - modelseed.fleet team (@modelseed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - modelseed.fleet.hub
   - modelseed.fleet.layout
   - modelseed.fleet.sync
   - modelseed.fleet.transfer
@@ -36,7 +33,9 @@ attributes:
     support: full
     details: Resolves the revision and lists the files on the hub, then reports what would be fetched.
   diff_mode:
-    support: none
+    support: full
+    details: The model's commit and files (path, size, sha256) as recorded before, and as the hub lists them or none
+      after (O(state=absent)).
   platform:
     platforms: posix
 options:
@@ -84,25 +83,6 @@ options:
     type: str
     default: present
     choices: [present, absent]
-  endpoint:
-    description:
-      - Hub URL. Defaults to C(MODELSCOPE_ENDPOINT), else C(https://) plus C(MODELSCOPE_DOMAIN), else
-        C(https://www.modelscope.cn).
-    type: str
-  token:
-    description:
-      - ModelScope access token for private models. Defaults to C(MODELSCOPE_API_TOKEN).
-      - Sent only to the hub, never to the storage it redirects downloads to.
-    type: str
-  validate_certs:
-    description:
-      - Verify TLS certificates. Turning this off is never done silently by the module; when false, every run warns.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - PEM file with the CA certificates to trust for the hub, for an internal mirror.
-    type: path
   workers:
     description:
       - Files downloaded (and hashed) in parallel.
@@ -241,17 +221,22 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.common_args import (
-    HUB_ARG_SPEC, LAYOUT_ARG_SPEC, cache_root, choose_layout, warn_unverified)
-from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
-    HubApi, HubError, Resolved, auth_headers, resolve_endpoint, select_files)
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import generations
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock, LockTimeout
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import NoSpace
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import generations
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, auth_headers, resolve_endpoint, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
+    HUB_ARG_SPEC,
+    LAYOUT_ARG_SPEC,
+    SYNC_ARG_SPEC,
+    cache_root,
+    choose_layout,
+    warn_unverified,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail, failure
 
 
 def create_module():
@@ -266,9 +251,9 @@ def create_module():
         adopt=dict(type='bool', default=True),
         adopt_from=dict(type='path'),
         lock_timeout=dict(type='int', default=3600),
-        sync=dict(type='bool', default=True),
     )
     argument_spec.update(HUB_ARG_SPEC)
+    argument_spec.update(SYNC_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
@@ -278,9 +263,8 @@ def ask_hub(module, cache, result):
     p = module.params
     endpoint = resolve_endpoint(p['endpoint'], os.environ)
     warn_unverified(module, endpoint)
-    token = p['token'] or os.environ.get('MODELSCOPE_API_TOKEN')
     client = HttpClient(timeout=p['timeout'], retries=p['retries'], backoff=p['retry_delay'], validate_certs=p['validate_certs'],
-                        ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(token))
+                        ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(p['token']))
     api = HubApi(client, endpoint)
     cache.resolved = api.resolve(p['name'], p['revision'])
     files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
@@ -290,8 +274,30 @@ def ask_hub(module, cache, result):
     return client, api, files
 
 
+def model_text(cache, commit, files):
+    """The model as a diff shows it: a line for the commit, one per file."""
+    if commit is None and not files:
+        return ''
+    lines = ['%s: %s@%s commit %s' % (cache.rel, cache.model_id, cache.resolved.revision, (commit or 'not recorded')[:12])]
+    lines.extend('  %s (%d bytes, sha256 %s)' % (path, size, sha256) for path, size, sha256 in sorted(files))
+    return '\n'.join(lines) + '\n'
+
+
+def recorded_text(cache):
+    record = cache.record()
+    if not record.files:
+        return '%s: not recorded as verified\n' % cache.rel if os.path.lexists(cache.dir) else ''
+    return model_text(cache, record.data.get('commit'), [(path, entry.get('size', 0), entry.get('sha256')) for path, entry in record.files.items()])
+
+
+def add_diff(module, result, cache, after):
+    if module._diff:
+        result['diff'] = dict(before=recorded_text(cache), after=after, before_header=cache.dir, after_header=cache.dir)
+
+
 def ensure_present(module, cache, result, client, api, files):
     p = module.params
+    add_diff(module, result, cache, model_text(cache, cache.resolved.commit, [(f.path, f.size, f.sha256) for f in files]))
     label = '%s@%s' % (p['name'], p['revision'])
     plan = cache.plan(files, adopt=p['adopt'], adopt_from=p['adopt_from'], workers=p['workers'])
     reused = plan.reuse + plan.adopt + plan.staged + [f for f, _source in plan.copy]
@@ -322,7 +328,7 @@ def main():
         split_model_id(p['name'])
         check_revision(p['revision'])
     except InvalidName as exc:
-        module.fail_json(msg=str(exc), **result)
+        fail(module, exc, result)
     if p['workers'] < 1 or p['retries'] < 0 or p['retry_delay'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
         module.fail_json(msg='workers must be >= 1, retries >= 0, retry_delay >= 0, timeout > 0 and lock_timeout >= 0', **result)
     if p['adopt_from'] and not os.path.isdir(p['adopt_from']):
@@ -335,6 +341,7 @@ def main():
         if p['state'] == 'absent':
             exists = os.path.lexists(cache.dir) or os.path.exists(cache.record_path)
             result['changed'] = exists
+            add_diff(module, result, cache, '')
             result['msg'] = '%s removed from %s' % (p['name'], cache.dir) if exists else '%s is not in %s' % (p['name'], cache.dir)
             if exists and not module.check_mode:
                 with FileLock(cache.lock_path, p['lock_timeout']):
@@ -348,10 +355,10 @@ def main():
                 with FileLock(cache.lock_path, p['lock_timeout']):
                     cache.recover()
                     ensure_present(module, cache, result, *hub)
-    except (HubError, FetchError, HttpError, LockTimeout, NoSpace) as exc:
-        module.fail_json(msg=str(exc), **result)
+    except ModelseedError as exc:
+        fail(module, exc, result)
     except OSError as exc:
-        module.fail_json(msg='%s: %s' % (p['name'], exc), **result)
+        fail(module, failure(exc, '%s: %s' % (p['name'], exc)), result)
     module.exit_json(**result)
 
 

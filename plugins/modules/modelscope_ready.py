@@ -1,11 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: (c) modelseed.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
@@ -35,10 +31,22 @@ attributes:
 options:
   models:
     description:
-      - Models to load, each C(name) and optionally C(revision) (default C(master)).
+      - Models to load.
     type: list
     elements: dict
     required: true
+    suboptions:
+      name:
+        description:
+          - Model id, C(owner/name).
+        type: str
+        required: true
+        aliases: [model_id]
+      revision:
+        description:
+          - The revision the serving application asks for.
+        type: str
+        default: master
   pythons:
     description:
       - Interpreters of the serving stack to try, for example C(/opt/vllm/bin/python).
@@ -113,23 +121,25 @@ msg:
   type: str
 '''
 
-import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.env_files import current_values
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import InvalidName, check_revision, split_model_id
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import read_bytes
-from ansible_collections.modelseed.fleet.plugins.module_utils.readiness import legacy_dirs, remove_stray_dirs, run_probe
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import STATE_DIR, Record
-from ansible_collections.modelseed.fleet.plugins.module_utils.sdk_detect import sdk_version
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import record_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.readiness import legacy_dirs, remove_stray_dirs, run_probe
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.sdk_detect import sdk_version
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import MODEL_REF_SPEC
+from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure import fail
 
 
 def recorded_files(cache, model_id, revision):
     """Paths recorded for the model at that revision in any layout of the cache."""
     files = set()
-    for path in glob.glob(os.path.join(cache, STATE_DIR, 'records', '*.json')):
+    for path in record_files(cache):
         record = Record.load(path)
         if record.data.get('model') == model_id and record.data.get('revision') == revision:
             files.update(record.files)
@@ -139,7 +149,7 @@ def recorded_files(cache, model_id, revision):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            models=dict(type='list', elements='dict', required=True),
+            models=dict(type='list', elements='dict', required=True, options=MODEL_REF_SPEC),
             pythons=dict(type='list', elements='path', required=True),
             user=dict(type='str'),
             cache_dir=dict(type='path'),
@@ -161,12 +171,12 @@ def main():
 
     models = []
     for item in p['models']:
-        model_id, revision = item.get('name'), item.get('revision') or 'master'
+        model_id, revision = item['name'], item['revision']
         try:
             split_model_id(model_id)
             check_revision(revision)
         except InvalidName as exc:
-            module.fail_json(msg=str(exc))
+            fail(module, exc)
         models.append({'id': model_id, 'revision': revision, 'files': recorded_files(cache, model_id, revision)})
 
     candidates = [d for m in models for d in legacy_dirs(cache, m['id'])]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer, install, leftovers, victim  # noqa: F401  # victim is a fixture; pylint: disable=unused-import
+
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
 from support.playbook import REPO, ansible_env, run_tasks
@@ -187,13 +187,23 @@ def test_turning_certificate_checks_off_is_never_silent(tls_hub, tls, tmp_path):
     assert all(warned), [result.get("warnings") for result in run.results]
 
 
+def documentation(text):
+    """The DOCUMENTATION of a module or doc fragment, parsed."""
+    return yaml.safe_load(text.split("DOCUMENTATION = r'''", 1)[1].split("'''", 1)[0]) if "DOCUMENTATION" in text else {}
+
+
 def test_certificate_checks_are_on_unless_a_task_turns_them_off():
     """No module option and no role variable that could turn TLS verification off defaults to doing so."""
     found = []
     for module in sorted((REPO / "plugins/modules").glob("*.py")):
         text = module.read_text()
-        doc = yaml.safe_load(text.split("DOCUMENTATION = r'''", 1)[1].split("'''", 1)[0]) if "DOCUMENTATION" in text else {}
-        for name, spec in (doc.get("options") or {}).items():
+        doc = documentation(text)
+        options = dict(doc.get("options") or {})
+        for fragment in doc.get("extends_documentation_fragment") or []:  # the collection's own fragments
+            if fragment.startswith("modelseed.fleet."):
+                path = REPO / "plugins/doc_fragments" / (fragment.rsplit(".", 1)[1] + ".py")
+                options.update(documentation(path.read_text()).get("options") or {})
+        for name, spec in options.items():
             if "validate_certs" in name or "insecure" in name or name.startswith("verify_ssl"):
                 found.append((module.stem, name, spec.get("default")))
     for role in ("staging", "node"):

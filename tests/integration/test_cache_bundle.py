@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format, sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.sample_models import MODEL, model_files

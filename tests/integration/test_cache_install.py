@@ -291,7 +291,8 @@ def test_modified_file_is_noticed_from_stat_and_verify_full_catches_the_rest(tmp
 def test_a_cache_seeded_by_download_is_adopted_without_extracting(hub, tmp_path):
     """modelscope_model recorded every file's sha256: the bundle's identical files need only a new record."""
     from support.bundles import spec_from_hub
-    from support.sample_models import MODEL as HUB_MODEL, model_files
+    from support.sample_models import MODEL as HUB_MODEL
+    from support.sample_models import model_files
 
     cache = tmp_path / "cache"
     seeded = run_one({"modelseed.fleet.modelscope_model": {"name": HUB_MODEL, "cache_dir": str(cache), "endpoint": hub.url,
@@ -383,7 +384,8 @@ def test_restrictive_modes_reach_everything_written_for_a_model(tls_hub, tls, sd
     and the cache root as it loads, still loads as that user, offline and online."""
     from support.bundles import spec_from_hub
     from support.judging import judge
-    from support.sample_models import MODEL as HUB_MODEL, model_files
+    from support.sample_models import MODEL as HUB_MODEL
+    from support.sample_models import model_files
 
     bundle = write_bundle(open_dir / "bundle", [spec_from_hub(tls_hub.url, HUB_MODEL, model_files(), ca_path=str(tls.ca))])
     cache = open_dir / "cache"

@@ -1,6 +1,6 @@
 """Two runs at once on the same cache, and the lock a killed run leaves behind.
 
-Every writer takes an flock (plugins/module_utils/locks.py): a second run waits for the first, or gives up
+Every writer takes an flock (plugins/module_utils/_fs/locks.py): a second run waits for the first, or gives up
 after lock_timeout naming the lock file. The kernel drops an flock when its holder dies, so the lock file a
 kill -9 leaves is harmless: the next run takes it at once (lock_timeout=0 proves it).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.bundles import ModelSpec, spec_from_hub, write_bundle
 from support.fleet import Fleet, new_state_dir
 from support.interrupt import Background, bytes_below, files_below, spawn, wait_until

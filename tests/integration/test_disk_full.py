@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
 from support.interrupt import bundle_scratch, bytes_below, files_below, tree_digest, wait_until
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support import lossy_fs
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import lying_records

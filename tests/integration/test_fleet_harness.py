@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.fleet import Fleet, netns, new_state_dir, registry, sandbox
+from support.fleet import Fleet, login, netns, new_state_dir, registry, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 
 ANSIBLE = str(Path(sys.executable).with_name("ansible"))
@@ -48,10 +48,10 @@ def fleet():
     assert leftovers(running) == []
 
 
-def adhoc(fleet_: Fleet, tmp_path: Path, pattern: str, module: str, args: str = "") -> dict[str, dict]:
-    """Run one module through ``ansible`` and return each host's result."""
+def adhoc(fleet_: Fleet, tmp_path: Path, pattern: str, module: str, args: str = "", extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Run one module through ``ansible`` (``extra``: more of its options) and return each host's result."""
     tree = tmp_path / f"tree-{uuid.uuid4().hex[:8]}"
-    cmd = [*fleet_.command_prefix, ANSIBLE, pattern, "-i", str(fleet_.inventory_path), "-m", module, "-t", str(tree)]
+    cmd = [*fleet_.command_prefix, ANSIBLE, pattern, "-i", str(fleet_.inventory_path), "-m", module, "-t", str(tree), *extra]
     if args:
         cmd += ["-a", args]
     proc = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=120, check=False)
@@ -192,3 +192,31 @@ def test_airgap_nodes_reach_each_other_and_the_controller_only(tmp_path):
     # The fleet's own /24 and nothing else: no default route, so no way out.
     assert [route.split()[0] for route in routes.splitlines()] == [f"{gapped.subnet}.0/24"]
     assert leftovers(gapped) == []
+
+
+@pytest.mark.skipif(not os.path.exists(sandbox.SUDO), reason="the operator login needs sudo (make sysdeps)")
+def test_the_operator_logs_in_as_non_root_and_becomes_root_with_the_real_sudo(tmp_path):
+    with Fleet(new_state_dir("harness-operator-"), 2, user=login.OPERATOR) as operated:
+        operated.share_key(1)
+        # With the inventory's become: who logged in, who runs the task, which sudo did it, and the host's / stays read-only.
+        seen = adhoc(operated, tmp_path, "all", "ansible.builtin.shell",
+                     "echo $SUDO_USER $SUDO_UID; id -u; command -v sudo; awk '$5 == \"/\" || $5 == \"/usr/bin/sudo\" {print $5, $6}' "
+                     "/proc/self/mountinfo; touch /usr/fleet-probe 2>&1 || true")
+        probe = f"/etc/fleet-operator-{operated.run_id}"
+        written = adhoc(operated, tmp_path, "node2", "ansible.builtin.copy", f"content=as-root dest={probe} mode=0600")["node2"]
+        # Without become, node1's login user reaches node2 with the key it was given, as a staging host that pushes does.
+        hop = adhoc(operated, tmp_path, "node1", "ansible.builtin.command",
+                    f"ssh -o BatchMode=yes {login.OPERATOR}@{operated.node(2).address} id -un", extra=("-e", "ansible_become=false"))["node1"]
+        uids = {node.name: login.account(node.path, login.OPERATOR).uid for node in operated.nodes}
+        written_path = operated.node(2).path / probe.lstrip("/")
+        owner = (written_path.stat().st_uid, written_path.read_text())
+    for host, result in seen.items():
+        lines = result["stdout"].splitlines()
+        assert uids[host] != 0 and lines[:3] == [f"{login.OPERATOR} {uids[host]}", "0", "/usr/bin/sudo"], result
+        root_mount, sudo_mount = lines[3].split()[1].split(","), lines[4].split()[1].split(",")
+        assert "nosuid" in root_mount and "ro" in root_mount and "nosuid" not in sudo_mount and "ro" in sudo_mount, lines
+        assert "Read-only file system" in lines[5], lines
+    assert written.get("changed") is True and owner == (0, "as-root"), written
+    assert not Path(probe).exists() and not (operated.node(1).path / probe.lstrip("/")).exists()
+    assert hop.get("stdout") == login.OPERATOR, hop
+    assert leftovers(operated) == []

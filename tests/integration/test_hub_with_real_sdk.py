@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from support.mshub import MsHub, make_repo
 from support.sdk import VERSIONS, ensure_sdk
 

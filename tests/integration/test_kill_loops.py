@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, spawn_module, tree_digest, wait_until
-from support.module_process import module_of, run_modules
 from support.judging import judge
+from support.module_process import module_of, run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.reliability import iterations, record, seeded_rng

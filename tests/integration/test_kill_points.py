@@ -1,5 +1,5 @@
 """kill -9 at named steps: just before and after each rename or exchange that publishes a model and each record
-that takes its place (``MODELSEED_FAILPOINT``, see plugins/module_utils/failpoints.py). After each kill every model
+that takes its place (``MODELSEED_FAILPOINT``, see plugins/module_utils/_fs/failpoints.py). After each kill every model
 directory is entirely the old or the new one and no record calls a file verified that does not hold its bytes; the
 next run completes. Module processes are killed directly (a playbook each would cost a second more); one playbook
 shows that the failpoint reaches a module through ansible-playbook. Each kill is counted in the hostile-world tally
@@ -15,12 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import model_dir
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
+from support import reliability
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import lying_records
 from support.module_process import run_module
 from support.mshub import MsHub, make_repo, push_commit
-from support import reliability
 from support.playbook import run_tasks
 
 KiB = 1 << 10

@@ -13,8 +13,8 @@ import random
 from contextlib import ExitStack
 
 import pytest
-
 from integration.test_bad_input import copy_tree, judge_case, look, run_case
+
 from support import reliability
 from support.cache_audit import audit_cache, hub_versions
 from support.interrupt import wait_until

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import model_sync, swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi, Resolved, select_files
-from ansible_collections.modelseed.fleet.plugins.module_utils.locks import FileLock
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_sync import ModelCache
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
 from support.interrupt import content_digest
 from support.judging import judge
 from support.mshub import MsHub, make_repo, push_commit
-from support.processes import kill_tree
 from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
+from support.processes import kill_tree
 from support.sample_models import MODEL, model_files
 from support.table_play import Row, run_table, table_play
 
@@ -292,6 +292,19 @@ def test_state_absent(hub, tmp_path):
     assert not (tmp_path / ESCAPED_DIR).exists() and not os.path.lexists(tmp_path / "hub/Qwen/Qwen2___5-0___5B-Test")
 
 
+def test_diff_shows_the_commit_and_files_before_and_after(hub, tmp_path):
+    task, absent = download(hub, tmp_path), download(hub, tmp_path, state="absent")
+    first, real, again, removing = run_tasks([{**task, "check_mode": True, "diff": True}, task, {**task, "diff": True},
+                                              {**absent, "check_mode": True, "diff": True}]).results
+    files = model_files()
+    assert first["diff"]["before"] == "" and f"{ESCAPED_DIR}: {MODEL}@master commit {real['commit'][:12]}" in first["diff"]["after"]
+    for name, data in files.items():
+        assert f"  {name} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})" in first["diff"]["after"], name
+    assert again["changed"] is False and again["diff"]["before"] == again["diff"]["after"] == first["diff"]["after"]
+    assert removing["changed"] is True and removing["diff"]["before"] == first["diff"]["after"] and removing["diff"]["after"] == ""
+    assert (tmp_path / ESCAPED_DIR).is_dir()  # the removal was a check
+
+
 def test_cache_dir_must_be_a_directory(hub, tmp_path):
     (tmp_path / "file").write_text("x")
     assert "not a directory" in run_tasks([download(hub, tmp_path / "file")])[0]["msg"]
@@ -415,32 +428,32 @@ def update_in_process(hub, cache: Path):
         model.apply(model.plan(files), files, client, api)
 
 
-real_replace_dir = model_sync.replace_dir
+real_replace_dir = state.replace_dir
 
 
 def kill_before_exchange(monkeypatch):
     def killed(new, old, aside):
         raise Killed()
-    monkeypatch.setattr(model_sync, "replace_dir", killed)
+    monkeypatch.setattr(state, "replace_dir", killed)
 
 
 def kill_after_exchange(monkeypatch):
     def killed(new, old, aside):
         real_replace_dir(new, old, aside)
         raise Killed()
-    monkeypatch.setattr(model_sync, "replace_dir", killed)
+    monkeypatch.setattr(state, "replace_dir", killed)
 
 
 def kill_after_promotion(monkeypatch):
     def killed(root, rel, path):
         raise Killed()
-    monkeypatch.setattr(model_sync, "discard", killed)
+    monkeypatch.setattr(state, "discard", killed)
 
 
 def kill_while_emptying_trash(monkeypatch):
     def killed(path):
         raise Killed()
-    monkeypatch.setattr(swap, "remove_tree", killed)
+    monkeypatch.setattr(state, "remove_tree", killed)
 
 
 @pytest.mark.parametrize("kill, left_new", [
@@ -498,7 +511,7 @@ def test_update_where_hard_links_are_refused_moves_files_in(moving_repo, monkeyp
         raise OSError(errno.EPERM, "Operation not permitted")
 
     with monkeypatch.context() as patched:
-        patched.setattr(swap.os, "link", refuse)
+        patched.setattr(state.os, "link", refuse)
         update_in_process(hub, cache)
     assert model.stat().st_ino == dir_before
     assert_updated(cache, new_commit, unchanged)

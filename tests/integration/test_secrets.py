@@ -13,17 +13,17 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
 import integration.test_seed_models_fleet as seeding
+import pytest
 from integration.test_cache_install import BundleServer
 from integration.test_seed_models_fleet import fleet, inventory, seed  # noqa: F401  # fleet is a fixture; pylint: disable=unused-import
+
+from support.leak_scan import ProcessWatch, Secrets
 from support.mshub import MsHub
 from support.mshub.handler import Handler
 from support.playbook import run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
-from support.leak_scan import ProcessWatch, Secrets
 
 pytestmark = [pytest.mark.hostile]
 

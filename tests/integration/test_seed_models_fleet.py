@@ -1,5 +1,8 @@
 """seed_models.yml end to end on the real-sshd fleet: node1 stages, node2 and node3 are seeded.
 
+Ansible logs in as a non-root operator (``deploy``) and becomes root with each node's real sudo, as the
+documented inventories do; node1 pushes as that operator, with the key in its ~/.ssh.
+
 Push (rsync over ssh from node1), then the same run again (no change anywhere), then check mode
 (no change, nothing written); pull over HTTPS with basic authentication from the nginx node1 runs,
 with a dead mirror first in line for one node. The caches are judged from outside the nodes (their
@@ -24,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.fleet import Fleet, new_state_dir, sandbox
+from support.fleet import Fleet, login, new_state_dir, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
@@ -39,8 +42,9 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap") or not os.path.exists(sandbox.SSHD)
-                       or not shutil.which("rsync") or not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
-                       reason="the fleet needs root, bubblewrap, openssh-server, rsync and nginx"),
+                       or not shutil.which("rsync") or not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
+                       or not os.path.exists(sandbox.SUDO),
+                       reason="the fleet needs root, bubblewrap, openssh-server, rsync, nginx and sudo"),
 ]
 
 
@@ -49,13 +53,9 @@ def fleet():
     groups = {"modelscope_staging": [1], "modelscope_nodes": [2, 3]}
     # The nodes run the SDK virtualenvs to prove readiness: let them see those, wherever the checkout is.
     sdk_cache_dir().mkdir(parents=True, exist_ok=True)
-    with Fleet(new_state_dir("seed-"), 3, groups=groups, shared=[sdk_cache_dir()]) as running:
-        # The staging host pushes to the nodes with a key of its own, as a real one would hold.
-        ssh_dir = running.node(1).path / "root" / ".ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        shutil.copy(running.key, ssh_dir / "id_ed25519")
-        (ssh_dir / "id_ed25519").chmod(0o600)
-        shutil.copy(running.known_hosts, ssh_dir / "known_hosts")
+    with Fleet(new_state_dir("seed-"), 3, groups=groups, shared=[sdk_cache_dir()], user=login.OPERATOR) as running:
+        # The staging host pushes to the nodes with a key of its own, in its login user's ~/.ssh, as a real one would hold.
+        running.share_key(1)
         yield running
 
 
@@ -116,7 +116,7 @@ def assert_seeded(fleet_: Fleet, node: int, cache: str) -> None:
 def login_env(fleet_: Fleet, node: int, name: str) -> tuple[str, str]:
     """``name`` in a plain ssh session and in a login shell on the node."""
     ssh = [*fleet_.command_prefix, "ssh", "-i", str(fleet_.key), "-o", f"UserKnownHostsFile={fleet_.known_hosts}",
-           "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", f"root@{fleet_.node(node).address}"]
+           "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", f"{fleet_.user}@{fleet_.node(node).address}"]
     plain = subprocess.run([*ssh, f"printenv {name}"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     login = subprocess.run([*ssh, f"bash -lc 'printenv {name}'"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     return plain, login
@@ -153,6 +153,7 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
     # tasks are slowed down by other work on the machine (about 12 s for the larger file).
     hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=256 << 10, times=2)
 
+    assert {host["ansible_user"] for host in fleet.inventory["all"]["hosts"].values()} == {login.OPERATOR}
     start = len(hub.log)
     first = seed(fleet, inv)
     assert PROGRESS.search(first.stdout), first.stdout
@@ -163,6 +164,8 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         assert_seeded(fleet, node, "/var/cache/modelscope")
         # Pushed tars are gone after the install: one copy of the models per node.
         assert sorted(p.name for p in (fleet.node(node).path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]
+        # rsync logged in as the operator and wrote as root, through sudo, into the root-owned bundle directory.
+        assert (fleet.node(node).path / "var/cache/modelseed-bundle/manifest.json").stat().st_uid == 0
     bundle = fleet.node(1).path / "srv/modelseed/bundle"
     assert (bundle / "Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()
 

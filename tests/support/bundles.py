@@ -1,4 +1,4 @@
-"""Write bundles as ``plugins/module_utils/bundle_format.py`` defines them: valid ones from a dict of files,
+"""Write bundles as ``plugins/module_utils/_bundle/format.py`` defines them: valid ones from a dict of files,
 and hostile ones (links, devices, traversal, lies about sizes and hashes) whose manifest and SHA256SUMS
 agree with the tar, so that what is tested is the installer's judgement of the tar itself.
 
@@ -15,11 +15,11 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 
 CREATED_AT = 1700000000
 
@@ -188,8 +188,8 @@ def spec_from_hub(endpoint: str, model_id: str, files: Mapping[str, bytes], *, r
                   ca_path: str | None = None) -> ModelSpec:
     """A ModelSpec whose commit, time and per-file revisions are those the hub lists, so that SDKs
     judging the installed cache against that hub see what they would have downloaded."""
-    from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-    from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi
+    from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi
+    from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
 
     api = HubApi(HttpClient(ca_path=ca_path, retries=1), endpoint)
     resolved = api.resolve(model_id, revision)

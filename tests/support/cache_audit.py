@@ -21,9 +21,9 @@ import os
 import pickle
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 STATE = ".modelseed"
 MSC, MDL, MV = ".msc", ".mdl", ".mv"

@@ -14,9 +14,9 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from support.module_process import module_command, module_of, parse_result
 from support.playbook import ansible_env, playbook_command, results_env, results_task, write_playbook

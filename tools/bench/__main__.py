@@ -1,7 +1,7 @@
 """make bench: every benchmark, each writing its own section of docs/benchmarks.md.
 
     python tools/bench [ARGS...]              every benchmark, each given ARGS
-    python tools/bench NAME [ARGS...]         one of them: download, bundle_install, fleet, fleet-scale
+    python tools/bench NAME [ARGS...]         one of them: download, bundle_install, fleet, fleet-scale, swarm
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("download", "bundle_install", "fleet", "fleet_scale")
+BENCHMARKS = ("download", "bundle_install", "fleet", "fleet_scale", "swarm")
 
 chosen = sys.argv[1].replace("-", "_") if len(sys.argv) > 1 else ""
 names, args = ([chosen], sys.argv[2:]) if chosen in BENCHMARKS else (BENCHMARKS, sys.argv[1:])

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from common import REPORT, WORK, drop_tree, machine, measured, run_module, summary, verdict, write_random_model, write_section
+
 from support.mshub import MsHub
 
 MODEL = "bench/model-2g"

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from common import REPORT, WORK, machine, run_module, summary, verdict, write_random_model, write_section
+
 from support.mshub import MsHub
 from support.playbook import ansible_env, playbook_command, write_playbook
 from support.sdk import ensure_sdk

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 from common import REPORT, WORK, drop_tree, machine, overlap, write_random_model, write_section
-from fleet_setup import (NODE_CACHE, changed_hosts, check_every_node_holds, environment_files, inventory, reset_nodes,
-                         run_playbook, seed, start_fleet)
+from fleet_setup import NODE_CACHE, changed_hosts, check_every_node_holds, environment_files, inventory, reset_nodes, run_playbook, seed, start_fleet
+
 from support.fleet import Fleet, sandbox
 from support.mshub import MsHub
 from support.sdk import SdkEnv, ensure_sdk

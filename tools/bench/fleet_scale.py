@@ -26,8 +26,8 @@ import yaml
 from common import REPO, WORK, write_random_model
 from fleet_scale_net import Sampler, check_links
 from fleet_scale_report import config_key, publish
-from fleet_setup import (NODE_CACHE, check_every_node_holds, download_command, environment_files, give_staging_ssh, reset_nodes,
-                         seed, shard_bytes, ssh_command)
+from fleet_setup import NODE_CACHE, check_every_node_holds, download_command, environment_files, give_staging_ssh, reset_nodes, seed, shard_bytes, ssh_command
+
 from support.fleet import new_state_dir, sandbox
 from support.fleet.site import Site
 from support.sdk import SdkEnv, ensure_sdk

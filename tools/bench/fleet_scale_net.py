@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from itertools import pairwise
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from support.fleet import netns

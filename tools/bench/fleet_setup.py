@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 from common import WORK, drop_tree
+
 from support.fleet import Fleet
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 from support.sdk import cache_dir as sdk_cache_dir

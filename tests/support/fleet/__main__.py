@@ -1,8 +1,9 @@
 """Command line, for molecule's create/destroy playbooks and for trying things by hand (run as root, from tests/):
 
     python -m support.fleet up --nodes 3 --state DIR [--airgap [--proxy]] [--group staging=1 --group nodes=2-3]
-                               [--hostvars KEY=VALUE | --hostvars @vars.yml ...] [--shared DIR ...]
+                               [--hostvars KEY=VALUE | --hostvars @vars.yml ...] [--shared DIR ...] [--user deploy]
     python -m support.fleet prefix --state DIR     # the command prefix for ansible (air-gap mode), shell-quoted
+    python -m support.fleet share-key --state DIR --node 1   # node 1's login user gets the fleet's ssh key
     python -m support.fleet down --state DIR
 
 ``up`` writes DIR/inventory.yml and DIR/instance_config.yml and prints the inventory.
@@ -19,6 +20,7 @@ import yaml
 
 from .errors import FleetError
 from .fleet import Fleet, down
+from .login import ROOT, USERS
 
 
 def parse_group(text: str) -> tuple[str, list[int] | None]:
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd.add_argument("--hostvars", action="append", default=[], metavar="KEY=VALUE|@FILE", help="added to every host")
     up_cmd.add_argument("--subnet", default="10.213.0", help="air-gap /24, as its first three octets")
     up_cmd.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each sshd")
+    up_cmd.add_argument("--user", choices=USERS, default=ROOT, help="whom the inventory logs in as (non-root: with become)")
+    share_cmd = commands.add_parser("share-key", help="give a node's login user the fleet's key and known_hosts")
+    share_cmd.add_argument("--node", required=True, type=lambda text: int(text) if text.isdigit() else text,
+                           help="node number (1-based) or name (node1)")
     for name, text in (("down", "stop a fleet and remove its state dir"), ("prefix", "print the command prefix for ansible")):
         commands.add_parser(name, help=text)
     for sub in commands.choices.values():
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             groups = dict(parse_group(g) for g in args.group) or None
             fleet = Fleet(args.state, args.nodes, airgap=args.airgap, groups=groups, hostvars=parse_hostvars(args.hostvars),
-                          subnet=args.subnet, ready_timeout=args.timeout, shared=args.shared, proxy=args.proxy).up()
+                          subnet=args.subnet, ready_timeout=args.timeout, shared=args.shared, proxy=args.proxy,
+                          user=args.user).up()
             sys.stdout.write(fleet.inventory_path.read_text(encoding="utf-8"))
         elif args.command == "down":
             down(args.state)
@@ -76,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             fleet = Fleet.load(args.state)
             if fleet is None:
                 raise FleetError(f"no fleet in {args.state}")
-            print(shlex.join(fleet.command_prefix))
+            if args.command == "share-key":
+                fleet.share_key(args.node)
+            else:
+                print(shlex.join(fleet.command_prefix))
     except FleetError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import inventory, netns, registry, sandbox
+from . import inventory, login, netns, registry, sandbox
 from .errors import FleetError
 from .keys import keygen, known_hosts_line
 from .nodes import Node, prepare
@@ -41,14 +41,19 @@ class Fleet:
     every host. With ``airgap`` each node gets a network namespace of its own (see ``netns``) and Ansible must run
     through ``command_prefix``, or, with ``proxy``, anywhere: the inventory's ssh arguments then hold a ProxyCommand
     that enters the controller namespace (rsync pushes from the controller use them too).
+
+    ``user``: whom the inventory logs in as, ``root`` or ``login.OPERATOR`` (``deploy``), a non-root account that
+    every node has, which becomes root with the node's real ``sudo`` (the inventory sets ``ansible_become``).
     """
 
     def __init__(self, state_dir: str | Path, size: int = 3, *, airgap: bool = False,
                  groups: dict[str, list[int] | None] | None = None, hostvars: dict | None = None,
                  subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0, shared: list[str | Path] = (),
-                 proxy: bool = False):
+                 proxy: bool = False, user: str = login.ROOT):
         if not 1 <= size <= 250:
             raise FleetError(f"a fleet has 1 to 250 nodes, not {size}")
+        if user not in login.USERS:
+            raise FleetError(f"a fleet logs in as one of {', '.join(login.USERS)}, not {user!r}")
         self.state_dir = Path(state_dir).absolute()
         self.size = size
         self.airgap = airgap
@@ -59,11 +64,12 @@ class Fleet:
         # Host directories the nodes see read-only at the same path (SDK virtualenvs, say), wherever they live.
         self.shared = tuple(Path(p).absolute() for p in shared)
         self.proxy = proxy and airgap
+        self.user = user
         self.run_id = ""
         self.loopback_block: str | None = None
         self.control_dir: Path | None = None
         self.nodes: list[Node] = []
-        self._launchers: dict[str, object] = {}
+        self._launchers: list[subprocess.Popen] = []
 
     # Files in the state dir.
     @property
@@ -111,7 +117,7 @@ class Fleet:
     @property
     def inventory(self) -> dict:
         common = inventory.ssh_common_args(self.known_hosts, self.control_dir, self.proxy_command if self.proxy else None)
-        per_host = {node.name: inventory.host_vars(node, key=self.key, common_args=common,
+        per_host = {node.name: inventory.host_vars(node, key=self.key, common_args=common, user=self.user,
                                                    controller_address=self.controller_address) for node in self.nodes}
         return inventory.build(self.nodes, self.groups, per_host, self.hostvars)
 
@@ -136,7 +142,7 @@ class Fleet:
             self._start()
             self._wait_ready()
             inventory.write(self.inventory_path, self.inventory)
-            inventory.write(self.instances_path, inventory.molecule_instances(self.nodes, self.key))
+            inventory.write(self.instances_path, inventory.molecule_instances(self.nodes, self.key, self.user))
         except BaseException:
             self.down()
             raise
@@ -148,7 +154,7 @@ class Fleet:
         for node in self.nodes:
             _recover_pid(node)
             sandbox.stop(node)
-        for launcher in self._launchers.values():
+        for launcher in self._launchers:
             launcher.poll()  # reap our own children
         self._launchers.clear()
         if self.airgap and self.run_id:
@@ -171,7 +177,7 @@ class Fleet:
         except FileNotFoundError:
             return None
         fleet = cls(path.parent, data["size"], airgap=data["airgap"], groups=data["groups"], hostvars=data["hostvars"],
-                    subnet=data["subnet"], proxy=data.get("proxy", False))
+                    subnet=data["subnet"], proxy=data.get("proxy", False), user=data.get("user", login.ROOT))
         fleet.run_id = data["run_id"]
         fleet.loopback_block = data["loopback_block"]
         fleet.control_dir = Path(data["control_dir"]) if data["control_dir"] else None
@@ -180,7 +186,7 @@ class Fleet:
 
     def _save(self) -> None:
         data = {"run_id": self.run_id, "size": self.size, "airgap": self.airgap, "groups": self.groups,
-                "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "loopback_block": self.loopback_block,
+                "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "user": self.user, "loopback_block": self.loopback_block,
                 "control_dir": str(self.control_dir) if self.control_dir else None,
                 "nodes": [node.to_dict() for node in self.nodes]}
         tmp = self.state_dir / f".{STATE_FILE}.tmp"
@@ -208,17 +214,36 @@ class Fleet:
         self._save()
 
     def _start(self) -> None:
+        if self.user != login.ROOT and not os.path.exists(sandbox.SUDO):
+            raise FleetError(f"logging in as {self.user} needs sudo on this machine, which nodes share: make sysdeps")
         public_key = keygen(self.key, f"fleet-controller-{self.run_id}")
         with ThreadPoolExecutor(max_workers=min(8, self.size)) as pool:
             list(pool.map(lambda node: prepare(node, public_key), self.nodes))
         self.known_hosts.write_text("".join(known_hosts_line(node.address, node.host_key) + "\n" for node in self.nodes),
                                     encoding="ascii")
-        for node in self.nodes:
-            self._launchers[node.name] = sandbox.start(node, self.state_dir, self.shared)
-        self._save()
-        for node in self.nodes:
-            sandbox.wait_child_pid(node, self._launchers[node.name], timeout=self.ready_timeout)
-        self._save()
+        launches = []
+        try:
+            for node in self.nodes:
+                launches.append(sandbox.start(node, self.state_dir, self.shared))
+                self._launchers.append(launches[-1].proc)
+            self._save()
+            for node, launch in zip(self.nodes, launches, strict=True):
+                sandbox.wait_ready(node, launch, timeout=self.ready_timeout)
+            self._save()
+            for node in self.nodes:
+                self._launchers.append(sandbox.start_sshd(node))
+            self._save()
+        finally:
+            for launch in launches:
+                launch.close()
+
+    def share_key(self, which: int | str) -> None:
+        """Give the login user of node ``which`` the fleet's key and known_hosts in ~/.ssh: from there it reaches
+        the other nodes over ssh, as a staging host that pushes the bundle does."""
+        node = self.node(which)
+        user = login.account(node.path, self.user)
+        login.write_ssh_file(node.path, user, "id_ed25519", self.key.read_bytes())
+        login.write_ssh_file(node.path, user, "known_hosts", self.known_hosts.read_bytes())
 
     def _wait_ready(self) -> None:
         self.call_in_controller(_wait_for_ssh, self.nodes, self.ready_timeout)
@@ -261,7 +286,8 @@ def _wait_for_ssh(nodes: list[Node], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for node in nodes:
         while True:
-            if not sandbox.running(node.pid, node.starttime):
+            if not (sandbox.running(node.pid, node.starttime)
+                    and sandbox.running(node.sshd_launcher_pid, node.sshd_launcher_starttime)):
                 raise FleetError(f"{node.name}: sshd exited before listening on {node.address}:22:\n{sandbox.read_log(node)}")
             try:
                 with socket.create_connection((node.address, 22), timeout=0.5):

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from .errors import FleetError
+from .login import ROOT
 from .nodes import Node
 
 
@@ -25,11 +26,13 @@ def ssh_common_args(known_hosts: Path, control_dir: Path, proxy_command: str | N
     return " ".join(f"-o {shlex.quote(f'{key}={value}')}" for key, value in options.items())
 
 
-def host_vars(node: Node, *, key: Path, common_args: str, controller_address: str) -> dict:
+def host_vars(node: Node, *, key: Path, common_args: str, controller_address: str, user: str = ROOT) -> dict:
+    """``user``: the login; any other than root becomes root with the node's sudo."""
     return {
         "ansible_host": node.address,
         "ansible_port": 22,
-        "ansible_user": "root",
+        "ansible_user": user,
+        **({} if user == ROOT else {"ansible_become": True}),
         "ansible_ssh_private_key_file": str(key),
         "ansible_ssh_common_args": common_args,
         "ansible_pipelining": True,
@@ -54,9 +57,9 @@ def build(nodes: list[Node], groups: dict[str, list[int] | None], per_host: dict
     return {"all": {"hosts": hosts, "children": children}}
 
 
-def molecule_instances(nodes: list[Node], key: Path) -> list[dict]:
+def molecule_instances(nodes: list[Node], key: Path, user: str = ROOT) -> list[dict]:
     """The instance config a molecule ``create`` playbook hands back for the delegated driver."""
-    return [{"instance": node.name, "address": node.address, "user": "root", "port": 22, "identity_file": str(key)}
+    return [{"instance": node.name, "address": node.address, "user": user, "port": 22, "identity_file": str(key)}
             for node in nodes]
 
 

@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import login
 from .keys import keygen
 
 # Directories a node writes to, each bound from the node's host-side tree. /etc is a copy of the host's.
@@ -46,6 +47,8 @@ class Node:
     starttime: int | None = None    # with pid, tells our process from a later one reusing the number
     launcher_pid: int | None = None  # the outer bwrap, which exits once the sandbox is gone
     launcher_starttime: int | None = None
+    sshd_launcher_pid: int | None = None  # nsenter, outside the node, whose child inside it is sshd
+    sshd_launcher_starttime: int | None = None
     host_key: str = field(default="", repr=False)
 
     @property
@@ -65,7 +68,8 @@ class Node:
 
 
 def prepare(node: Node, authorized_key: str) -> None:
-    """Build the node's tree: a copy of /etc without the host's keys, a fresh host key, the controller's key for root."""
+    """Build the node's tree: a copy of /etc without the host's keys, a fresh host key, and the controller's key
+    for root and for the operator account (``login.OPERATOR``, passwordless sudo)."""
     root = node.path
     root.mkdir(parents=True)
     # rsync rather than cp: the host's private host keys never get copied, not even briefly.
@@ -83,9 +87,7 @@ def prepare(node: Node, authorized_key: str) -> None:
                                encoding="ascii")
     # Facts and tools that tell hosts apart by machine id must see different machines.
     (etc / "machine-id").write_text(secrets.token_hex(16) + "\n", encoding="ascii")
-    ssh_dir = root / "root" / ".ssh"
-    ssh_dir.mkdir(mode=0o700)
-    keys = ssh_dir / "authorized_keys"
-    keys.write_text(authorized_key + "\n", encoding="ascii")
-    keys.chmod(0o600)
     root.joinpath("root").chmod(0o700)
+    operator = login.add_operator(etc)
+    for user in (login.account(root, login.ROOT), operator):
+        login.write_ssh_file(root, user, "authorized_keys", (authorized_key + "\n").encode("ascii"))

@@ -7,7 +7,7 @@ import hashlib
 import json
 import posixpath
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from .store import Ref, Repo, RepoFile
 

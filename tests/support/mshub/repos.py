@@ -7,8 +7,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from .hashing import Hasher
 from .store import COMMITS_DIR, HUB_DIR, MASTER, REFS_FILE, Repo, content_id, safe_parts, scan_tree

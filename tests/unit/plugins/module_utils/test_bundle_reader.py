@@ -8,13 +8,12 @@ import tarfile
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import (
-    Bundle, DirSource, HttpStream, extract_tar)
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import Perms, StagingSink
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import Perms, StagingSink
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, HttpStream
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_reader import extract_tar
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from support.bundles import Member, ModelSpec, members_of, raw_tar, write_bundle
 
 FILES = {
@@ -170,11 +169,11 @@ def test_size_and_hash_lies(tmp_path):
 
 class FailingSink(StagingSink):
     def __init__(self, top, perms, fail_after):
-        super(FailingSink, self).__init__(top, perms)
+        super().__init__(top, perms)
         self.left = fail_after
 
     def open_file(self, rel, size):
-        handle = super(FailingSink, self).open_file(rel, size)
+        handle = super().open_file(rel, size)
         original = handle.write
 
         def write(view):
@@ -228,7 +227,7 @@ def test_missing_files(tmp_path):
 # -- HttpStream ---------------------------------------------------------------------------------
 
 
-class FakeResponse(object):
+class FakeResponse:
     def __init__(self, data, status, headers, break_after=None):
         self.data, self.status, self.headers = io.BytesIO(data), status, headers
         self.break_after = break_after
@@ -247,7 +246,7 @@ class FakeClient(HttpClient):
     """The real client's retries and backoff rule, with answers made up here (breaks where the tests say)."""
 
     def __init__(self, body, honour_range=True, breaks=(1000,)):
-        super(FakeClient, self).__init__(retries=3, backoff=0.0)
+        super().__init__(retries=3, backoff=0.0)
         self.body, self.honour_range, self.breaks = body, honour_range, list(breaks)
         self.requests = []
 

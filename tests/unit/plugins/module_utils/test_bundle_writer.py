@@ -7,10 +7,12 @@ import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils import bundle_writer as bw
-from ansible_collections.modelseed.fleet.plugins.module_utils import swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import tar_writer as tw
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import writer as bw
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
 
 MTIME = 1700000000
 
@@ -34,8 +36,8 @@ def tarinfo(name, kind, size, mtime=MTIME):
     ('d' * 99, 'dir', 0, 5),       # 100 bytes with its slash
     ('d' * 100, 'dir', 0, 5),      # 101: pax path
     ('deep/' * 40 + 'w.bin', 'file', 3, 0),
-    (u'\u00e9' * 60 + '.bin', 'file', 3, 7),
-    (u'\u65e5\u672c/\u8a9e.txt', 'file', 0, 0),
+    ('\u00e9' * 60 + '.bin', 'file', 3, 7),
+    ('\u65e5\u672c/\u8a9e.txt', 'file', 0, 0),
     ('name with space.txt', 'file', 9, MTIME),
     ('huge.bin', 'file', 8 ** 11, 3),        # 8 GiB: size goes to the pax header
     ('almost.bin', 'file', 8 ** 11 - 1, 3),
@@ -43,20 +45,20 @@ def tarinfo(name, kind, size, mtime=MTIME):
 ])
 def test_header_is_what_tarfile_writes(name, kind, size, mtime):
     expected = tarinfo(name, kind, size, mtime).tobuf(tarfile.PAX_FORMAT, 'utf-8', 'surrogateescape')
-    assert bw.header(name, kind, size, mtime) == expected
-    assert bw.member_size(name, kind, size, mtime) == len(expected) + (size if kind == 'file' else 0) + (-size % 512 if kind == 'file' else 0)
+    assert tw.header(name, kind, size, mtime) == expected
+    assert tw.member_size(name, kind, size, mtime) == len(expected) + (size if kind == 'file' else 0) + (-size % 512 if kind == 'file' else 0)
 
 
 def test_non_utf8_names_are_refused():
-    with pytest.raises(bw.BundleWriteError):
-        bw.header('bad\udcff', 'file', 0, 0)
+    with pytest.raises(tw.BundleWriteError):
+        tw.header('bad\udcff', 'file', 0, 0)
 
 
-def write_tar(path, members, buffer_size=bw.BUFFER_SIZE, buffers=bw.BUFFERS):
+def write_tar(path, members, buffer_size=tw.BUFFER_SIZE, buffers=tw.BUFFERS):
     """members: [(name, 'dir'|'file'|'bytes', source path or bytes)] -> (size, sha256)."""
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with bw.TarStream(fd, buffer_size, buffers) as tar:
+        with tw.TarWriter(fd, buffer_size, buffers) as tar:
             for name, kind, payload in members:
                 if kind == 'dir':
                     tar.add_dir(name, MTIME)
@@ -92,7 +94,7 @@ def test_empty_archive_is_one_record_of_zeros(tmp_path):
         assert archive.getmembers() == []
 
 
-@pytest.mark.parametrize('buffer_size, buffers', [(bw.BUFFER_SIZE, bw.BUFFERS), (1024, 2), (1536, 3), (4096, 2)])
+@pytest.mark.parametrize('buffer_size, buffers', [(tw.BUFFER_SIZE, tw.BUFFERS), (1024, 2), (1536, 3), (4096, 2)])
 def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buffers):
     sizes = [0, 1, 511, 512, 513, 1023, 1024, 1025, 4096 * 3 + 17, 70000]
     members = [('d', 'dir', None), ('d/sub', 'dir', None)]
@@ -106,7 +108,7 @@ def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buff
     data = (tmp_path / 't.tar').read_bytes()
     assert data == tarfile_bytes(members)
     assert size == len(data) and size % 10240 == 0 and digest == hashlib.sha256(data).hexdigest()
-    predicted = bw.archive_size(bw.member_size(n, 'dir' if k == 'dir' else 'file', 0 if k == 'dir' else
+    predicted = tw.archive_size(tw.member_size(n, 'dir' if k == 'dir' else 'file', 0 if k == 'dir' else
                                                (len(p) if k == 'bytes' else os.path.getsize(str(p))), MTIME)
                                 for n, k, p in members)
     assert predicted == size
@@ -114,7 +116,7 @@ def test_padding_and_buffer_boundaries_match_tarfile(tmp_path, buffer_size, buff
 
 def test_long_and_unicode_names_read_back_with_tarfile_and_gnu_tar(tmp_path):
     long_name = 'a' * 80 + '/' + 'b' * 80 + '/weights-' + 'c' * 120 + '.safetensors'
-    names = [long_name, u'mod\u00e8les/\u6a21\u578b.bin', u'caf\u00e9.txt', 'name with space.txt', 'x' * 100]
+    names = [long_name, 'mod\u00e8les/\u6a21\u578b.bin', 'caf\u00e9.txt', 'name with space.txt', 'x' * 100]
     members = []
     for index, name in enumerate(names):
         path = tmp_path / ('src%d' % index)
@@ -136,15 +138,15 @@ def test_files_are_checked_while_they_are_read(tmp_path):
     st = good.stat()
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        with bw.TarStream(fd, 1024, 2) as tar:
-            with pytest.raises(bw.BundleWriteError, match='bytes on disk'):
+        with tw.TarWriter(fd, 1024, 2) as tar:
+            with pytest.raises(tw.BundleWriteError, match='bytes on disk'):
                 tar.add_file('good.bin', str(good), st.st_size + 1, MTIME)
-            with pytest.raises(bw.BundleWriteError, match='changed since it was verified'):
+            with pytest.raises(tw.BundleWriteError, match='changed since it was verified'):
                 tar.add_file('good.bin', str(good), st.st_size, MTIME, expect_stat=(st.st_size, st.st_mtime_ns + 1))
             os.symlink('good.bin', str(tmp_path / 'link'))
-            with pytest.raises(bw.BundleWriteError, match='cannot open'):
+            with pytest.raises(tw.BundleWriteError, match='cannot open'):
                 tar.add_file('link', str(tmp_path / 'link'), st.st_size, MTIME)
-            with pytest.raises(bw.BundleWriteError, match='not a regular file'):
+            with pytest.raises(tw.BundleWriteError, match='not a regular file'):
                 tar.add_file('dir', str(tmp_path), 0, MTIME)
             tar.add_file('good.bin', str(good), st.st_size, MTIME, expect_stat=(st.st_size, st.st_mtime_ns),
                          verify_sha256='0' * 64)
@@ -161,7 +163,7 @@ def test_leaving_early_stops_the_hashing_threads(tmp_path):
     fd = os.open(str(tmp_path / 't.tar'), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         with pytest.raises(RuntimeError):
-            with bw.TarStream(fd, 1024, 2) as tar:
+            with tw.TarWriter(fd, 1024, 2) as tar:
                 tar.add_file('s', str(source), 10000, MTIME, verify_sha256='0' * 64)
                 raise RuntimeError('interrupted')
     finally:
@@ -177,7 +179,7 @@ FILES = {
     'weights/sub/empty.bin': b'',
     '.hidden/settings.json': b'{}',
     'x' * 120 + '/long.bin': b'long',
-    u'\u6a21\u578b.txt': b'unicode',
+    '\u6a21\u578b.txt': b'unicode',
 }
 
 
@@ -209,10 +211,10 @@ def test_model_tar_is_the_same_from_any_layout(tmp_path):
         out = tmp_path / (cache + '.tar')
         fd = os.open(str(out), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            results.append(bw.write_model_tar(model, source.dir, fd))
+            results.append(tw.write_model_tar(model, source.dir, fd))
         finally:
             os.close(fd)
-        assert results[-1][0] == bw.model_tar_size(model) == out.stat().st_size
+        assert results[-1][0] == tw.model_tar_size(model) == out.stat().st_size
         assert source.layout == ('models' if cache == 'a' else 'snapshots')
     assert results[0] == results[1]
     assert (tmp_path / 'a.tar').read_bytes() == (tmp_path / 'b.tar').read_bytes()
@@ -240,22 +242,22 @@ def test_model_of_empty_files_only(tmp_path):
 
 def test_record_without_files_or_unsafe_paths_is_refused(tmp_path):
     seed(tmp_path, 'models/o/m', {})
-    with pytest.raises(bw.BundleWriteError, match='not found'):
+    with pytest.raises(tw.BundleWriteError, match='not found'):
         entry_for(tmp_path)   # an empty record is no record, and there is no directory either
     os.makedirs(str(tmp_path / 'models/o/m'))
-    with pytest.raises(bw.BundleWriteError, match='no verification record'):
+    with pytest.raises(tw.BundleWriteError, match='no verification record'):
         entry_for(tmp_path)
     seed(tmp_path, 'models/o/m', {'ok.bin': b'1'})
     record = Record.load(state_path(str(tmp_path), 'records', 'models/o/m', '.json'))
     record.files['../escape'] = dict(record.files['ok.bin'])
     record.save()
-    with pytest.raises(bw.BundleWriteError, match='cannot be bundled'):
+    with pytest.raises(tw.BundleWriteError, match='cannot be bundled'):
         entry_for(tmp_path)
 
 
 def test_find_source_explains_a_revision_mismatch(tmp_path):
     seed(tmp_path, 'models/o/m', {'a': b'1'}, revision='v1')
-    with pytest.raises(bw.BundleWriteError, match="holds revision 'v1'.*modelscope_model"):
+    with pytest.raises(tw.BundleWriteError, match="holds revision 'v1'.*modelscope_model"):
         entry_for(tmp_path, revision='master')
     assert entry_for(tmp_path, revision='v1')[1].rel == 'models/o/m'
 
@@ -276,13 +278,13 @@ def test_plan_reuses_unchanged_tars_and_rewrites_changed_ones(tmp_path):
     assert sums['manifest.json'] == hashlib.sha256((dest / 'manifest.json').read_bytes()).hexdigest()
 
     again = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')])
-    assert not again.changed and again.write == [] and again.describe() == []
+    assert not again.changed and again.write == [] and again.reason_list() == []
 
     seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'B' * 1000}, model_id='o/n', commit='d' * 40)
     changed = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')])
     assert changed.reasons == {'changed commit': [('o/n', 'master')]}
     assert [m['id'] for m in changed.write] == ['o/n']
-    assert changed.describe() == ['1 model(s) changed commit']
+    assert changed.reason_list() == ['1 model(s) changed commit']
 
     dropped = bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')])
     assert dropped.reasons == {'removed': [('o/n', 'master')]} and dropped.prune == ['o--n--master.tar']
@@ -300,7 +302,7 @@ def test_update_without_kernel_exchange_moves_the_old_bundle_aside(tmp_path, mon
     bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
     kept = (dest / 'o--m--master.tar').stat().st_ino
     seed(tmp_path / 'c', 'models/o/n', {'b.bin': b'B' * 1000}, model_id='o/n', commit='d' * 40)
-    monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
+    monkeypatch.setattr(tree, 'exchange', lambda first, second: False)
     bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m'), entry_for(tmp_path / 'c', 'o/n')]).apply()
     doc = bundle_format.parse_manifest((dest / 'manifest.json').read_bytes())
     assert doc['models'][1]['commit'] == 'd' * 40
@@ -335,10 +337,10 @@ def test_golden_tar_digest():
     reader = threading.Thread(target=lambda: chunks.append(_read_all(fd_r)))
     reader.start()
     try:
-        with bw.TarStream(fd_w, 4096, 2) as tar:
+        with tw.TarWriter(fd_w, 4096, 2) as tar:
             tar.add_dir('d', MTIME)
             tar.add_bytes('d/' + 'n' * 120, b'long', MTIME)
-            tar.add_bytes(u'd/\u00e9.txt', b'', MTIME)
+            tar.add_bytes('d/\u00e9.txt', b'', MTIME)
             size, digest = tar.close()
     finally:
         os.close(fd_w)
@@ -348,7 +350,7 @@ def test_golden_tar_digest():
     assert size == len(out.getvalue()) == 10240
     assert digest == hashlib.sha256(out.getvalue()).hexdigest()
     assert digest == GOLDEN
-    assert out.getvalue() == tarfile_bytes([('d', 'dir', None), ('d/' + 'n' * 120, 'bytes', b'long'), (u'd/\u00e9.txt', 'bytes', b'')])
+    assert out.getvalue() == tarfile_bytes([('d', 'dir', None), ('d/' + 'n' * 120, 'bytes', b'long'), ('d/\u00e9.txt', 'bytes', b'')])
 
 
 def _read_all(fd):

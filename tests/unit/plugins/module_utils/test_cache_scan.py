@@ -1,9 +1,10 @@
 import hashlib
 import os
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata as md
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata as md
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 
 
 def sdk_written(top, files, msc_paths=None):

@@ -7,9 +7,10 @@ import pickle
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_scan import scan
-from ansible_collections.modelseed.fleet.plugins.module_utils.cache_verify import bad_links, manifest_references
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
 
 MODEL = 'Org/Tiny-1.5B'
 OLD = {'config.json': b'{}', 'w/model.bin': b'weights' * 100, '.gitattributes': b'*.bin lfs\n'}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import ENV, failpoint
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import ENV, failpoint
 from support.syscall_trace import calls, strace_available, trace
 
 BUILD = str(Path(__file__).resolve().parents[4] / '.build')
@@ -31,7 +31,7 @@ def test_failpoint_does_nothing_unless_its_step_is_named(monkeypatch):
 
 
 def test_failpoint_kills_at_the_named_hit():
-    code = ('from ansible_collections.modelseed.fleet.plugins.module_utils.failpoints import failpoint\n'
+    code = ('from ansible_collections.modelseed.fleet.plugins.module_utils._fs.failpoints import failpoint\n'
             'for n in range(3):\n    failpoint("swap.after")\n    print(n, flush=True)\n')
     proc = python(code, {ENV: 'swap.after@2'})
     assert proc.returncode == -signal.SIGKILL and proc.stdout.split() == ['0']
@@ -51,7 +51,7 @@ def test_sync_tree_flushes_every_file_and_directory_once_and_follows_no_link(tmp
     os.symlink(str(outside), str(top / 'a' / 'to-dir'))
     os.symlink(str(outside / 'secret'), str(top / 'to-file'))
     log = tmp_path / 'trace'
-    proc = python('from ansible_collections.modelseed.fleet.plugins.module_utils.durable import sync_tree\n'
+    proc = python('from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import sync_tree\n'
                   'sync_tree(%r, done={"done"})' % str(top), log=log)
     assert proc.returncode == 0, proc.stderr
     synced = [c.fd_path() for c in calls(log) if c.name == 'fsync']

@@ -1,8 +1,15 @@
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.env_files import (
-    EnvError, check_variables, current_values, edit_environment, profile_script, systemd_manager_dropin,
-    systemd_service_dropin, unit_name)
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import (
+    EnvError,
+    check_variables,
+    current_values,
+    edit_environment,
+    profile_script,
+    systemd_manager_dropin,
+    systemd_service_dropin,
+    unit_name,
+)
 
 WANT = {'MODELSCOPE_CACHE': '/var/cache/modelscope'}
 

@@ -6,10 +6,9 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.fetch import FetchError, fetch_file
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient, HttpError
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import HubApi
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.fetch import FetchError, fetch_file
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from support.interrupt import wait_until
 from support.mshub import MsHub, make_repo
 

@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import http_client
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import MAX_BACKOFF, HttpClient, HttpError, ResumableGet
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub import http_client
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import MAX_BACKOFF, HttpClient, HttpError, ResumableGet
 from support.fileserver import FileServer
 from support.interrupt import wait_until
 

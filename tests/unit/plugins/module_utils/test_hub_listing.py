@@ -3,10 +3,17 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.http_client import HttpClient
-from ansible_collections.modelseed.fleet.plugins.module_utils.hub_api import (
-    DEFAULT_ENDPOINT, HubApi, HubError, RemoteFile, auth_headers, parse_listing, resolve_endpoint, select_files)
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import (
+    DEFAULT_ENDPOINT,
+    HubApi,
+    HubError,
+    RemoteFile,
+    auth_headers,
+    parse_listing,
+    resolve_endpoint,
+    select_files,
+)
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
 from support.interrupt import wait_until
 from support.mshub import MsHub, make_repo
 

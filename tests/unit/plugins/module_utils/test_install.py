@@ -1,36 +1,33 @@
 """install: swaps with and without RENAME_EXCHANGE, recovery of killed runs, what prune may touch."""
 
-import io
 import json
 import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import install, swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.bundle_reader import Bundle, DirSource
-from ansible_collections.modelseed.fleet.plugins.module_utils.install import (
-    InstallError, ModelInstall, Perms, ensure_dirs, recorded_models)
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import recover_pending
-
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import InstallError, ModelInstall, Perms
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import ensure_dirs
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import recorded_models, recover_pending, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
 from support.bundles import ModelSpec, with_files, write_bundle
 
 SPEC = ModelSpec('o/m.x', {'a.bin': b'a' * 3000, 'sub/b.txt': b'b'})
 
 
-def installed(tmp_path, spec, layout='all', name='b'):
+def installed(tmp_path, spec, layout='all', name='b', perms=None):
     write_bundle(tmp_path / name, [spec])
     bundle = Bundle(DirSource(str(tmp_path / name)))
-    target = ModelInstall(str(tmp_path / 'cache'), layout, bundle.models[0])
+    target = ModelInstall(str(tmp_path / 'cache'), layout, bundle.models[0], perms=perms)
     return bundle, target
 
 
-def put_in_place(bundle, target, perms=None):
-    perms = perms or Perms()
+def put_in_place(bundle, target):
     os.makedirs(target.root, exist_ok=True)
-    target.decide(perms)
-    target.stage(bundle, perms)
-    target.commit(perms)
+    target.decide()
+    target.stage(bundle)
+    target.commit()
     return target
 
 
@@ -39,35 +36,34 @@ def test_replace_with_and_without_exchange(tmp_path, monkeypatch, kernel_exchang
     bundle, target = installed(tmp_path, SPEC)
     put_in_place(bundle, target)
     if not kernel_exchange:
-        monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
-        monkeypatch.setattr(install, 'exchange', lambda first, second: False)
+        monkeypatch.setattr(tree, 'exchange', lambda first, second: False)
+        monkeypatch.setattr(state, 'exchange', lambda first, second: False)
     new = with_files(SPEC, {'a.bin': b'new'})
     bundle2, target2 = installed(tmp_path, new, name='b2')
-    plan = target2.decide(Perms())
+    plan = target2.decide()
     assert plan.action == 'replace'
     put_in_place(bundle2, target2)
     assert open(os.path.join(target2.dir, 'a.bin'), 'rb').read() == b'new'
     assert os.readlink(os.path.join(target2.root, 'hub/o/m___x')) == '../../models/o/m___x'
     assert not os.listdir(os.path.join(target2.root, '.modelseed/trash'))
-    assert target2.decide(Perms()).action == 'none'
+    assert target2.decide().action == 'none'
 
 
 def test_pending_record_is_promoted_only_when_the_swap_happened(tmp_path):
     bundle, target = installed(tmp_path, SPEC, layout='models')
     os.makedirs(target.root)
-    perms = Perms()
-    target.stage(bundle, perms)
+    target.stage(bundle)
     # Killed before the swap: the pending record goes, the staging goes, nothing is installed.
     assert not recover_pending(target.root, target.rel)
     assert not os.path.exists(target.pending_path) and not os.path.exists(target.staging)
     assert not os.path.exists(target.record_path)
     # Killed right after the swap: the record is promoted.
-    target.stage(bundle, perms)
+    target.stage(bundle)
     os.makedirs(os.path.dirname(target.dir))
     os.rename(target.staging, target.dir)
     assert recover_pending(target.root, target.rel)
     assert os.path.exists(target.record_path) and not os.path.exists(target.pending_path)
-    plan = target.decide(perms)  # the kill came before the link of the dotted name: only that is left to do
+    plan = target.decide()  # the kill came before the link of the dotted name: only that is left to do
     assert plan.action == 'fix' and plan.links == [('models/o/m.x', 'm___x')] and not plan.metadata
 
 
@@ -104,9 +100,9 @@ def test_install_never_goes_through_a_symlinked_parent(tmp_path):
         ensure_dirs(str(root), 'models/o', Perms())
     bundle, target = installed(tmp_path, SPEC, layout='models')
     os.makedirs(target.root, exist_ok=True)
-    target.stage(bundle, Perms())
+    target.stage(bundle)
     with pytest.raises(InstallError):
-        target.commit(Perms())
+        target.commit()
     assert not os.listdir(str(tmp_path / 'elsewhere'))
 
 
@@ -122,7 +118,7 @@ def test_modes_never_world_writable_and_metadata_as_configured():
 def test_records_keep_the_facts_cache_info_reads(tmp_path):
     bundle, target = installed(tmp_path, SPEC, layout='snapshots')
     put_in_place(bundle, target)
-    record = json.load(io.open(state_path(target.root, 'records', target.rel, '.json')))
+    record = json.load(open(state_path(target.root, 'records', target.rel, '.json')))
     assert record['model'] == 'o/m.x' and record['layout'] == 'snapshots' and record['path'] == target.rel
     assert record['tar_sha256'] == bundle.models[0]['tar_sha256'] and record['commit'] == SPEC.resolved_commit()
     assert sorted(record['files']) == ['a.bin', 'sub/b.txt']

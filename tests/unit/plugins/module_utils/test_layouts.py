@@ -1,7 +1,6 @@
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.layouts import (
-    alias_links, generations, layout_for_versions, model_dir)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import alias_links, generations, layout_for_versions, model_dir
 
 MODEL = 'Qwen/Qwen2.5-0.5B'
 

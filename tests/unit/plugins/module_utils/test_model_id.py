@@ -1,7 +1,6 @@
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.model_id import (
-    InvalidName, check_revision, escape_name, looks_like_commit, split_model_id)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, escape_name, looks_like_commit, split_model_id
 
 
 @pytest.mark.parametrize('model_id, expected', [

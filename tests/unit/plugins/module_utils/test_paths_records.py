@@ -2,8 +2,10 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils.paths import atomic_write, check_relative_path, makedirs, unlink_with_temps
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, makedirs, unlink_with_temps
 
 
 @pytest.mark.parametrize('path', ['a', 'a/b.c', '.hidden/x', 'with space.txt', 'sub/.msc'])

@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import sdk_metadata as md
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata as md
 
 
 def test_msc_is_sorted_list_of_path_and_revision():
@@ -27,7 +27,7 @@ def test_read_msc_round_trip():
     assert md.read_msc(md.msc_bytes([('a', '1'), ('b', '')])) == {'a': '1', 'b': ''}
 
 
-class Evil(object):
+class Evil:
     def __reduce__(self):
         return (print, ('pwned',))
 

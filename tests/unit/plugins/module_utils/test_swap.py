@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils import swap
-from ansible_collections.modelseed.fleet.plugins.module_utils.records import Record, state_path
-from ansible_collections.modelseed.fleet.plugins.module_utils.swap import (
-    empty_trash, link_tree, prune_tree, recover_pending, replace_dir, save_pending, trash_path)
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import state
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import ModelState, empty_trash, recover_pending, state_path, trash_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs import tree
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.tree import link_tree, prune_tree, replace_dir
 
 REL = 'models/o/m'
 
@@ -118,7 +119,7 @@ def test_link_tree_raises_where_hard_links_cannot_be_made(tmp_path, monkeypatch)
     def refuse(*args, **kwargs):
         raise OSError(errno.EPERM, 'Operation not permitted')
 
-    monkeypatch.setattr(swap.os, 'link', refuse)
+    monkeypatch.setattr(tree.os, 'link', refuse)
     with pytest.raises(OSError) as raised:
         link_tree(str(old), str(new), {'changed.bin'})
     assert raised.value.errno == errno.EPERM
@@ -140,7 +141,7 @@ def model_pair(tmp_path):
 
 def test_replace_dir_exchanges_in_one_step(tmp_path):
     new, old = model_pair(tmp_path)
-    if not swap.exchange(new, old) or not swap.exchange(new, old):  # swapped there and back: where we were
+    if not tree.exchange(new, old) or not tree.exchange(new, old):  # swapped there and back: where we were
         pytest.skip('this filesystem cannot exchange directories')
     new_ino = os.stat(new).st_ino
     aside = str(tmp_path / 'cache/.modelseed/trash/aside')
@@ -154,7 +155,7 @@ def test_replace_dir_exchanges_in_one_step(tmp_path):
 
 
 def test_replace_dir_renames_aside_where_the_kernel_cannot_exchange(tmp_path, monkeypatch):
-    monkeypatch.setattr(swap, 'exchange', lambda first, second: False)
+    monkeypatch.setattr(tree, 'exchange', lambda first, second: False)
     new, old = model_pair(tmp_path)
     new_ino = os.stat(new).st_ino
     aside = str(tmp_path / 'cache/.modelseed/trash/aside')
@@ -183,9 +184,7 @@ def killed_update(tmp_path):
     staged = Record(state_path(root, 'incoming', REL, '.json'))
     staged.put('w.bin', 3, 'ab' * 32, 'c1', os.lstat(os.path.join(staging, 'w.bin')))
     staged.save()
-    pending = Record(None)
-    pending.put('w.bin', 3, 'ab' * 32, 'c1', os.lstat(os.path.join(staging, 'w.bin')))
-    save_pending(root, REL, pending, staging, path=REL, commit='c1')
+    ModelState(root, 'models', 'o/m', 'master').seal([('w.bin', 3, 'ab' * 32, 'c1')], dict(path=REL, commit='c1'))
     return root, staging, model
 
 
@@ -221,7 +220,7 @@ def test_recover_keeps_verified_staged_files_when_the_swap_did_not_happen(tmp_pa
         os.rename(model, os.path.join(root, 'aside'))
     assert not recover_pending(root, REL, keep_unswapped=True)
     assert not os.path.exists(state_path(root, 'records', REL, '.json'))
-    assert not os.path.exists(state_path(root, 'incoming', REL, swap.PENDING_SUFFIX))
+    assert not os.path.exists(state_path(root, 'incoming', REL, state.PENDING_SUFFIX))
     # The staged file and its record stay, for the next attempt to use without a download.
     assert state_files(root, 'incoming') == sorted([os.path.basename(staging), os.path.basename(staging) + '.json'])
     with open(os.path.join(staging, 'w.bin'), 'rb') as handle:
@@ -242,7 +241,7 @@ def test_recover_without_keeping_drops_the_staging_dir_too(tmp_path):
 
 def test_a_pending_record_for_another_path_is_not_promoted(tmp_path):
     root, staging, model = killed_update(tmp_path)
-    pending_path = state_path(root, 'incoming', REL, swap.PENDING_SUFFIX)
+    pending_path = state_path(root, 'incoming', REL, state.PENDING_SUFFIX)
     pending = Record.load(pending_path)
     pending.save(path='models/o/other')
     swap_by_hand(staging, model)

@@ -1,0 +1,208 @@
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The bundle: what travels from a staging host to the nodes.
+
+A bundle is a directory (or the same files under a URL)::
+
+    manifest.json                          what the bundle holds, deterministic JSON
+    SHA256SUMS                             sha256 of manifest.json and of every tar; `sha256sum -c` accepts it
+    <owner>--<name>--<revision>.tar        one uncompressed tar per model
+
+Each tar holds one model's files at their repo paths (no layout prefix), the
+directories leading to them, and the SDK metadata ``.msc``/``.mdl``/``.mv`` as
+this collection generates it from the manifest. Entries are sorted by path;
+owner and group are 0 with empty names, directories 0755, files 0644, every
+mtime the commit's ``created_at``: the same files at the same commit always give
+the same tar, whatever cache or layout they came from.
+
+A model entry of the manifest (checked by ``validate_model``)::
+
+    id, revision            the model and the revision it was fetched for
+    commit, created_at      the commit the files are at, and its time (unix seconds)
+    source_layout           informational: the cache layout the staging host read it from
+    tar, tar_size, tar_sha256
+    bytes                   sum of the files' sizes
+    files                   [{path, size, sha256, revision}], sorted by path; revision is the
+                            per-file commit the SDK's ``.msc`` lists
+    metadata                [{path, size, sha256}] of the ``.msc``/``.mdl``/``.mv`` in the tar,
+                            exactly ``metadata_list(model)`` (they follow from the fields above)
+
+``tar_members(model)`` is the complete, ordered member list of a model's tar; an
+installer must accept no other member.
+"""
+
+
+import hashlib
+import json
+import re
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
+
+FORMAT = 'modelseed.fleet/bundle'
+VERSION = 1
+MANIFEST = 'manifest.json'
+SUMS = 'SHA256SUMS'
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+# Refuse manifests that are absurd rather than allocate for them.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_FILES_PER_MODEL = 1000000
+_SHA256 = re.compile(r'^[0-9a-f]{64}\Z')
+_SUMS_LINE = re.compile(r'^([0-9a-f]{64}) [ *](.+)\Z')
+
+
+class BundleError(ModelseedError):
+    pass
+
+
+def tar_name(model_id, revision):
+    owner, name = split_model_id(model_id)
+    return '%s--%s--%s.tar' % (owner, name, revision)
+
+
+def metadata_entries(model):
+    """[(name, bytes)] of the SDK metadata a model's tar carries at its top."""
+    files = sdk_metadata.expected_files(model['id'], model['revision'], model['created_at'],
+                                        [(f['path'], f['revision']) for f in model['files']])
+    return sorted(files.items())
+
+
+def metadata_list(model):
+    """The manifest's ``metadata`` list: path, size and sha256 of each SDK metadata file in the tar."""
+    return [{'path': name, 'size': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
+            for name, data in metadata_entries(model)]
+
+
+def tar_members(model):
+    """[(name, kind, size)] of every member of a model's tar, in tar order.
+
+    kind is 'dir' (the parent directories of the listed files, no trailing
+    slash here, ``name/`` in the tar), 'file' (the ``files`` list) or 'metadata'
+    (the ``metadata`` list, regular files at the top). Sorted by name.
+    """
+    members = dict((name, ('dir', 0)) for name in parent_dirs(f['path'] for f in model['files']))
+    for entry in model['files']:
+        members[entry['path']] = ('file', entry['size'])
+    for entry in model['metadata']:
+        members[entry['path']] = ('metadata', entry['size'])
+    return [(name, kind, size) for name, (kind, size) in sorted(members.items())]
+
+
+def manifest_bytes(models):
+    """Deterministic manifest.json for a list of model entries (see validate_model for their shape)."""
+    doc = {
+        'format': FORMAT,
+        'version': VERSION,
+        'models': sorted(models, key=lambda m: (m['id'], m['revision'])),
+        'total_bytes': sum(m['bytes'] for m in models),
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + '\n').encode('utf-8')
+
+
+def sums_bytes(entries):
+    """SHA256SUMS text for [(sha256, relative file name)], in the format `sha256sum -c` reads."""
+    return ''.join('%s  %s\n' % (sha, name) for name, sha in sorted((n, s) for s, n in entries)).encode('utf-8')
+
+
+def parse_sums(data):
+    """{file name: sha256} from SHA256SUMS bytes; raises BundleError on anything malformed."""
+    sums = {}
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError:
+        raise BundleError('%s is not UTF-8 text' % SUMS)
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _SUMS_LINE.match(line)
+        if not match:
+            raise BundleError('%s line %d is not "<sha256>  <file>"' % (SUMS, number))
+        name = match.group(2)
+        if '/' in name or name in ('.', '..') or name in sums:
+            raise BundleError('%s line %d names %r, which is not a unique file of the bundle' % (SUMS, number, name))
+        sums[name] = match.group(1)
+    if MANIFEST not in sums:
+        raise BundleError('%s does not cover %s' % (SUMS, MANIFEST))
+    return sums
+
+
+def _require(condition, message):
+    if not condition:
+        raise BundleError('manifest: ' + message)
+
+
+def _int(value, what):
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63, '%s must be a non-negative integer' % what)
+    return value
+
+
+def _sha(value, what):
+    _require(isinstance(value, str) and _SHA256.match(value), '%s must be a lowercase sha256' % what)
+    return value
+
+
+def validate_model(model):
+    """Check one manifest model entry; returns it. Every path is a safe relative path."""
+    _require(isinstance(model, dict), 'a model entry is not an object')
+    try:
+        split_model_id(model.get('id'))
+        check_revision(model.get('revision'))
+    except InvalidName as exc:
+        raise BundleError('manifest: %s' % exc)
+    label = '%s@%s' % (model['id'], model['revision'])
+    _require(isinstance(model.get('commit'), str) and model['commit'], '%s has no commit' % label)
+    _int(model.get('created_at'), '%s created_at' % label)
+    _require(model.get('tar') == tar_name(model['id'], model['revision']), '%s names tar %r' % (label, model.get('tar')))
+    _int(model.get('tar_size'), '%s tar_size' % label)
+    _sha(model.get('tar_sha256'), '%s tar_sha256' % label)
+    files = model.get('files')
+    _require(isinstance(files, list) and 0 < len(files) <= MAX_FILES_PER_MODEL, '%s has no file list' % label)
+    seen = set()
+    for entry in files:
+        _require(isinstance(entry, dict), '%s has a file entry that is not an object' % label)
+        try:
+            check_relative_path(entry.get('path'))
+        except ValueError as exc:
+            raise BundleError('manifest: %s: %s' % (label, exc))
+        _require(entry['path'] not in seen, '%s lists %s twice' % (label, entry['path']))
+        seen.add(entry['path'])
+        _int(entry.get('size'), '%s %s size' % (label, entry['path']))
+        _sha(entry.get('sha256'), '%s %s sha256' % (label, entry['path']))
+        _require(isinstance(entry.get('revision'), str), '%s %s revision must be a string' % (label, entry['path']))
+    _require(model.get('bytes') == sum(f['size'] for f in files), '%s bytes is not the sum of its file sizes' % label)
+    clashes = sorted(parent_dirs(seen) & seen)
+    _require(not clashes, '%s lists %s both as a file and as a directory' % (label, clashes[0] if clashes else ''))
+    _require(model.get('metadata') == metadata_list(model), '%s metadata does not describe the .msc/.mdl/.mv its files imply' % label)
+    return model
+
+
+def parse_manifest(data):
+    """The manifest as a dict, every model validated; raises BundleError with the reason."""
+    _require(len(data) <= MAX_MANIFEST_BYTES, 'larger than %d bytes' % MAX_MANIFEST_BYTES)
+    try:
+        doc = json.loads(data.decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError('manifest: not valid JSON: %s' % exc)
+    except RecursionError:
+        # json recurses per nesting level: a crafted manifest must not crash the module.
+        raise BundleError('manifest: not valid JSON: nested too deeply')
+    _require(isinstance(doc, dict) and doc.get('format') == FORMAT, 'not a %s manifest' % FORMAT)
+    _require(doc.get('version') == VERSION, 'version %r is not supported (this collection reads %d)' % (doc.get('version'), VERSION))
+    models = doc.get('models')
+    _require(isinstance(models, list) and models, 'lists no models')
+    keys = set()
+    for model in models:
+        validate_model(model)
+        # A tar stores its files uncompressed: claims beyond its size are lies, refused before any space is reserved.
+        _require(model['bytes'] <= model['tar_size'], '%s@%s lists %d bytes of files, more than its %d-byte tar can hold' % (
+            model['id'], model['revision'], model['bytes'], model['tar_size']))
+        _require(model['tar'] not in keys, 'lists %s twice' % model['tar'])
+        keys.add(model['tar'])
+    return doc
+
+
+def model_label(model):
+    """``<model id>@<revision>`` of a manifest's model entry, as messages name it."""
+    return '%s@%s' % (model['id'], model['revision'])

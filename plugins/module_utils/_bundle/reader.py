@@ -1,0 +1,149 @@
+# Copyright: (c) modelseed.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read a bundle (see format.py) from a directory or an http(s) URL, and stream its tars.
+
+The tars are streamed by tar_reader.py.
+"""
+
+import hashlib
+import os
+from urllib.parse import quote
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_reader import BUFFER, extract_tar
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
+
+MAX_SUMS_BYTES = 1024 * 1024
+
+
+# -- sources -------------------------------------------------------------------
+
+
+class DirSource:
+    """A bundle directory on this host."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def location(self, name):
+        return os.path.join(self.path, name)
+
+    def read_small(self, name, limit):
+        try:
+            with open(os.path.join(self.path, name), 'rb') as handle:
+                return handle.read(limit + 1)
+        except FileNotFoundError:
+            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+        except OSError as exc:
+            raise BundleError('cannot read %s: %s' % (self.location(name), exc.strerror or exc))
+
+    def open_stream(self, name, size):
+        path = os.path.join(self.path, name)
+        try:
+            handle = open(path, 'rb', buffering=0)
+        except FileNotFoundError:
+            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+        except OSError as exc:
+            raise BundleError('cannot read %s: %s' % (path, exc.strerror or exc))
+        actual = os.fstat(handle.fileno()).st_size
+        if actual != size:
+            handle.close()
+            raise BundleError('%s is %d bytes, the manifest says %d' % (path, actual, size))
+        return handle
+
+    def close(self):
+        pass
+
+
+class UrlSource:
+    """A bundle published under an http(s) URL: ``<url>/manifest.json``, ``<url>/SHA256SUMS``, ``<url>/<tar>``."""
+
+    def __init__(self, url, client):
+        self.base = url.rstrip('/')
+        self.client = client
+
+    def location(self, name):
+        return '%s/%s' % (self.base, quote(name))
+
+    def read_small(self, name, limit):
+        url = self.location(name)
+
+        def fetch():
+            with self.client.open(url) as resp:
+                data = bytearray()
+                while len(data) <= limit:
+                    chunk = resp.read(min(1 << 20, limit + 1 - len(data)))
+                    if not chunk:
+                        break
+                    data += chunk
+                return bytes(data)
+
+        try:
+            return self.client.with_retries(fetch)
+        except HttpError as exc:
+            if exc.status == 404:
+                raise BundleError('%s is missing from the bundle at %s (HTTP 404)' % (name, self.base))
+            raise
+
+    def open_stream(self, name, size):
+        return HttpStream(self.client, self.location(name), size)
+
+    def close(self):
+        self.client.close()
+
+
+class HttpStream(ResumableGet):
+    """A tar of the bundle over HTTP as a raw stream with ``readinto``; a broken connection resumes where it
+    broke, and a server that ignores Range has the bytes delivered already skipped (see ResumableGet).
+
+    ``size`` is the manifest's: the tar reader reads no more than that and judges a tar of another size
+    itself, so the stream does not treat a short one as a broken connection.
+    """
+
+    def __init__(self, client, url, size):
+        super().__init__(client, url)
+        self.size = size
+
+
+# -- the bundle ------------------------------------------------------------------
+
+
+class Bundle:
+    """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked."""
+
+    def __init__(self, source):
+        self.source = source
+        sums = bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES),
+                                                 MAX_SUMS_BYTES, bundle_format.SUMS))
+        data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
+                        bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sums[bundle_format.MANIFEST]:
+            raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
+                source.location(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
+        self.manifest = bundle_format.parse_manifest(data)
+        self.manifest_sha256 = digest
+        self.models = self.manifest['models']
+        for model in self.models:
+            label = bundle_format.model_label(model)
+            if sums.get(model['tar']) != model['tar_sha256']:
+                raise BundleError('%s: %s says %s has sha256 %s, the manifest says %s' % (
+                    label, bundle_format.SUMS, model['tar'], sums.get(model['tar'], '(nothing)'), model['tar_sha256']))
+
+    def extract(self, model, sink, buffer_size=BUFFER):
+        """Stream ``model``'s tar into ``sink``; returns {path: stat of the file written}."""
+        try:
+            raw = self.source.open_stream(model['tar'], model['tar_size'])
+        except BundleError as exc:
+            raise BundleError('%s: %s' % (bundle_format.model_label(model), exc))
+        try:
+            return extract_tar(raw, model, sink, buffer_size=buffer_size)
+        finally:
+            raw.close()
+
+
+def _limited(data, limit, name):
+    if len(data) > limit:
+        raise BundleError('%s is larger than %d bytes' % (name, limit))
+    return data

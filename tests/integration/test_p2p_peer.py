@@ -1,0 +1,112 @@
+"""p2p_peer through ansible-playbook on loopback: a seeder and a downloader of one torrent, opentracker between them.
+
+Check mode, then for real, then each again: started, finished and stopped say what they change and change only
+that; a peer reaches its deadline by itself; a second download finds the files complete without fetching them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from support.playbook import run_tasks
+from support.swarm import Tracker, aria2_processes
+
+SEEDER, LEECHER = "127.0.0.2", "127.0.0.3"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not shutil.which("aria2c") or not shutil.which("opentracker"), reason="needs aria2 and opentracker"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def swarm(tmp_path: Path):
+    """A tree, its torrent (p2p_torrent) and a running tracker; every aria2c started under tmp_path is stopped after."""
+    tree = tmp_path / "export" / "models"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "weights.bin").write_bytes(os.urandom(3 << 20))
+    (tree / ".gitattributes").write_text("*.bin filter=lfs\n")
+    (tree / "sub" / "empty.txt").write_bytes(b"")
+    tracker = Tracker([], "127.0.0.1", tmp_path / "tracker", port=free_port()).start()
+    try:
+        torrent = {"path": str(tree), "dest": str(tmp_path / "models.torrent"), "tracker": tracker.announce,
+                   "whitelist": str(tracker.whitelist), "piece_size": 64 << 10}
+        made = run_tasks([{"modelseed.fleet.p2p_torrent": torrent}])[0]
+        assert not made.get("failed"), made
+        tracker.reload()
+        yield tree, tmp_path / "models.torrent", made["info_hash"], tracker
+    finally:
+        tracker.stop()
+        for pid in aria2_processes(str(tmp_path)):
+            os.kill(pid, 9)
+
+
+def peer(torrent: Path, state_dir: Path, **extra) -> dict:
+    return {"modelseed.fleet.p2p_peer": {"torrent": str(torrent), "state_dir": str(state_dir), **extra}}
+
+
+def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Path):
+    tree, torrent, info_hash, tracker = swarm
+    seeder_state, state = tmp_path / "seeder-state", tmp_path / "state"
+    dest = tmp_path / "incoming"
+    seeder = peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)
+    leecher = peer(torrent, state, dest=str(dest), address=LEECHER, port=free_port())
+    assert not run_tasks([seeder])[0].get("failed")
+
+    checked = run_tasks([leecher], check=True)[0]
+    assert checked["changed"] and checked["pid"] == 0 and not dest.exists()
+    unfetched = run_tasks([peer(tmp_path / "not-fetched.torrent", state, dest=str(dest), address=LEECHER)], check=True)[0]
+    assert unfetched["changed"] and not unfetched.get("failed") and not dest.exists(), unfetched
+
+    first, second, done = run_tasks([leecher, leecher, peer(torrent, state, state="finished", timeout=120)])
+    assert first["changed"] and first["pid"] > 0 and first["tree"] == str(dest / "models"), first
+    assert not second["changed"] and second["pid"] == first["pid"], second
+    assert done["complete"] and done["pid"] == first["pid"], done
+    for path in (p for p in tree.rglob("*") if p.is_file()):
+        got = dest / "models" / path.relative_to(tree)
+        assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest(), got
+    assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
+
+    stop = peer(torrent, state, state="stopped")
+    would = run_tasks([stop], check=True)[0]
+    assert would["changed"] and aria2_processes(str(state)) == [first["pid"]]
+    stopped, again = run_tasks([stop, stop])
+    assert stopped["changed"] and stopped["exit_code"] == 0 and stopped["pid"] == 0, stopped
+    assert not again["changed"], again
+    assert aria2_processes(str(state)) == []
+    assert tracker.wait_for(info_hash, complete=1)["complete"] == 1  # the stopped peer told the tracker it left
+
+    # A second run finds the files complete (a hash check, nothing written) and seeds them again.
+    written = {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()}
+    restarted, finished = run_tasks([leecher, peer(torrent, state, state="finished", timeout=60)])
+    assert restarted["changed"] and finished["complete"], finished
+    assert {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()} == written
+    assert tracker.wait_for(info_hash, complete=2)["complete"] == 2
+    assert not run_tasks([stop, peer(torrent, seeder_state, state="stopped")])[0].get("failed")
+    assert aria2_processes(str(tmp_path)) == []
+
+
+def test_a_peer_stops_by_itself_at_its_deadline(swarm, tmp_path: Path):
+    _tree, torrent, _info_hash, _tracker = swarm
+    state = tmp_path / "state"
+    started = run_tasks([peer(torrent, state, dest=str(tmp_path / "incoming"), address=LEECHER, port=free_port(), deadline=2)])[0]
+    assert started["pid"] > 0
+    deadline = time.monotonic() + 30
+    while aria2_processes(str(state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert aria2_processes(str(state)) == []
+    waited = run_tasks([peer(torrent, state, state="finished", timeout=5)])[0]
+    assert waited["failed"] and "ended before the download was complete" in waited["msg"], waited

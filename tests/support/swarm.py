@@ -1,0 +1,230 @@
+"""The staging side of a BitTorrent swarm for tests and benchmarks: opentracker, an nginx web seed, and the p2p
+modules run as Ansible runs them, each in a network namespace of a site (``support.fleet.site``) or on loopback.
+
+Every process is started here and stopped here by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = REPO / "plugins" / "modules"
+TRACKER_PORT = 6969
+WEB_SEED_PORT = 8080
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_listening(prefix: list[str], address: str, port: int, timeout: float = 10) -> None:
+    """Until something accepts TCP on address:port, seen from the namespace of ``prefix``."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), 1).close()"
+    deadline = time.monotonic() + timeout
+    while subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {address}:{port}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Tracker:
+    """opentracker bound to ``address``, answering only the info hashes of its whitelist, stats for ``address``."""
+    prefix: list[str]
+    address: str
+    state_dir: Path
+    port: int = TRACKER_PORT
+    proc: subprocess.Popen | None = None
+
+    @property
+    def whitelist(self) -> Path:
+        return self.state_dir / "whitelist"
+
+    @property
+    def announce(self) -> str:
+        return f"http://{self.address}:{self.port}/announce"
+
+    def start(self) -> Tracker:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        self.whitelist.touch()
+        self.whitelist.chmod(0o644)
+        conf = self.state_dir / "opentracker.conf"
+        conf.write_text(f"access.stats {self.address}\n")
+        # -d chroots into the state directory, so the whitelist is named from inside it; -u drops root.
+        self.proc = subprocess.Popen([*self.prefix, "opentracker", "-f", str(conf), "-i", self.address, "-p", str(self.port),
+                                      "-P", str(self.port), "-d", str(self.state_dir), "-w", "/whitelist", "-u", "nobody"],
+                                     stdout=subprocess.DEVNULL, stderr=(self.state_dir / "opentracker.log").open("wb"))
+        wait_listening(self.prefix, self.address, self.port)
+        return self
+
+    def reload(self) -> None:
+        """opentracker reads its whitelist again on SIGHUP."""
+        self.proc.send_signal(signal.SIGHUP)
+
+    def get(self, path: str) -> bytes:
+        """A GET to the tracker from its own namespace (and address, which the stats need)."""
+        url = f"http://{self.address}:{self.port}{path}"
+        code = f"import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen({url!r}, timeout=5).read())"
+        return subprocess.run([*self.prefix, sys.executable, "-c", code], capture_output=True, check=True).stdout
+
+    def scrape(self, info_hash: str) -> dict[str, int]:
+        """{'complete', 'incomplete', 'downloaded'} for one torrent: seeders and leechers now, completed events so far."""
+        body = self.get("/scrape?" + urllib.parse.urlencode({"info_hash": bytes.fromhex(info_hash)}))
+        counts = {}
+        for key in ("complete", "downloaded", "incomplete"):
+            token = f"{len(key)}:{key}i".encode()
+            counts[key] = int(body[body.index(token) + len(token):].split(b"e", 1)[0]) if token in body else 0
+        return counts
+
+    def wait_for(self, info_hash: str, timeout: float = 15, **wanted: int) -> dict[str, int]:
+        """Scrape until the counts include ``wanted`` (for example complete=3) or ``timeout`` passes; the last scrape.
+        A peer announces its completion just after its download ends, so the tracker may hear of it a moment later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.scrape(info_hash)
+            if all(counts[key] == value for key, value in wanted.items()) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user {user};
+pid {state}/nginx.pid;
+error_log {state}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    log_format served '$remote_addr $status $body_bytes_sent "$request"';
+    access_log {state}/access.log served;
+    client_body_temp_path {state}/tmp;
+    proxy_temp_path {state}/tmp;
+    fastcgi_temp_path {state}/tmp;
+    uwsgi_temp_path {state}/tmp;
+    scgi_temp_path {state}/tmp;
+    server {{
+        listen {address}:{port};
+        location / {{
+            root {root};
+            limit_rate {limit_rate};
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class WebSeed:
+    """nginx serving ``root`` at http://address:port/, at most ``limit_rate`` bytes per second per connection (0: none)."""
+    prefix: list[str]
+    address: str
+    root: Path
+    state_dir: Path
+    limit_rate: int = 0
+    port: int = WEB_SEED_PORT
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}/"
+
+    def start(self) -> WebSeed:
+        (self.state_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = self.state_dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(user="root", state=self.state_dir, address=self.address, port=self.port, root=self.root,
+                                          limit_rate=self.limit_rate))
+        self.proc = subprocess.Popen([*self.prefix, "nginx", "-p", f"{self.state_dir}/", "-c", str(conf), "-e", str(self.state_dir / "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.prefix, self.address, self.port)
+        return self
+
+    def served(self) -> list[tuple[str, int, int, str]]:
+        """(client, status, body bytes, request line) of every request so far, from the access log."""
+        log = self.state_dir / "access.log"
+        rows = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            client, status, sent, request = line.split(" ", 3)
+            rows.append((client, int(status), int(sent), request.strip('"')))
+        return rows
+
+    def bytes_served(self) -> int:
+        return sum(row[2] for row in self.served())
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+
+
+@dataclass
+class ModuleRunner:
+    """Runs a module file of the collection as Ansible runs it on a host (its arguments in a JSON file), in the
+    namespace of ``prefix``, with ``python`` (one that can import ansible)."""
+    workdir: Path
+    python: str = sys.executable
+    runs: int = field(default=0)
+
+    def __call__(self, prefix: list[str], name: str, args: dict) -> dict:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.runs += 1
+        args_file = self.workdir / f"{name}-{os.getpid()}-{self.runs}.json"
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+        env = dict(os.environ, PYTHONPATH=str(REPO / ".build"))
+        proc = subprocess.run([*prefix, self.python, str(MODULES / f"{name}.py"), str(args_file)], capture_output=True, text=True,
+                              env=env, check=False)
+        args_file.unlink()
+        text = proc.stdout.strip()
+        result = json.loads(text[text.index("{"):]) if "{" in text else {"failed": True, "msg": proc.stderr[-3000:]}
+        if result.get("failed"):
+            raise RuntimeError(f"{name} {args.get('state', '')} failed: {result.get('msg')}")
+        return result
+
+
+def aria2_processes(marker: str) -> list[int]:
+    """Pids of the aria2c processes whose command line mentions ``marker`` (a state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args and os.path.basename(args[0]).startswith(b"aria2c") and any(marker.encode() in arg for arg in args):
+                found.append(int(entry.name))
+    return found
+
+
+def stop_aria2(marker: str, timeout: float = 20) -> None:
+    """Stop every aria2c whose command line mentions ``marker``: SIGINT (aria2's graceful halt), then SIGKILL."""
+    pids = aria2_processes(marker)
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while aria2_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in aria2_processes(marker):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,121 @@
+"""p2p_torrent: the torrent of an exported tree, made with torf, read back by torf and by aria2c."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torf
+
+from ansible_collections.modelseed.fleet.plugins.modules import p2p_torrent
+
+MODULE = Path(p2p_torrent.__file__)
+TRACKER = "http://10.213.0.1:6969/announce"
+WEB_SEED = "http://10.213.0.1:8080/export/"
+
+
+def run(args: dict, tmp_path: Path, check_mode: bool = False) -> dict:
+    """The module as Ansible runs it on the staging host: its arguments in a JSON file."""
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A model tree as the staging host exports it: shards, a hidden file, an empty file, a subdirectory, a manifest."""
+    root = tmp_path / "export" / "models"
+    (root / "Qwen" / "tiny" / "sub").mkdir(parents=True)
+    (root / "Qwen" / "tiny" / "model.safetensors").write_bytes(os.urandom(700_000))
+    (root / "Qwen" / "tiny" / "config.json").write_text('{"model_type": "tiny"}')
+    (root / "Qwen" / "tiny" / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (root / "Qwen" / "tiny" / "sub" / "__init__.py").write_bytes(b"")
+    (root / "manifest.json").write_text('{"files": ["every file with its sha256"]}')
+    return root
+
+
+def args_for(tree: Path, tmp_path: Path, **extra) -> dict:
+    return {"path": str(tree), "dest": str(tmp_path / "models.torrent"), "tracker": TRACKER, "web_seeds": [WEB_SEED],
+            "whitelist": str(tmp_path / "whitelist"), **extra}
+
+
+def test_piece_size_gives_about_a_thousand_pieces_within_bounds():
+    assert p2p_torrent.piece_size_for(1) == 256 << 10
+    assert p2p_torrent.piece_size_for(256 << 20) == 512 << 10
+    assert p2p_torrent.piece_size_for(1 << 30) == 2 << 20
+    assert p2p_torrent.piece_size_for(10 << 30) == 16 << 20
+    assert p2p_torrent.piece_size_for(1 << 40) == 16 << 20
+
+
+def test_every_file_hidden_and_empty_ones_too_private_with_tracker_and_web_seed(tree: Path, tmp_path: Path):
+    result = run(args_for(tree, tmp_path), tmp_path)
+    assert result["changed"], result
+    torrent = torf.Torrent.read(tmp_path / "models.torrent")
+    assert torrent.name == "models"
+    assert sorted(str(f) for f in torrent.files) == [
+        "models/Qwen/tiny/.gitattributes", "models/Qwen/tiny/config.json", "models/Qwen/tiny/model.safetensors",
+        "models/Qwen/tiny/sub/__init__.py", "models/manifest.json"]
+    assert torrent.private is True
+    assert list(torrent.trackers.flat) == [TRACKER]
+    assert list(torrent.webseeds) == [WEB_SEED]
+    assert torrent.piece_size == 256 << 10
+    assert torrent.verify(str(tree)) is True  # the piece hashes are those of the files' bytes
+    assert result["info_hash"] == torrent.infohash.lower()
+    assert (result["files"], result["bytes"]) == (5, sum(p.stat().st_size for p in tree.rglob("*") if p.is_file()))
+    assert (tmp_path / "whitelist").read_text() == result["info_hash"] + "\n"
+
+
+@pytest.mark.skipif(not shutil.which("aria2c"), reason="aria2c (the Debian package aria2) is missing")
+def test_aria2_reads_the_same_info_hash_and_files(tree: Path, tmp_path: Path):
+    result = run(args_for(tree, tmp_path, piece_size=32 << 10), tmp_path)
+    shown = subprocess.run(["aria2c", "--show-files=true", str(tmp_path / "models.torrent")], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"Info Hash: {result['info_hash']}" in shown
+    assert "Piece Length: 32KiB" in shown
+    assert "./models/Qwen/tiny/.gitattributes" in shown
+    assert WEB_SEED in shown
+
+
+def test_second_run_hashes_nothing_and_changes_nothing(tree: Path, tmp_path: Path):
+    first = run(args_for(tree, tmp_path), tmp_path)
+    made = (tmp_path / "models.torrent").stat().st_mtime_ns
+    second = run(args_for(tree, tmp_path), tmp_path)
+    assert not second["changed"], second
+    assert second["info_hash"] == first["info_hash"]
+    assert (tmp_path / "models.torrent").stat().st_mtime_ns == made
+    assert (tmp_path / "whitelist").read_text() == first["info_hash"] + "\n"
+
+
+def test_a_new_manifest_makes_a_new_torrent_and_the_whitelist_keeps_both(tree: Path, tmp_path: Path):
+    first = run(args_for(tree, tmp_path), tmp_path)
+    (tree / "Qwen" / "tiny" / "model.safetensors").write_bytes(os.urandom(700_000))
+    (tree / "manifest.json").write_text('{"files": ["new sha256"]}')
+    second = run(args_for(tree, tmp_path), tmp_path)
+    assert second["changed"] and second["info_hash"] != first["info_hash"]
+    assert (tmp_path / "whitelist").read_text().split() == [first["info_hash"], second["info_hash"]]
+    assert torf.Torrent.read(tmp_path / "models.torrent").verify(str(tree)) is True
+
+
+def test_check_mode_writes_nothing(tree: Path, tmp_path: Path):
+    result = run(args_for(tree, tmp_path), tmp_path, check_mode=True)
+    assert result["changed"]
+    assert not (tmp_path / "models.torrent").exists() and not (tmp_path / "whitelist").exists()
+
+
+def test_a_link_in_the_tree_is_refused(tree: Path, tmp_path: Path):
+    (tree / "Qwen" / "tiny" / "weights.bin").symlink_to("model.safetensors")
+    result = run(args_for(tree, tmp_path), tmp_path)
+    assert result["failed"] and "weights.bin is not a regular file" in result["msg"]
+    assert not (tmp_path / "models.torrent").exists()
+
+
+def test_a_piece_size_that_is_no_power_of_two_is_refused(tree: Path, tmp_path: Path):
+    result = run(args_for(tree, tmp_path, piece_size=300_000), tmp_path)
+    assert result["failed"] and "power of two" in result["msg"]
