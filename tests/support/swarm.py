@@ -93,7 +93,7 @@ class Tracker:
             counts[key] = int(body[body.index(token) + len(token):].split(b"e", 1)[0]) if token in body else 0
         return counts
 
-    def wait_for(self, info_hash: str, timeout: float = 15, **wanted: int) -> dict[str, int]:
+    def wait_for(self, info_hash: str, timeout: float = 60, **wanted: int) -> dict[str, int]:
         """Scrape until the counts include ``wanted`` (for example complete=3) or ``timeout`` passes; the last scrape.
         A peer announces its completion just after its download ends, so the tracker may hear of it a moment later."""
         deadline = time.monotonic() + timeout
