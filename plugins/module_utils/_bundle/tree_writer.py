@@ -170,4 +170,3 @@ def _copy(source, target, expected, name):
         os.close(fd)
     os.chmod(target, bundle_format.FILE_MODE)
     return expected[0]
-
