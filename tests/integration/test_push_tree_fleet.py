@@ -117,5 +117,5 @@ def test_push_writes_once_resumes_and_fits_new_plus_old_plus_one_file(tmp_path):
         for path, data in V2.items():
             assert hashlib.sha256((model / path).read_bytes()).digest() == hashlib.sha256(data).digest(), path
         assert not (cache / ".modelseed/push").exists()
-        assert not [p for p in cache.rglob("*.tar")] and not [p for p in (node.path / "var/cache").rglob("*.tar")]
+        assert not list(cache.rglob("*.tar")) and not list((node.path / "var/cache").rglob("*.tar"))
         assert sorted(p.name for p in (node.path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]

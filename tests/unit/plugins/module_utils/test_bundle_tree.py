@@ -28,9 +28,9 @@ FILES = {'config.json': b'{"a": 1}', 'weights/w.bin': b'w' * 70000, 'weights/sub
 TREE = 'o--m--master'
 
 
-def cache_with(tmp_path, files=FILES, mode=0o644):
-    top = seed(tmp_path / 'c', 'models/o/m', files)
-    for path in files:
+def cache_with(tmp_path, mode=0o644):
+    top = seed(tmp_path / 'c', 'models/o/m', FILES)
+    for path in FILES:
         os.chmod(os.path.join(top, *path.split('/')), mode)
     # chmod changes no mtime: the record still matches
     return top
@@ -44,9 +44,13 @@ def write(tmp_path, form, name):
     return dest, plan
 
 
+def written(tmp_path, form, name):
+    return write(tmp_path, form, name)[0]
+
+
 def test_tree_has_the_tars_members_and_the_same_manifest(tmp_path):
     top = cache_with(tmp_path)
-    tar_dest, _ = write(tmp_path, 'tar', 'tar')
+    tar_dest = written(tmp_path, 'tar', 'tar')
     tree_dest, plan = write(tmp_path, 'tree', 'tree')
     assert (tree_dest / 'manifest.json').read_bytes() == (tar_dest / 'manifest.json').read_bytes()
     sums = bundle_format.parse_sums((tree_dest / 'SHA256SUMS').read_bytes())
@@ -74,7 +78,7 @@ def test_tree_has_the_tars_members_and_the_same_manifest(tmp_path):
 
 def test_files_of_another_mode_are_copied_with_the_commits_time_and_a_tar_bundle_switches_to_tree(tmp_path):
     top = cache_with(tmp_path, mode=0o640)
-    dest, _ = write(tmp_path, 'tar', 'b')
+    dest = written(tmp_path, 'tar', 'b')
     dest, plan = write(tmp_path, 'tree', 'b')
     assert plan.reasons == {'model directory missing or incomplete': [('o/m', 'master')]} and plan.prune == ['o--m--master.tar']
     assert sorted(os.listdir(str(dest))) == ['SHA256SUMS', 'manifest.json', TREE]
@@ -95,7 +99,7 @@ def test_files_of_another_mode_are_copied_with_the_commits_time_and_a_tar_bundle
 
 def tree_bundle(tmp_path, name='tree', **kwargs):
     cache_with(tmp_path)
-    dest, _ = write(tmp_path, 'tree', name)
+    dest = written(tmp_path, 'tree', name)
     return dest
 
 
@@ -209,7 +213,7 @@ def test_link_or_move_from_another_file_system_fails_before_anything_changes(tmp
 
 def test_link_and_move_need_a_tree(tmp_path):
     cache_with(tmp_path)
-    dest, _ = write(tmp_path, 'tar', 'tars')
+    dest = written(tmp_path, 'tar', 'tars')
     assert isinstance(open_bundle(DirSource(str(dest))), Bundle)
     with pytest.raises(BundleError, match='src_files=move needs a bundle in tree form'):
         open_bundle(DirSource(str(dest)), 'move')
