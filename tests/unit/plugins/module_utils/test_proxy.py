@@ -1,0 +1,117 @@
+"""proxy: which proxy a request takes (option, none, environment), and what HttpClient sends a real one on loopback."""
+
+import base64
+import http.server
+import threading
+
+import pytest
+
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.proxy import Proxy, ProxyChoice
+
+ENVIRONMENT = ('http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'all_proxy', 'ALL_PROXY')
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def basic(user, password):
+    return 'Basic ' + base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
+
+
+def test_a_proxy_url_gives_address_name_and_credentials():
+    proxy = Proxy('http://fleet:p%40ss%20word@squid.example:3128/')
+    assert (proxy.host, proxy.port, proxy.name) == ('squid.example', 3128, 'http://squid.example:3128')
+    assert proxy.headers == {'Proxy-Authorization': basic('fleet', 'p@ss word')}
+    assert (Proxy('squid.example:3128').name, Proxy('squid.example:3128').headers) == ('http://squid.example:3128', {})
+    assert Proxy('http://[::1]').name == 'http://[::1]:80'
+
+
+@pytest.mark.parametrize('url, shown', [
+    ('https://u:secret@squid.example:3128', 'https://squid.example:3128'),
+    ('socks5://squid.example:1080', 'socks5://squid.example:1080'),
+    ('http://squid.example:3128/bundle', 'http://squid.example:3128/bundle'),
+    ('http://:3128', 'http://:3128'),
+])
+def test_a_proxy_that_is_not_plain_http_is_refused_without_its_password(url, shown):
+    with pytest.raises(ValueError) as caught:
+        Proxy(url)
+    assert str(caught.value) == 'a proxy is http://[user:password@]host:port, got %s' % shown
+
+
+def test_unset_takes_the_environment_with_no_proxy(environment):
+    environment.setenv('http_proxy', 'http://env-proxy:3128')
+    environment.setenv('no_proxy', 'direct.example,127.0.0.1')
+    choice = ProxyChoice(None)
+    assert choice.for_origin('http', 'staging.example').name == 'http://env-proxy:3128'
+    assert choice.for_origin('http', 'direct.example') is None
+    assert choice.for_origin('http', '127.0.0.1') is None
+    assert choice.for_origin('https', 'staging.example') is None  # https_proxy is not set
+
+
+def test_an_empty_setting_turns_the_environment_off(environment):
+    environment.setenv('http_proxy', 'http://env-proxy:3128')
+    environment.setenv('https_proxy', 'http://env-proxy:3128')
+    choice = ProxyChoice('')
+    assert choice.for_origin('http', 'staging.example') is None
+    assert choice.for_origin('https', 'staging.example') is None
+
+
+def test_a_set_proxy_wins_over_the_environment_and_its_no_proxy(environment):
+    environment.setenv('http_proxy', 'http://env-proxy:3128')
+    environment.setenv('no_proxy', 'staging.example')
+    choice = ProxyChoice('http://squid.example:3128')
+    for scheme in ('http', 'https'):
+        assert choice.for_origin(scheme, 'staging.example').name == 'http://squid.example:3128'
+
+
+class _RecordingProxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):
+        self.server.seen.append((self.client_address[1], self.path, self.headers.get('Proxy-Authorization'),
+                                 self.headers.get('Authorization')))
+        body = b'through the proxy'
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recording_proxy():
+    server = _RecordingProxy(('127.0.0.1', 0), _Handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_every_request_on_a_kept_alive_connection_names_the_whole_url(recording_proxy, environment):
+    environment.setenv('http_proxy', 'http://127.0.0.1:9')  # dead: the option must win
+    port = recording_proxy.server_address[1]
+    client = HttpClient(retries=0, proxy='http://fleet:pr0xy%20pass@127.0.0.1:' + str(port),
+                        auth_url='http://origin.example:8080/', auth_headers={'Authorization': basic('modelseed', 'bundle')})
+    for name in ('manifest.json', 'SHA256SUMS'):
+        with client.open('http://origin.example:8080/bundle/' + name) as resp:
+            assert resp.read() == b'through the proxy'
+    client.close()
+    seen = recording_proxy.seen
+    assert [path for _port, path, _proxy_auth, _auth in seen] == [
+        'http://origin.example:8080/bundle/manifest.json', 'http://origin.example:8080/bundle/SHA256SUMS']
+    assert seen[0][0] == seen[1][0]  # one connection, kept alive
+    assert {(proxy_auth, auth) for _port, _path, proxy_auth, auth in seen} == {(basic('fleet', 'pr0xy pass'), basic('modelseed', 'bundle'))}
