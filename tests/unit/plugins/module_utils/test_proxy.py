@@ -2,12 +2,16 @@
 
 import base64
 import http.server
+import select
+import socket
+import ssl
 import threading
 
 import pytest
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.proxy import Proxy, ProxyChoice
+from support.tls import ensure_tls
 
 ENVIRONMENT = ('http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'all_proxy', 'ALL_PROXY')
 
@@ -69,7 +73,7 @@ def test_a_set_proxy_wins_over_the_environment_and_its_no_proxy(environment):
         assert choice.for_origin(scheme, 'staging.example').name == 'http://squid.example:3128'
 
 
-class _RecordingProxy(http.server.ThreadingHTTPServer):
+class _Recording(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
@@ -85,13 +89,48 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_CONNECT(self):
+        """A tunnel, as squid makes one for an https URL: the bytes are relayed, never read."""
+        self.server.seen.append((self.client_address[1], 'CONNECT ' + self.path, self.headers.get('Proxy-Authorization'), None))
+        host, port = self.path.rsplit(':', 1)
+        with socket.create_connection((host, int(port))) as upstream:
+            self.send_response(200)
+            self.end_headers()
+            _relay(self.connection, upstream)
+        self.close_connection = True
+
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture
-def recording_proxy():
-    server = _RecordingProxy(('127.0.0.1', 0), _Handler)
+def _relay(one, other):
+    while True:
+        readable, _w, _x = select.select([one, other], [], [], 5)
+        if not readable:
+            return
+        for source in readable:
+            data = source.recv(1 << 16)
+            if not data:
+                return
+            (other if source is one else one).sendall(data)
+
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self):
+        self.server.seen.append((self.path, self.headers.get('Proxy-Authorization'), self.headers.get('Authorization')))
+        self.send_response(200)
+        self.send_header('Content-Length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+
+    def log_message(self, *args):
+        pass
+
+
+def _serving(server):
+    """Serve on a thread until the test is done; ``server.seen`` records the requests."""
     server.seen = []
     thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True)
     thread.start()
@@ -99,6 +138,22 @@ def recording_proxy():
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def tls_origin(tmp_path_factory):
+    files = ensure_tls(tmp_path_factory.mktemp('tls'))
+    server = _Recording(('127.0.0.1', 0), _Origin)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(files.cert), str(files.key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.ca = files.ca
+    yield from _serving(server)
+
+
+@pytest.fixture
+def recording_proxy():
+    yield from _serving(_Recording(('127.0.0.1', 0), _Handler))
 
 
 def test_every_request_on_a_kept_alive_connection_names_the_whole_url(recording_proxy, environment):
@@ -115,3 +170,29 @@ def test_every_request_on_a_kept_alive_connection_names_the_whole_url(recording_
         'http://origin.example:8080/bundle/manifest.json', 'http://origin.example:8080/bundle/SHA256SUMS']
     assert seen[0][0] == seen[1][0]  # one connection, kept alive
     assert {(proxy_auth, auth) for _port, _path, proxy_auth, auth in seen} == {(basic('fleet', 'pr0xy pass'), basic('modelseed', 'bundle'))}
+
+
+def test_an_https_url_goes_through_one_tunnel_and_the_proxy_credentials_stay_with_the_proxy(recording_proxy, tls_origin, environment):
+    proxy_port, origin = recording_proxy.server_address[1], 'https://127.0.0.1:%d/' % tls_origin.server_address[1]
+    client = HttpClient(retries=0, ca_path=str(tls_origin.ca), proxy='http://fleet:pr0xy%20pass@127.0.0.1:' + str(proxy_port),
+                        auth_url=origin, auth_headers={'Authorization': basic('modelseed', 'bundle')})
+    for name in ('manifest.json', 'SHA256SUMS'):
+        with client.open(origin + 'bundle/' + name) as resp:
+            assert resp.read() == b'ok'
+    client.close()
+    assert [(line, proxy_auth) for _port, line, proxy_auth, _auth in recording_proxy.seen] == [
+        ('CONNECT 127.0.0.1:%d' % tls_origin.server_address[1], basic('fleet', 'pr0xy pass'))]
+    # Inside the tunnel: paths as to any server, the bundle's credentials, never the proxy's.
+    assert tls_origin.seen == [('/bundle/manifest.json', None, basic('modelseed', 'bundle')),
+                               ('/bundle/SHA256SUMS', None, basic('modelseed', 'bundle'))]
+
+
+def test_an_unreachable_proxy_is_named_without_its_password(environment):
+    with socket.socket() as placeholder:  # a port nothing listens on
+        placeholder.bind(('127.0.0.1', 0))
+        port = placeholder.getsockname()[1]
+    client = HttpClient(retries=0, proxy='http://fleet:pr0xy%20pass@127.0.0.1:' + str(port))
+    with pytest.raises(HttpError) as caught:
+        client.open('http://origin.example:8080/bundle/manifest.json')
+    assert str(caught.value).startswith('cannot reach origin.example:8080 through the proxy http://127.0.0.1:%d: ' % port)
+    assert 'pr0xy' not in str(caught.value)
