@@ -185,11 +185,12 @@ class HttpClient:
             raise HttpError('TLS certificate of %s not trusted: %s' % (parts.netloc, exc.verify_message or exc), url=url)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
+            if proxy and str(exc).startswith('Tunnel connection failed: 407'):  # CONNECT refused, as http.client says it
+                raise _proxy_wants_credentials(proxy, url)
             raise HttpError('cannot reach %s%s: %s' % (parts.netloc, via, exc or type(exc).__name__), url=url, retryable=True)
         if raw.status == 407 and proxy:
             conn.close()
-            raise HttpError('HTTP 407 from the proxy %s: it wants other credentials (http://user:password@host:port)' % proxy.name,
-                            status=407, url=url)
+            raise _proxy_wants_credentials(proxy, url)
         return Response(self, conn, key, raw, url)
 
     def open(self, url, headers=None, method='GET'):
@@ -254,6 +255,12 @@ class HttpClient:
         for conn in self._pool().values():
             conn.close()
         self._pool().clear()
+
+
+def _proxy_wants_credentials(proxy, url):
+    """Not worth a retry: the same credentials get the same answer."""
+    return HttpError('HTTP 407 from the proxy %s: it wants other credentials (http://user:password@host:port)' % proxy.name,
+                     status=407, url=url)
 
 
 def _error_detail(body):

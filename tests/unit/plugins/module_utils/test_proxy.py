@@ -80,9 +80,22 @@ class _Recording(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
 
+    def _refused(self):
+        """407 when the server wants credentials (``required``) other than those sent."""
+        required = getattr(self.server, 'required', None)
+        if required is None or self.headers.get('Proxy-Authorization') == required:
+            return False
+        self.send_response(407)
+        self.send_header('Proxy-Authenticate', 'Basic realm="test"')
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+        return True
+
     def do_GET(self):
         self.server.seen.append((self.client_address[1], self.path, self.headers.get('Proxy-Authorization'),
                                  self.headers.get('Authorization')))
+        if self._refused():
+            return
         body = b'through the proxy'
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
@@ -92,6 +105,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_CONNECT(self):
         """A tunnel, as squid makes one for an https URL: the bytes are relayed, never read."""
         self.server.seen.append((self.client_address[1], 'CONNECT ' + self.path, self.headers.get('Proxy-Authorization'), None))
+        if self._refused():
+            return
         host, port = self.path.rsplit(':', 1)
         with socket.create_connection((host, int(port))) as upstream:
             self.send_response(200)
@@ -196,3 +211,16 @@ def test_an_unreachable_proxy_is_named_without_its_password(environment):
         client.open('http://origin.example:8080/bundle/manifest.json')
     assert str(caught.value).startswith('cannot reach origin.example:8080 through the proxy http://127.0.0.1:%d: ' % port)
     assert 'pr0xy' not in str(caught.value)
+
+
+@pytest.mark.parametrize('scheme', ['http', 'https'])
+def test_a_proxy_that_wants_other_credentials_fails_at_once(recording_proxy, tls_origin, environment, scheme):
+    recording_proxy.required = basic('fleet', 'the right one')
+    origin = 'https://127.0.0.1:%d/' % tls_origin.server_address[1] if scheme == 'https' else 'http://origin.example:8080/'
+    client = HttpClient(retries=3, backoff=0, ca_path=str(tls_origin.ca),
+                        proxy='http://fleet:wrong@127.0.0.1:' + str(recording_proxy.server_address[1]))
+    with pytest.raises(HttpError) as caught:
+        client.with_retries(lambda: client.open(origin + 'bundle/manifest.json'))
+    assert (caught.value.status, str(caught.value)) == (407, 'HTTP 407 from the proxy http://127.0.0.1:%d: it wants other credentials '
+                                                              '(http://user:password@host:port)' % recording_proxy.server_address[1])
+    assert len(recording_proxy.seen) == 1  # no retry
