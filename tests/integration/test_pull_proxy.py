@@ -107,7 +107,7 @@ def assert_installed(fleet_: Fleet, node: int, cache: str) -> None:
 
 
 def environment_cases(squid_: Squid) -> list[tuple[str, str | None, dict[str, str]]]:
-    """(cache_dir, proxy option or None for none, environment) of the cache_install runs on node3 after the seeding."""
+    """(cache_dir, proxy option (None: not set), environment) of the cache_install runs on node3 after the seeding."""
     proxy = squid_.url(PROXY_USER, PROXY_PASSWORD)
     return [
         ("/var/cache/modelscope-env", None, {"http_proxy": proxy, "no_proxy": ""}),
