@@ -28,6 +28,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client i
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import audit_cache, bundle_version
 from support.fleet import Fleet, netns, new_state_dir, sandbox
+from support.interrupt import wait_until
 from support.leak_scan import Secrets
 from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
 from support.sample_models import MODEL, model_files
@@ -197,10 +198,12 @@ def check_a_resume_through_squid(fleet_: Fleet, squid_: Squid, tar: bytes) -> No
         client.close()
         return headers, bytes(out)
 
+    before = len(squid_.log())
     headers, rest = fleet_.call_in_controller(resume)
     assert rest == tar[start:]
     # What a caching proxy goes by, as nginx sends it, through squid.
     assert headers["Cache-Control"] == "public, no-cache" and headers["ETag"] and headers["Last-Modified"]
     assert headers["Content-Range"] == f"bytes 0-99/{len(tar)}"
-    ranges = [(e.result, e.status) for e in squid_.log()[-2:]]
-    assert ranges == [("TCP_REFRESH_UNMODIFIED", 206), ("TCP_REFRESH_UNMODIFIED", 206)]
+    wait_until(lambda: len(squid_.log()) >= before + 2, timeout=10)  # squid logs a request once it has ended
+    ranges = [(e.url, e.result, e.status) for e in squid_.log()[before:]]
+    assert ranges == [(ORIGIN + TAR, "TCP_REFRESH_UNMODIFIED", 206)] * 2
