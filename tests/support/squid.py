@@ -158,7 +158,7 @@ class Squid:
             fields = line.split()
             if len(fields) < 8:
                 continue
-            result, _, status = fields[3].partition("/")
+            result, status = fields[3].split("/", 1)
             entries.append(Access(fields[2], result, int(status), int(fields[4]), fields[5], fields[6], fields[7]))
         return entries
 

@@ -221,6 +221,7 @@ def test_a_proxy_that_wants_other_credentials_fails_at_once(recording_proxy, tls
                         proxy='http://fleet:wrong@127.0.0.1:' + str(recording_proxy.server_address[1]))
     with pytest.raises(HttpError) as caught:
         client.with_retries(lambda: client.open(origin + 'bundle/manifest.json'))
-    assert (caught.value.status, str(caught.value)) == (407, 'HTTP 407 from the proxy http://127.0.0.1:%d: it wants other credentials '
-                                                              '(http://user:password@host:port)' % recording_proxy.server_address[1])
+    expected = 'HTTP 407 from the proxy http://127.0.0.1:%d: it wants other credentials (http://user:password@host:port)' % (
+        recording_proxy.server_address[1])
+    assert (caught.value.status, str(caught.value)) == (407, expected)
     assert len(recording_proxy.seen) == 1  # no retry
