@@ -52,7 +52,8 @@ SHARED = {
     "modelseed_runtime_group": ("Group of the cache on the nodes.", "the user's"),
     "modelseed_sdk_pythons": ("Interpreters on the nodes with the `modelscope` SDK (for example a vLLM virtualenv), used to prove "
                               "readiness.", "`[/usr/bin/python3]`"),
-    "modelseed_serial": ("Nodes seeded at a time (`serial` of the node play): a number or a percentage.", "`100%`"),
+    "modelseed_serial": ("Nodes seeded at a time (`serial` of the node play): a number or a percentage. A play keyword sees no "
+                         "inventory variables: give it with `-e` (`-e modelseed_serial=4`), not in group_vars.", "`100%`"),
     "modelseed_report_path": ("Where the controller writes the JSON fleet report.", "`./modelseed-report.json`"),
     "modelseed_lock_file": ("The lock file on the controller (relative: to the directory `ansible-playbook` runs in): the downloads "
                             "fetch exactly the commits and files it pins, and it is written after them (see "
