@@ -8,15 +8,10 @@ from pathlib import Path
 
 from common import REPORT, verdict, write_section
 from fleet import machine_details
+from fleet_scale_cells import config_key, partial
 
 PLOT = REPORT.parent / "fleet-scale.png"
 OURS = ("push", "pull", "p2p")
-
-
-def config_key(args: argparse.Namespace) -> dict:
-    """What makes cells comparable: a cell measured with other settings is neither skipped nor reported."""
-    return {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20,
-            **({"play_vars": sorted(args.play_var)} if args.play_var else {})}
 
 
 def spread(values: list[float], digits: int = 1) -> str:
@@ -124,12 +119,20 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
                "lan": min((rate for rates in links.values() for name, pair in rates.items() if name != "wan" for rate in pair.values()),
                           default=0)}
     sizes = sorted(args.nodes)
+    measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
+    left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)],
+                       min((len(cells[key]) for key in cells if key[0] in measured), default=0))
+    scope = (f"**Partial sweep** on a shared machine (other work ran beside it; the load average is below): it leaves out "
+             f"{left_out}. The full sweep: `python tools/bench fleet-scale` (N = 2, 4, 8, 16, 3 runs per cell, every way)."
+             if left_out else "The full sweep: every way, N = 2, 4, 8, 16, 3 runs per cell.")
     labels = "\n".join(f"- `{way.name}`: {way.label}." for way in ways)
     checked = (f"Each link alone, either way, at every N (one TCP stream between Python sockets for 2 s, the first 0.5 s\n"
                f"left out, the best of up to 3 tries): the WAN link reached at least {slowest['wan'] / 2**20:.1f} MiB/s, the slowest "
                f"LAN link {slowest['lan'] / 2**20:.1f} MiB/s." if links else "No link check was recorded.")
     plot(ways, skipped, cells, sizes, PLOT)
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
+
+{scope}
 
 A site on this machine: the test hub in a network namespace of its own behind one shared WAN link of
 {args.wan_mib} MiB/s; the staging host (node1) and every node on a LAN link of its own of {args.lan_mib} MiB/s (veth
@@ -148,9 +151,9 @@ Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the con
 staging download and the readiness proof included. Transfer phase: from the first node starting to fetch
 to the last node verified. The start is the first 100 ms in which the nodes' LAN links together carry at
 least half the WAN rate (their counters, read every 100 ms; Ansible's own traffic stays below that); the
-end is the last node's `cache_install` task ending (it checks every byte and installs; task times from a
-callback, `tools/bench/callbacks/bench_timeline.py`), for `cli` the last `modelscope download` session
-ending (the SDK checks each file's sha256).
+end is when the last node holds every weight shard at full size where its SDK finds it (the node trees,
+looked at every 100 ms from outside the nodes): files get there only once verified, by the SDK's sha256
+check for `cli`, by `cache_install` against the manifest for the others.
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
