@@ -211,7 +211,8 @@ def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
             for run, name in cells:
                 figures = measure(world, WAYS[name], config["wan"])
                 append(args.results, {"kind": "cell", "way": name, "nodes": n, "run": run, "config": config,
-                                      "model_bytes": model_bytes, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **figures})
+                                      "model_bytes": model_bytes, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      "load": os.getloadavg()[0], **figures})
                 print(f"N={n} run {run} {name}: {figures['wall']:.1f} s, transfer {figures['transfer'] or 0:.1f} s, "
                       f"hub {figures['hub_bytes'] / model_bytes:.2f} copies, staging {figures['staging_bytes'] / model_bytes:.2f} copies",
                       flush=True)
