@@ -30,7 +30,7 @@ from fleet_scale_cells import append, config_key, done, parse_args, plan, read_r
 from fleet_scale_net import Sampler, check_links
 from fleet_scale_report import publish
 from fleet_scale_site import clean_leftovers, interrupt_on_signals, site_with_hub
-from fleet_setup import NODE_CACHE, check_every_node_holds, download_command, environment_files, give_staging_ssh, reset_nodes, seed, shard_bytes, ssh_command
+from fleet_setup import NODE_CACHE, download_command, environment_files, give_staging_ssh, reset_nodes, seed, shard_bytes, ssh_command
 
 from support.fleet import sandbox
 from support.fleet.site import Site
@@ -172,11 +172,12 @@ def measure(world: World, way: Way, wan: int) -> dict:
         started = time.monotonic()
         extra = way.run(world)
         wall = time.monotonic() - started
-    check_every_node_holds(site.fleet, world.model, world.shards, way.name, only=world.nodes)
+    # In the cache, where the SDK looks: whatever else a transport keeps on a node is not what counts.
+    if lacking := sorted(set(world.nodes) - set(arrivals.seen)):
+        raise SystemExit(f"{way.name}: {', '.join(lacking)} do not hold {world.model}'s weights in {NODE_CACHE} after the run")
     # Half the WAN rate: what the slowest way (every node from the hub) moves at least, far above Ansible's traffic.
     flow = sampler.transfer_phase(bridge_ends, wan / 2 * 0.1)
-    complete = flow and set(arrivals.seen) == set(world.nodes)
-    return {"wall": wall, "transfer": max(arrivals.seen.values()) - flow[0] if complete else None,
+    return {"wall": wall, "transfer": max(arrivals.seen.values()) - flow[0] if flow else None,
             "flow": flow[1] - flow[0] if flow else None, "hub_bytes": site.sent("wan") - hub_before,
             "staging_bytes": site.sent(f"node{STAGING}") - staging_before, **extra}
 
