@@ -186,7 +186,7 @@ to the last node verified. The start is the first 100 ms in which the nodes' LAN
 least half the WAN rate (their counters, read every 100 ms; Ansible's own traffic stays below that); the
 end is when the last node holds every weight shard at full size where its SDK finds it (the node trees,
 looked at every 100 ms from outside the nodes): files get there only once verified, by the SDK's sha256
-check for `cli`, by `cache_install` against the manifest for the others.
+check for `cli`, against the bundle's manifest for the others.
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
