@@ -51,6 +51,10 @@ SHARED = {
                               "readiness.", "`[/usr/bin/python3]`"),
     "modelseed_serial": ("Nodes seeded at a time (`serial` of the node play): a number or a percentage.", "`100%`"),
     "modelseed_report_path": ("Where the controller writes the JSON fleet report.", "`./modelseed-report.json`"),
+    "modelseed_lock_file": ("The lock file on the controller (relative: to the directory `ansible-playbook` runs in): the downloads "
+                            "fetch exactly the commits and files it pins, and it is written after them (see "
+                            "[lock-file.md](lock-file.md)).", "none: no lock"),
+    "modelseed_lock_update": ("Models whose lock entry is replaced by what the hub says now: a list of model ids, or `all`.", "`[]`"),
 }
 
 HEADER = """\
