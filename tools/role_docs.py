@@ -29,10 +29,13 @@ SHARED = {
                                     "`modelseed_cache_dir`"),
     "modelseed_layout": ("Cache layout: `hub`, `models`, `snapshots`, `all` (every SDK from 1.15 on) or `auto` "
                          "(see [layouts.md](layouts.md)).", "`all`"),
-    "modelseed_transport": ("How the bundle reaches the nodes: `push`, `pull` or `local` (see [transports.md](transports.md)). "
-                            "`pull` also makes the staging host serve the bundle.", "`push`"),
+    "modelseed_transport": ("How the bundle reaches the nodes: `push`, `pull`, `p2p` or `local` (see [transports.md](transports.md)). "
+                            "`pull` and `p2p` also make the staging host serve the bundle; `p2p` also makes it run the swarm's "
+                            "tracker (see [p2p.md](p2p.md)).", "`push`"),
     "modelseed_bundle_dir": ("Bundle directory on the staging host (and the directory `push` sends from).", "`/srv/modelseed/bundle`"),
-    "modelseed_node_bundle_dir": ("Bundle directory on the nodes: where `push` puts it, where `local` finds it.",
+    "modelseed_bundle_format": ("Bundle form the staging host writes: `tree` (a directory per model, what `push` sends) or `tar` "
+                                "(what `pull` streams).", "`tar` with `pull`, else `tree`"),
+    "modelseed_node_bundle_dir": ("Bundle directory on the nodes: where `push` puts its manifest, where `local` finds it.",
                                   "`/var/cache/modelseed-bundle`"),
     "modelseed_endpoint": ("Hub or internal mirror the staging host downloads from; also the nodes' `MODELSCOPE_ENDPOINT` unless "
                            "`modelseed_node_endpoint` is set.", "the public hub; nodes get none"),

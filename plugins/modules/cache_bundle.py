@@ -29,6 +29,14 @@ description:
     mount point or a symlink, it has subdirectories), the new files are renamed into it one after another once
     all of them are written. A failure while reading the cache or writing a tar (a file changed, a full disk)
     leaves the previous bundle untouched.
+  - With O(format=tree) the bundle holds, instead of each tar, a directory C(<owner>--<name>--<revision>) with
+    exactly the members the tar would hold, for transports that move files rather than one stream (rsync,
+    BitTorrent) and for M(modelseed.fleet.cache_install) to move or hard-link into the cache. The manifest is the
+    same (the tar is streamed through its hash, never stored); C(SHA256SUMS) covers C(manifest.json) only, whose
+    entries carry the sha256 of every file. A model file is hard-linked from O(cache_dir) when both are on one
+    file system and the file has mode 0644 (it then keeps the modification time it has in the cache, which must not
+    change under the cache's record), else copied with mode 0644 and the commit's time. Each model directory is
+    built beside its place and swapped in whole; C(manifest.json) and C(SHA256SUMS) follow.
   - Uses only the Python standard library.
 author:
   - modelseed.fleet team (@modelseed)
@@ -93,9 +101,18 @@ options:
     type: str
     default: none
     choices: [none, full]
+  format:
+    description:
+      - V(tar) writes one tar per model; V(tree) one directory per model (see above).
+      - Switching a bundle from one form to the other rewrites every model in the new form and, with O(prune), removes
+        the old form's tars or directories.
+    type: str
+    default: tar
+    choices: [tar, tree]
   prune:
     description:
-      - Remove C(.tar) files in O(dest) that the new manifest does not list, such as models no longer bundled.
+      - Remove C(.tar) files and model directories in O(dest) that the new manifest does not list in O(format),
+        such as models no longer bundled.
     type: bool
     default: true
   lock_timeout:
@@ -176,7 +193,7 @@ models:
       type: str
       sample: /srv/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct
     tar:
-      description: File name of the model's tar in O(dest).
+      description: File name of the model's tar in O(dest) (with O(format=tree), the tar the directory stands for).
       type: str
       sample: Qwen--Qwen2.5-0.5B-Instruct--master.tar
     tar_size:
@@ -204,12 +221,19 @@ bytes:
   type: int
   sample: 988097824
 bytes_written:
-  description: Bytes of tars written (in check mode, that would be written).
+  description:
+    - Bytes of tars written (in check mode, that would be written).
+    - With O(format=tree), bytes of the model files of the directories written, hard-linked or copied.
   returned: success
   type: int
   sample: 988119040
+bytes_copied:
+  description: With O(format=tree), bytes of model files copied rather than hard-linked from O(cache_dir).
+  returned: success
+  type: int
+  sample: 0
 removed:
-  description: Tars removed from O(dest) (or that would be) because the manifest no longer lists them.
+  description: Tars and model directories removed from O(dest) (or that would be) because the manifest no longer lists them.
   returned: success
   type: list
   elements: str
@@ -226,6 +250,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_writer import TreePlan
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
     BundlePlan,
     BundleWriteError,
@@ -255,6 +280,7 @@ def create_module():
             models=dict(type='list', elements='dict', default=[], options=MODEL_REF_SPEC),
             layout=dict(type='str', default='auto', choices=list(LAYOUT_CHOICES)),
             verify=dict(type='str', default='none', choices=['none', 'full']),
+            format=dict(type='str', default='tar', choices=['tar', 'tree']),
             prune=dict(type='bool', default=True),
             lock_timeout=dict(type='int', default=3600),
         ),
@@ -344,7 +370,7 @@ def diff(plan):
 
 
 def run(module, entries, dest, result):
-    plan = BundlePlan(dest, entries, prune=module.params['prune'])
+    plan = (TreePlan if module.params['format'] == 'tree' else BundlePlan)(dest, entries, prune=module.params['prune'])
     if module.params['verify'] == 'full':
         verify_reused(plan)
     writing = set((m['id'], m['revision']) for m in plan.write)
@@ -359,6 +385,14 @@ def run(module, entries, dest, result):
     result.update(changed=changed, models=summary(plan, writing), bytes=sum(m['bytes'] for m in plan.models),
                   bytes_written=plan.bytes_to_write(), removed=plan.prune)
     reused = len(plan.models) - len(plan.write)
+    if isinstance(plan, TreePlan):
+        result['bytes_copied'] = plan.copied
+        if changed:
+            done = 'would write %d model directories, %d bytes of files' % (len(plan.write), plan.bytes_to_write()) if module.check_mode else (
+                'wrote %d model directories, %d bytes of files (%d bytes copied, the rest hard-linked)' % (
+                    len(plan.write), plan.bytes_to_write(), plan.copied))
+            result['msg'] = '%s; %s, reused %d' % (', '.join(reasons), done, reused)
+            return
     if not changed:
         result['msg'] = 'bundle in %s is up to date: %d model(s), %d bytes of files' % (dest, len(plan.models), result['bytes'])
     else:

@@ -46,7 +46,10 @@ options:
     type: path
   bundle:
     description:
-      - A bundle directory to report on. The module fails when it is not a directory.
+      - A bundle directory to report on, tars or tree form (M(modelseed.fleet.cache_bundle) C(format=tree)). The module
+        fails when it is not a directory.
+      - For a tree, V(quick) checks that each model directory holds exactly the members of its tar with their sizes,
+        V(full) also every file's sha256.
     type: path
   names:
     description:
@@ -232,7 +235,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.check import check_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import open_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import VERIFY_CHOICES, cache_root
@@ -261,7 +265,7 @@ def manifests_of(bundle_dir, report):
     if not bundle_dir or report is None or report['error']:
         return {}
     try:
-        return manifest_references(Bundle(DirSource(bundle_dir)).models)
+        return manifest_references(open_bundle(DirSource(bundle_dir)).models)
     except (BundleError, OSError):
         return {}
 

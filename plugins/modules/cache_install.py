@@ -22,6 +22,11 @@ description:
     directory is swapped into place in one atomic step (C(renameat2) with C(RENAME_EXCHANGE) on Linux), so an
     SDK sees either the old or the new model, never a mix. A run killed at any point leaves the previous cache
     as it was; the next run cleans up and completes.
+  - O(src) may also be a directory holding a bundle in tree form (M(modelseed.fleet.cache_bundle) with
+    C(format=tree)), with the same C(manifest.json), a C(SHA256SUMS) that covers only it, and per model a directory
+    C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
+    directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
+    sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
   - The verified size, sha256 and modification time of every installed file are recorded under
     C(<cache_dir>/.modelseed/), so a second run with the same bundle decides from C(stat) alone, without reading
     file contents.
@@ -124,9 +129,24 @@ options:
     description:
       - Password for HTTP basic authentication to O(src).
     type: str
+  src_files:
+    description:
+      - How the files of a tree-form bundle in O(src) get into the cache.
+      - V(copy) copies each file into the model's staging directory, hashing it on the way; the tree stays as it is.
+      - V(link) hard-links each file after it was hashed in place; the tree stays (a peer can keep seeding it) and
+        costs no second copy. V(move) renames each file after it was hashed in place; the tree is consumed. With either,
+        every file of a model is checked before the first one is linked or moved, and the staged name must be the
+        very file that was hashed.
+      - V(link) and V(move) need the tree on the cache's file system; elsewhere the task fails before it changes
+        anything, saying so (use V(copy) there). With V(move), a file whose sha256 differs is deleted from the tree,
+        so that the transport sends it again; the rest of a refused tree stays as it was.
+      - Anything but V(copy) with a tar bundle or a URL fails.
+    type: str
+    default: copy
+    choices: [copy, link, move]
   workers:
     description:
-      - Files hashed in parallel for O(verify=full).
+      - Files hashed in parallel for O(verify=full), and for a tree's files with O(src_files=link) or O(src_files=move).
     type: int
     default: 4
   lock_timeout:
@@ -135,7 +155,8 @@ options:
     type: int
     default: 3600
 notes:
-  - Free space is checked before anything is written. The old copy of a model stays in place until the new
+  - Free space is checked before anything is written (with O(src_files=link) or O(src_files=move), only for the
+    metadata and records, as the files take no new room). The old copy of a model stays in place until the new
     one is verified, so a replacement needs room for both.
   - Any model directory of the chosen layout that the bundle holds is replaced as a whole, including files an
     SDK or a user added to it.
@@ -162,6 +183,12 @@ EXAMPLES = r'''
     owner: root
     group: inference
     shared: true
+
+- name: Install a tree-form bundle that rsync put on the cache's file system, consuming it
+  modelseed.fleet.cache_install:
+    src: /var/cache/modelscope/.modelseed/pushed
+    cache_dir: /var/cache/modelscope
+    src_files: move
 
 - name: Make the cache hold exactly the bundle's models, re-hashing what is installed
   modelseed.fleet.cache_install:
@@ -210,7 +237,8 @@ models:
             path: /var/cache/modelscope/models/Qwen/Qwen2___5-0___5B-Instruct}]
 bytes_installed:
   description:
-    - Bytes of model files extracted into the cache (in check mode, that would be).
+    - Bytes of model files extracted into the cache, or copied, hard-linked or moved from a tree-form bundle
+      (in check mode, that would be).
     - When the task fails, only the bytes of the models that were moved into place before the failure; V(0)
       when a rejected bundle left the cache as it was.
   returned: always
@@ -221,6 +249,11 @@ manifest_sha256:
   returned: when the bundle could be read
   type: str
   sample: 0c5b7e0f8a1c0bd3d5b6f4d3a2e1f0c9b8a7d6e5f4c3b2a1908f7e6d5c4b3a21
+form:
+  description: Form of the bundle, V(tar) (one tar per model) or V(tree) (a directory per model).
+  returned: when the bundle could be read
+  type: str
+  sample: tree
 msg:
   description: What changed and why, or why nothing did.
   returned: always
@@ -247,7 +280,8 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install im
     fix_runtime_dirs,
     runtime_dirs_to_fix,
 )
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import SRC_FILES, open_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
     ModelState,
@@ -274,6 +308,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._module.failure im
 
 _OCTAL = re.compile(r'^0?[0-7]{3}\Z')
 PAST = {'install': 'installed', 'replace': 'replaced', 'fix': 'fixed', 'remove': 'removed'}
+VERB = {'extracted': 'extract', 'copied': 'copy', 'hard-linked': 'hard-link', 'moved': 'move'}
 
 
 def create_module():
@@ -293,6 +328,7 @@ def create_module():
         url_password=dict(type='str', no_log=True),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
+        src_files=dict(type='str', default='copy', choices=list(SRC_FILES)),
     )
     argument_spec.update(TRANSFER_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
@@ -408,7 +444,7 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
     existing = root
     while not os.path.isdir(existing):
         existing = os.path.dirname(existing)
-    check_free_space(existing, [t.model for t in to_stage])
+    check_free_space(existing, [t.model for t in to_stage], bundle.copies)
     result['models'] = [dict(id=t.model['id'], revision=t.model['revision'], layout=layout, path=t.dir,
                              bytes=t.model['bytes'], action=t.plan.action) for t in targets]
     result['models'].extend(dict(id=rec.data.get('model'), revision=rec.data.get('revision'), layout=layout,
@@ -431,10 +467,10 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
         return
     summary = summarize(targets, prunes, runtime_fix, module.check_mode)
     if module.check_mode:
-        result['msg'] = '%s; would extract %d bytes' % (summary, result['bytes_installed'])
+        result['msg'] = '%s; would %s %d bytes' % (summary, VERB[bundle.verb], result['bytes_installed'])
         return
     apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result)
-    result['msg'] = summary + ('; extracted %d bytes' % result['bytes_installed'] if result['bytes_installed'] else '')
+    result['msg'] = summary + ('; %s %d bytes' % (bundle.verb, result['bytes_installed']) if result['bytes_installed'] else '')
 
 
 def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
@@ -450,6 +486,9 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
     current = None
     try:
         try:
+            # A tree is judged whole (and for link or move, hashed) before any file of it is staged.
+            for current in to_stage:
+                bundle.prepare(current.model, os.path.dirname(current.staging))
             for current in to_stage:
                 current.stage(bundle)
         except BaseException:
@@ -521,8 +560,8 @@ def main():
     source = make_source(module)
     targets, error = [], None
     try:
-        bundle = Bundle(source)
-        result['manifest_sha256'] = bundle.manifest_sha256
+        bundle = open_bundle(source, p['src_files'], p['workers'])
+        result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form)
         targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}
         for target in targets:

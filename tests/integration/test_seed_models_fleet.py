@@ -166,8 +166,12 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         assert sorted(p.name for p in (fleet.node(node).path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]
         # rsync logged in as the operator and wrote as root, through sudo, into the root-owned bundle directory.
         assert (fleet.node(node).path / "var/cache/modelseed-bundle/manifest.json").stat().st_uid == 0
+    # push sends the bundle in tree form: a directory per model holding its files (copies here: /srv and /var/cache
+    # are two mounts on a node, so no hard links).
     bundle = fleet.node(1).path / "srv/modelseed/bundle"
-    assert (bundle / "Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()
+    tree = bundle / "Qwen--Qwen2.5-0.5B-Test--master"
+    assert {p: sha256((tree / p).read_bytes()) for p in model_files()} == {p: sha256(d) for p, d in model_files().items()}
+    assert not list(bundle.glob("*.tar"))
 
     fleet_report = json.loads(report.read_text())
     assert fleet_report["failed"] == []

@@ -24,6 +24,16 @@ def mounted_tmpfs(mount: Path, size: str = "20m"):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def mount_in_node(pid: int, path: str, size_bytes: int) -> Path:
+    """Mount a tmpfs of ``size_bytes`` (rounded up to pages) on ``path`` inside the mount namespace of a fleet node whose
+    sandbox runs as ``pid``; returns where this side sees it. It goes away with the node."""
+    size_kib = -(-size_bytes // 4096) * 4
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "mkdir", "-p", path], check=True)
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", path],
+                   check=True)
+    return Path(f"/proc/{pid}/root") / path.lstrip("/")
+
+
 def fill(path: Path) -> OSError | None:
     """Write zeros to ``path`` until the filesystem has no block left; the error that stopped it (None if none did)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

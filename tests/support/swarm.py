@@ -1,11 +1,14 @@
 """The staging side of a BitTorrent swarm for tests and benchmarks: opentracker, an nginx web seed, and the p2p
 modules run as Ansible runs them, each in a network namespace of a site (``support.fleet.site``) or on loopback.
 
-Every process is started here and stopped here by its pid.
+Every process is started here and stopped here by its pid. ``python -m support.swarm wait-piece`` waits, for a playbook,
+until a peer holds a verified piece.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +19,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torf
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = REPO / "plugins" / "modules"
@@ -228,3 +233,51 @@ def stop_aria2(marker: str, timeout: float = 20) -> None:
         time.sleep(0.1)
     for pid in aria2_processes(marker):
         os.kill(pid, signal.SIGKILL)
+
+
+def verified_pieces(torrent: Path, dest: Path) -> int:
+    """How many pieces of ``torrent`` the files under ``dest`` (a peer's download directory) hold with their right
+    SHA-1: what a peer can already give others, read from outside the peer."""
+    meta = torf.Torrent.read(str(torrent))
+    stream = bytearray()
+    verified = index = 0
+    for entry in meta.files:
+        path = dest / os.fspath(entry)
+        data = path.read_bytes()[:entry.size] if path.is_file() else b""
+        stream += data.ljust(entry.size, b"\0")
+        while len(stream) >= meta.piece_size:
+            verified += hashlib.sha1(stream[:meta.piece_size]).digest() == meta.hashes[index]
+            del stream[:meta.piece_size]
+            index += 1
+    if stream:
+        verified += hashlib.sha1(stream).digest() == meta.hashes[index]
+    return verified
+
+
+def wait_for_piece(torrent: Path, dest: Path, timeout: float = 60) -> int:
+    """Until the peer's files hold a verified piece (then how many), or RuntimeError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = verified_pieces(torrent, dest) if torrent.is_file() else 0
+        if count:
+            return count
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no verified piece in {dest} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m support.swarm wait-piece --torrent FILE --dest DIR [--timeout S]: for a playbook that must act once a
+    peer holds a verified piece (and prints how many it holds then)."""
+    parser = argparse.ArgumentParser(prog="python -m support.swarm")
+    parser.add_argument("command", choices=["wait-piece"])
+    parser.add_argument("--torrent", required=True, type=Path)
+    parser.add_argument("--dest", required=True, type=Path)
+    parser.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    print(wait_for_piece(args.torrent, args.dest, args.timeout))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

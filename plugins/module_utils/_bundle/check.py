@@ -5,23 +5,26 @@
 import os
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import Bundle, DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import TreeBundle, open_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
 
 
 def check_bundle(path, verify='quick'):
-    """{path, verified, error, models, total_bytes}: the manifest against SHA256SUMS, each tar's size,
-    and with ``verify='full'`` each tar's sha256."""
+    """{path, verified, error, models, total_bytes}: the manifest against SHA256SUMS, each tar's size (in tree form,
+    each model directory's members and sizes), and with ``verify='full'`` each tar's sha256 (each file's)."""
     report = {'path': path, 'verified': False, 'error': None, 'models': [], 'total_bytes': 0}
     try:
-        bundle = Bundle(DirSource(path))
+        bundle = open_bundle(DirSource(path))
     except (BundleError, OSError) as exc:
         report['error'] = str(exc)
         return report
     for model in bundle.models:
         tar = os.path.join(path, model['tar'])
         problem = None
-        if not os.path.isfile(tar):
+        if isinstance(bundle, TreeBundle):
+            problem = _tree_problem(bundle, model, verify)
+        elif not os.path.isfile(tar):
             problem = '%s is missing' % model['tar']
         elif os.path.getsize(tar) != model['tar_size']:
             problem = '%s has %d bytes, the manifest says %d' % (model['tar'], os.path.getsize(tar), model['tar_size'])
@@ -34,3 +37,13 @@ def check_bundle(path, verify='quick'):
     report['total_bytes'] = bundle.manifest['total_bytes']
     report['verified'] = all(m['ok'] for m in report['models'])
     return report
+
+
+def _tree_problem(bundle, model, verify):
+    try:
+        bundle.judge(model)
+        if verify == 'full':
+            bundle.verify_files(model)
+    except (BundleError, OSError) as exc:
+        return str(exc)
+    return None

@@ -8,6 +8,12 @@ A bundle is a directory (or the same files under a URL)::
     SHA256SUMS                             sha256 of manifest.json and of every tar; `sha256sum -c` accepts it
     <owner>--<name>--<revision>.tar        one uncompressed tar per model
 
+or, in tree form, the same manifest with each tar replaced by a directory holding exactly its members::
+
+    manifest.json
+    SHA256SUMS                             sha256 of manifest.json only (the files' sha256 are in the manifest)
+    <owner>--<name>--<revision>/           the model's files at their repo paths, and its .msc/.mdl/.mv
+
 Each tar holds one model's files at their repo paths (no layout prefix), the
 directories leading to them, and the SDK metadata ``.msc``/``.mdl``/``.mv`` as
 this collection generates it from the manifest. Entries are sorted by path;
@@ -64,6 +70,11 @@ class BundleError(ModelseedError):
 def tar_name(model_id, revision):
     owner, name = split_model_id(model_id)
     return '%s--%s--%s.tar' % (owner, name, revision)
+
+
+def tree_dir_name(model):
+    """The directory of a model in a tree-form bundle: its tar's name without ``.tar``."""
+    return tar_name(model['id'], model['revision'])[:-len('.tar')]
 
 
 def metadata_entries(model):

@@ -115,6 +115,21 @@ class StagingSink:
             handle.close()
             self._open.discard(handle)
 
+    def adopt(self, rel, path, how, mtime, check):
+        """Rename (``how`` 'move') or hard-link ('link') the verified file ``path`` to ``rel``; ``check(lstat)`` refuses
+        any other inode there before it gets the model's owner, mode and time."""
+        parent = rel.rsplit('/', 1)[0] if '/' in rel else ''
+        if parent:
+            self.directory(parent)
+        target = join(self.top, rel)
+        if how == 'move':
+            os.rename(path, target)
+        else:
+            os.link(path, target, follow_symlinks=False)
+        check(os.lstat(target))
+        self.perms.apply(target, self.perms.file_mode(rel))
+        os.utime(target, ns=(int(mtime) * 1000000000, int(mtime) * 1000000000), follow_symlinks=False)
+
     def discard(self, handle, rel):
         handle.close()
         self._open.discard(handle)
@@ -368,8 +383,9 @@ def fix_runtime_dirs(root, dirs, perms):
         perms.apply(path, mode)
 
 
-def check_free_space(root, models):
-    """Fail before writing when the filesystem of ``root`` cannot take the staged copies of ``models``."""
+def check_free_space(root, models, copies=True):
+    """Fail before writing when the filesystem of ``root`` cannot take the staged copies of ``models`` (without
+    ``copies``, files moved or linked in from the same file system: only their directories, metadata and records)."""
     if not models:
         return
     block = os.statvfs(root).f_frsize or 4096
@@ -377,7 +393,7 @@ def check_free_space(root, models):
     inodes = 0
     for model in models:
         files = model['files']
-        needed += sum((f['size'] + block - 1) // block * block for f in files)
+        needed += sum((f['size'] + block - 1) // block * block for f in files) if copies else 0
         dirs = len(parent_dirs(f['path'] for f in files)) + 1
         needed += (dirs + len(bundle_format.metadata_entries(model))) * block
         inodes += len(files) + dirs + 3

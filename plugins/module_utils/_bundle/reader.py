@@ -112,24 +112,25 @@ class HttpStream(ResumableGet):
 class Bundle:
     """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked."""
 
-    def __init__(self, source):
+    # What an install does with the model files: they are written from the tars (tree_reader.TreeBundle
+    # may move or link them instead, and then needs no room for them).
+    form = 'tar'
+    verb = 'extracted'
+    copies = True
+
+    def __init__(self, source, sums=None):
         self.source = source
-        sums = bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES),
-                                                 MAX_SUMS_BYTES, bundle_format.SUMS))
-        data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
-                        bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sums[bundle_format.MANIFEST]:
-            raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
-                source.location(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
-        self.manifest = bundle_format.parse_manifest(data)
-        self.manifest_sha256 = digest
+        sums = read_sums(source) if sums is None else sums
+        self.manifest, self.manifest_sha256 = read_manifest(source, sums)
         self.models = self.manifest['models']
         for model in self.models:
             label = bundle_format.model_label(model)
             if sums.get(model['tar']) != model['tar_sha256']:
                 raise BundleError('%s: %s says %s has sha256 %s, the manifest says %s' % (
                     label, bundle_format.SUMS, model['tar'], sums.get(model['tar'], '(nothing)'), model['tar_sha256']))
+
+    def prepare(self, model, staging_parent):
+        """Nothing to check before a tar is streamed: it is judged as it is read."""
 
     def extract(self, model, sink, buffer_size=BUFFER):
         """Stream ``model``'s tar into ``sink``; returns {path: stat of the file written}."""
@@ -141,6 +142,22 @@ class Bundle:
             return extract_tar(raw, model, sink, buffer_size=buffer_size)
         finally:
             raw.close()
+
+
+def read_sums(source):
+    """SHA256SUMS of the bundle as {file name: sha256}."""
+    return bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES), MAX_SUMS_BYTES, bundle_format.SUMS))
+
+
+def read_manifest(source, sums):
+    """(manifest, its sha256): manifest.json checked against ``sums`` and parsed."""
+    data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
+                    bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sums[bundle_format.MANIFEST]:
+        raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
+            source.location(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
+    return bundle_format.parse_manifest(data), digest
 
 
 def _limited(data, limit, name):

@@ -222,10 +222,18 @@ class BundlePlan:
         removed = sorted(k for k in self.old if k not in keys)
         if removed:
             self.reasons['removed'] = removed
-        names = set(m['tar'] for m in self.models)
-        self.prune = sorted(n for n in _listdir(dest) if prune and n.endswith('.tar') and not n.startswith('.')
-                            and n not in names and _tar_size_on_disk(dest, n) is not None)
-        self.temp = sorted(n for n in _listdir(dest) if _TEMP.match(n))
+        keep = set(self.kept_name(m) for m in self.models)
+        self.prune = sorted(n for n in listdir(dest) if prune and n not in keep and _model_entry(dest, n))
+        self.temp = sorted(n for n in listdir(dest) if _TEMP.match(n))
+
+    # What the form keeps per model on disk (a tar here; tree_writer.TreePlan: a directory).
+    missing_reason = 'tar missing or of another size'
+
+    def kept_name(self, model):
+        return model['tar']
+
+    def _on_disk(self, model):
+        return _tar_size_on_disk(self.dest, model['tar']) == model['tar_size']
 
     def _reason(self, entry, old):
         if old is None:
@@ -234,8 +242,8 @@ class BundlePlan:
             return 'changed commit'
         if _key(old) != _key(entry):
             return 'changed files'
-        if _tar_size_on_disk(self.dest, old['tar']) != old['tar_size']:
-            return 'tar missing or of another size'
+        if not self._on_disk(old):
+            return self.missing_reason
         if old.get('source_layout') != entry['source_layout']:
             return 'source layout changed'
         return None
@@ -258,11 +266,15 @@ class BundlePlan:
 
     def reason_list(self):
         parts = []
-        for reason in ('new', 'changed commit', 'changed files', 'tar missing or of another size', 'source layout changed', 'removed'):
+        for reason in ('new', 'changed commit', 'changed files', self.missing_reason, 'source layout changed', 'removed'):
             if self.reasons.get(reason):
                 parts.append('%d model(s) %s' % (len(self.reasons[reason]), reason))
         if self.prune:
-            parts.append('%d stale tar(s) to remove' % len(self.prune))
+            tars = sum(1 for name in self.prune if name.endswith('.tar'))
+            if tars:
+                parts.append('%d stale tar(s) to remove' % tars)
+            if len(self.prune) > tars:
+                parts.append('%d stale model directories to remove' % (len(self.prune) - tars))
         parts.extend(self.notes)
         return parts
 
@@ -275,7 +287,7 @@ class BundlePlan:
         if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0:
             unlink(legacy)
         parent, prefix = os.path.split(self.dest)
-        for name in _listdir(parent):
+        for name in listdir(parent):
             if name.startswith('.%s.' % prefix) and _TEMP.match(name):
                 remove_tree(os.path.join(parent, name))
 
@@ -300,17 +312,17 @@ class BundlePlan:
             names = self._write_all(work, verify, buffer_size, buffers)
             if beside and _link_rest(self.dest, work, set(names) | set(self.prune)):
                 copy_mode(self.dest, work)
-                _fsync_dir(work)
+                fsync_dir(work)
                 # aside: where dest goes on kernels that cannot exchange, a name the next run also cleans up
                 old = replace_dir(work, self.dest, work[:-len('.tmp')] + '-old.tmp')
-                _fsync_dir(parent)
+                fsync_dir(parent)
                 remove_tree(old)
             else:
                 for name in names:
                     os.rename(os.path.join(work, name), os.path.join(self.dest, name))
                 for name in self.prune:
-                    unlink(os.path.join(self.dest, name))
-                _fsync_dir(self.dest)
+                    remove_tree(os.path.join(self.dest, name))
+                fsync_dir(self.dest)
         except OSError as exc:
             # The new files go (finally), the bundle stays as it was.
             full = space_ran_out(exc, self.dest, self.bytes_to_write(), 'writing the tars', 'the partial tars were')
@@ -353,6 +365,16 @@ class BundlePlan:
         entry['tar_sha256'] = digest
 
 
+def _model_entry(dest, name):
+    """True for a model's tar or tree directory (either form) of the bundle in ``dest``."""
+    if name.startswith('.'):
+        return False
+    if name.endswith('.tar'):
+        return _tar_size_on_disk(dest, name) is not None
+    st = lstat_or_none(os.path.join(dest, name))
+    return st is not None and stat.S_ISDIR(st.st_mode) and name.count('--') >= 2
+
+
 def _swappable(dest):
     """True when a directory beside ``dest`` can take its place: same filesystem, writable parent, no subdirectory."""
     parent = os.path.dirname(dest)
@@ -367,7 +389,7 @@ def _swappable(dest):
 def _link_rest(dest, work, replaced):
     """Hard-link into ``work`` every entry of ``dest`` not in ``replaced`` (nor a temp file); False if links fail."""
     try:
-        for name in _listdir(dest):
+        for name in listdir(dest):
             if name not in replaced and not _TEMP.match(name):
                 os.link(os.path.join(dest, name), os.path.join(work, name), follow_symlinks=False)
     except OSError:
@@ -375,14 +397,14 @@ def _link_rest(dest, work, replaced):
     return True
 
 
-def _listdir(path):
+def listdir(path):
     try:
         return os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

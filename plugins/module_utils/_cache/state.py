@@ -12,7 +12,9 @@ under ``<cache root>/.modelseed/``, which no SDK looks at (``<key>`` is the mode
   carrying its inode;
 - ``partial/<key>/``: downloads in progress, resumed from their length; ``progress/<key>.json`` their progress;
 - ``locks/<key>.lock``: one writer per model at a time;
-- ``trash/``: old copies, renamed there in one step and then deleted.
+- ``trash/``: old copies, renamed there in one step and then deleted;
+- ``push/``: not touched here: where the node role's push has rsync deliver a tree-form bundle, on the cache's
+  filesystem, for cache_install to move its files into staging directories.
 
 Publishing (``ModelState.swap_in``): the pending record is saved first, the old record removed, the
 staged directory exchanged with the model directory (``renameat2(RENAME_EXCHANGE)``, see tree.py), then

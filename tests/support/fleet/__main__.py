@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="node number (1-based) or name (node1)")
     for name, text in (("down", "stop a fleet and remove its state dir"), ("prefix", "print the command prefix for ansible")):
         commands.add_parser(name, help=text)
+    for name, text in (("kill", "SIGKILL one node's sandbox (its tree stays)"), ("restart", "start one node again on its tree")):
+        commands.add_parser(name, help=text).add_argument("--node", required=True, type=lambda text: int(text) if text.isdigit() else text,
+                                                          help="node number (1-based) or name (node1)")
     for sub in commands.choices.values():
         sub.add_argument("--state", required=True, type=Path, help="the fleet's state directory")
     args = parser.parse_args(argv)
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise FleetError(f"no fleet in {args.state}")
             if args.command == "share-key":
                 fleet.share_key(args.node)
+            elif args.command == "kill":
+                fleet.kill(args.node)
+            elif args.command == "restart":
+                fleet.restart(args.node)
             else:
                 print(shlex.join(fleet.command_prefix))
     except FleetError as exc:

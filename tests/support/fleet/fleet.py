@@ -179,7 +179,7 @@ class Fleet:
             return None
         fleet = cls(path.parent, data["size"], airgap=data["airgap"], groups=data["groups"], hostvars=data["hostvars"],
                     subnet=data["subnet"], proxy=data.get("proxy", False), user=data.get("user", login.ROOT),
-                    netns_prefix=data.get("netns_prefix", netns.DEFAULT_PREFIX))
+                    shared=data.get("shared", ()), netns_prefix=data.get("netns_prefix", netns.DEFAULT_PREFIX))
         fleet.run_id = data["run_id"]
         fleet.loopback_block = data["loopback_block"]
         fleet.control_dir = Path(data["control_dir"]) if data["control_dir"] else None
@@ -188,8 +188,8 @@ class Fleet:
 
     def _save(self) -> None:
         data = {"run_id": self.run_id, "size": self.size, "airgap": self.airgap, "groups": self.groups,
-                "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "user": self.user,
-                "netns_prefix": self.netns_prefix, "loopback_block": self.loopback_block,
+                "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "shared": [str(p) for p in self.shared],
+                "user": self.user, "netns_prefix": self.netns_prefix, "loopback_block": self.loopback_block,
                 "control_dir": str(self.control_dir) if self.control_dir else None,
                 "nodes": [node.to_dict() for node in self.nodes]}
         tmp = self.state_dir / f".{STATE_FILE}.tmp"
@@ -247,6 +247,25 @@ class Fleet:
         user = login.account(node.path, self.user)
         login.write_ssh_file(node.path, user, "id_ed25519", self.key.read_bytes())
         login.write_ssh_file(node.path, user, "known_hosts", self.known_hosts.read_bytes())
+
+    def kill(self, which: int | str) -> None:
+        """SIGKILL the sandbox of node ``which``, every process in it (a node that dies); its tree stays on disk."""
+        node = self.node(which)
+        sandbox.stop(node)
+        self._save()
+
+    def restart(self, which: int | str) -> None:
+        """Start node ``which`` again on its tree as it was left (files, host key, address), as a rebooted host."""
+        node = self.node(which)
+        sandbox.stop(node)
+        launch = sandbox.start(node, self.state_dir, self.shared)
+        try:
+            sandbox.wait_ready(node, launch, timeout=self.ready_timeout)
+        finally:
+            launch.close()
+        sandbox.start_sshd(node)
+        self._save()
+        self.call_in_controller(_wait_for_ssh, [node], self.ready_timeout)
 
     def _wait_ready(self) -> None:
         self.call_in_controller(_wait_for_ssh, self.nodes, self.ready_timeout)
