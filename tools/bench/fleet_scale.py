@@ -6,7 +6,8 @@
 The hub sits in a namespace of its own behind one shared WAN link; the staging host and every node have a LAN
 link each (support.fleet.site); node trees are on tmpfs. Each cell (way, N, run) is appended to the results file
 as it finishes, and a rerun skips the cells already there (--fresh starts afresh), so an interrupted sweep resumes.
-The site is taken down on the way out, Ctrl-C included (fleet_scale_site).
+A way that fails on a site is recorded with its reason (retried by the next run) and the other ways go on. The
+site is taken down on the way out, Ctrl-C included (fleet_scale_site).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,7 @@ RESULTS = WORK / "fleet-scale.jsonl"
 STAGING = 1  # node1 is the staging host; nodes 2 to N+1 are seeded
 STAGING_BUNDLE = "/var/cache/modelseed-staging-bundle"  # under /var/cache: a reset empties it
 NODE_SPECS = REPO / "roles" / "node" / "meta" / "argument_specs.yml"
+SHARED = (Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve())  # this Python, for the staging host of p2p, wherever the checkout is
 
 
 @dataclass
@@ -150,6 +153,11 @@ def inventory(world: World, transport: str) -> Path:
         "modelseed_report_path": str(WORK / f"fleet-scale-report-{transport}.json"),
     }
     (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    if transport == "p2p":
+        # The staging host makes the torrent with torf, which this Python has and the nodes' /usr/bin/python3 lacks
+        # (the nodes see this Python's installation and virtualenv: SHARED).
+        (directory / "host_vars").mkdir()
+        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": sys.executable}))
     return directory
 
 
@@ -182,6 +190,12 @@ def measure(world: World, way: Way, wan: int) -> dict:
             "staging_bytes": site.sent(f"node{STAGING}") - staging_before, **extra}
 
 
+def failure_reason(text: str) -> str:
+    """The first error message a failed run gave (a failed task's msg), else its first line."""
+    found = re.search(r'FAILED! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text)
+    return (found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "no message")[:400]
+
+
 def need_memory(args: argparse.Namespace) -> None:
     """Node trees live on tmpfs: at the largest N each node may hold the pushed tars beside the installed copy, and the
     staging host its cache and the bundle."""
@@ -202,15 +216,25 @@ def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
     sdk_cache_dir().mkdir(parents=True, exist_ok=True)
     for n, cells in todo.items():
         groups = {"modelscope_staging": [STAGING], "modelscope_nodes": list(range(2, n + 2))}
-        with site_with_hub(n + 1, config["wan"], config["lan"], groups, [sdk_cache_dir()], HUB_ROOT) as (site, url):
+        with site_with_hub(n + 1, config["wan"], config["lan"], groups, [sdk_cache_dir(), *SHARED], HUB_ROOT) as (site, url):
             links = check_links(site, list(site.links), floor=args.link_floor)
             append(args.results, {"kind": "links", "nodes": n, "config": config, "rates": links})
             print(f"N={n}: links alone (MiB/s in/out): " + ", ".join(f"{k} {v['in'] / 2**20:.0f}/{v['out'] / 2**20:.0f}"
                                                                      for k, v in links.items()), flush=True)
             give_staging_ssh(site.fleet, STAGING)
             world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), args.play_var)
+            failed: set[str] = set()
             for run, name in cells:
-                figures = measure(world, WAYS[name], config["wan"])
+                if name in failed:
+                    continue
+                try:
+                    figures = measure(world, WAYS[name], config["wan"])
+                except SystemExit as failure:  # the way failed on this site: keep why, measure the other ways
+                    failed.add(name)
+                    append(args.results, {"kind": "failure", "way": name, "nodes": n, "run": run, "config": config,
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "reason": failure_reason(str(failure))})
+                    print(f"N={n} run {run} {name}: FAILED: {failure_reason(str(failure))}", flush=True)
+                    continue
                 append(args.results, {"kind": "cell", "way": name, "nodes": n, "run": run, "config": config,
                                       "model_bytes": model_bytes, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                       "load": os.getloadavg()[0], **figures})

@@ -23,14 +23,14 @@ def copies(cells: list[dict], key: str) -> list[float]:
     return [cell[key] / cell["model_bytes"] for cell in cells]
 
 
-def table(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int]) -> str:
+def table(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int], failures: dict[tuple[str, int], str]) -> str:
     rows = ["| way | N | wall s | transfer phase s | hub egress (copies) | staging egress (copies) | runs |",
             "|---|---|---|---|---|---|---|"]
     for way in ways:
         for n in sizes:
             runs = cells.get((way.name, n), [])
             if way.name in skipped or not runs:
-                why = skipped.get(way.name, "no run finished")
+                why = skipped.get(way.name) or (f"failed: {failures[(way.name, n)]}" if (way.name, n) in failures else "no run finished")
                 rows.append(f"| {way.name} | {n} | not measured ({why}) | not measured | not measured | not measured | 0 |")
                 continue
             phases = [c["transfer"] for c in runs if c["transfer"] is not None]
@@ -145,6 +145,8 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     cells: dict[tuple[str, int], list[dict]] = {}
     for row in (r for r in mine if r["kind"] == "cell"):
         cells.setdefault((row["way"], row["nodes"]), []).append(row)
+    # The last failure of a cell that never finished: why its row is empty.
+    failures = {(r["way"], r["nodes"]): r["reason"] for r in mine if r["kind"] == "failure"}
     links = {r["nodes"]: r["rates"] for r in mine if r["kind"] == "links"}  # the last check of each site counts
     slowest = {"wan": min((rate for rates in links.values() for rate in rates["wan"].values()), default=0),
                "lan": min((rate for rates in links.values() for name, pair in rates.items() if name != "wan" for rate in pair.values()),
@@ -190,7 +192,7 @@ check for `cli`, against the bundle's manifest for the others.
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
-{table(ways, skipped, cells, sizes)}
+{table(ways, skipped, cells, sizes, failures)}
 
 ![wall time and staging egress against N]({PLOT.name})
 
