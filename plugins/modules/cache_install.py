@@ -139,7 +139,9 @@ options:
         very file that was hashed.
       - V(link) and V(move) need the tree on the cache's file system; elsewhere the task fails before it changes
         anything, saying so (use V(copy) there). With V(move), a file whose sha256 differs is deleted from the tree,
-        so that the transport sends it again; the rest of a refused tree stays as it was.
+        so that the transport sends it again; the rest of a refused tree stays as it was. Files already moved when a
+        run fails otherwise (a full disk, a kill) leave the tree with the discarded staging directory, and are sent
+        again.
       - Anything but V(copy) with a tar bundle or a URL fails.
     type: str
     default: copy

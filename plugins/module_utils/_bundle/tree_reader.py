@@ -11,7 +11,8 @@ directories only, nothing else, each file of the manifest's size. With ``src_fil
   hashed. Linked files stay in the tree (a peer keeps seeding them); moved files leave it.
 
 A refused model leaves the tree as it was, except that with ``move`` a file whose sha256 differs is deleted, so
-that the transport sends it again (rsync would otherwise take a file of the right size and time for done). Links
+that the transport sends it again (rsync would otherwise take a file of the right size and time for done); files
+moved before a run fails otherwise (a full disk, a kill) go with its staging directory, and are sent again. Links
 and renames need the tree on the cache's file system; elsewhere the install fails before it changes anything:
 use ``copy`` there.
 """
