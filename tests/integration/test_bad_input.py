@@ -287,6 +287,8 @@ INSTALL_CASES = [
     ("owner unknown", "bad input: option type", {"owner": "no-such-user-here"}, "owner 'no-such-user-here' does not exist"),
     ("prune a word", "bad input: option type", {"prune": "sometimes"}, "argument 'prune' is of type str"),
     ("password without user", "bad input: option type", {"url_password": "x"}, "parameters are required together"),
+    ("proxy not plain http", "bad input: option type", {"src": "http://127.0.0.1:9/bundle", "proxy": "https://fleet:pw@127.0.0.1:3128"},
+     "proxy: a proxy is http://[user:password@]host:port, got https://127.0.0.1:3128"),
 ]
 
 
