@@ -67,10 +67,11 @@ def test_every_link_is_shaped_both_ways_and_counts_what_its_end_sent():
 
 
 def test_the_fleets_own_down_takes_the_hub_namespace_too():
-    site = Site(new_state_dir("site-"), 1, wan=WAN, lan=LAN).up()
+    site = Site(new_state_dir("site-"), 1, wan=WAN, lan=LAN, netns_prefix="sitetest").up()
     try:
+        assert sorted(netns.existing(site.fleet.run_id, "sitetest")) == [f"sitetest-{site.fleet.run_id}-{end}" for end in ("ctl", "hub", "node1")]
         # As another process would, from the state dir alone.
         Fleet.load(site.fleet.state_dir).down()
-        assert netns.existing(site.fleet.run_id) == []
+        assert netns.existing(site.fleet.run_id, "sitetest") == []
     finally:
         site.down()

@@ -6,6 +6,8 @@
 The hub sits in a namespace of its own behind one shared WAN link; the staging host and every node have a LAN
 link each (support.fleet.site); node trees are on tmpfs. Each cell (way, N, run) is appended to the results file
 as it finishes, and a rerun skips the cells already there (--fresh starts afresh), so an interrupted sweep resumes.
+A way that fails on a site is recorded with its reason (retried by the next run) and the other ways go on. The
+site is taken down on the way out, Ctrl-C included (fleet_scale_site).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,11 +27,14 @@ from pathlib import Path
 
 import yaml
 from common import REPO, WORK, write_random_model
+from fleet_scale_arrivals import Arrivals
+from fleet_scale_cells import append, config_key, done, parse_args, plan, read_results, repair
 from fleet_scale_net import Sampler, check_links
-from fleet_scale_report import config_key, publish
-from fleet_setup import NODE_CACHE, check_every_node_holds, download_command, environment_files, give_staging_ssh, reset_nodes, seed, shard_bytes, ssh_command
+from fleet_scale_report import publish
+from fleet_scale_site import clean_leftovers, interrupt_on_signals, site_with_hub
+from fleet_setup import NODE_CACHE, download_command, environment_files, give_staging_ssh, reset_nodes, seed, shard_bytes, ssh_command
 
-from support.fleet import new_state_dir, sandbox
+from support.fleet import sandbox
 from support.fleet.site import Site
 from support.sdk import SdkEnv, ensure_sdk
 from support.sdk import cache_dir as sdk_cache_dir
@@ -39,6 +45,7 @@ RESULTS = WORK / "fleet-scale.jsonl"
 STAGING = 1  # node1 is the staging host; nodes 2 to N+1 are seeded
 STAGING_BUNDLE = "/var/cache/modelseed-staging-bundle"  # under /var/cache: a reset empties it
 NODE_SPECS = REPO / "roles" / "node" / "meta" / "argument_specs.yml"
+SHARED = (Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve())  # this Python, for the staging host of p2p, wherever the checkout is
 
 
 @dataclass
@@ -60,59 +67,55 @@ class World:
 
 @dataclass(frozen=True)
 class Way:
-    """A way to seed the nodes: ``run`` does it on a freshly reset world and returns when each node had the model
-    verified (time.monotonic(), by node name) and anything else worth keeping; ``missing`` says why it cannot run."""
+    """A way to seed the nodes: ``run`` does it on a freshly reset world and returns anything worth keeping beside
+    the figures; ``missing`` says why it cannot run."""
     name: str
     label: str
-    run: Callable[[World], tuple[dict[str, float], dict]]
+    run: Callable[[World], dict]
     missing: Callable[[], str | None] = lambda: None
 
 
-def every_node_downloads(world: World) -> tuple[dict[str, float], dict]:
+def every_node_downloads(world: World) -> dict:
     """The status quo: each node fetches the whole model from the hub itself, all at the same time; the SDK checks
-    each file's sha256 before its session ends."""
+    each file's sha256 before it moves the file into the cache."""
     fleet = world.site.fleet
     remote = download_command(world.sdk.root, world.hub_url, world.model)
-    procs = {name: subprocess.Popen([*ssh_command(fleet), f"root@{fleet.node(name).address}", remote], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True) for name in world.nodes}
-    ended: dict[str, float] = {}
+    procs: dict[str, subprocess.Popen] = {}
     errors: dict[str, str] = {}
-
-    def wait(name: str, proc: subprocess.Popen) -> None:
-        _out, errors[name] = proc.communicate()
-        ended[name] = time.monotonic()
-
-    waiters = [threading.Thread(target=wait, args=item) for item in procs.items()]
-    for waiter in waiters:
-        waiter.start()
-    for waiter in waiters:
-        waiter.join()
+    try:
+        for name in world.nodes:
+            procs[name] = subprocess.Popen([*ssh_command(fleet), f"root@{fleet.node(name).address}", remote],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        waiters = [threading.Thread(target=lambda n, p: errors.__setitem__(n, p.communicate()[1]), args=item) for item in procs.items()]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+    finally:
+        for proc in procs.values():  # interrupted: no ssh session outlives the run
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for name, proc in procs.items():
         if proc.returncode:
-            raise SystemExit(f"modelscope download on {name} failed ({proc.returncode}): {errors[name][-3000:]}")
-    return ended, {}
+            raise SystemExit(f"modelscope download on {name} failed ({proc.returncode}): {errors.get(name, '')[-3000:]}")
+    return {}
 
 
-def play(transport: str, verified_by: str = "cache_install") -> Callable[[World], tuple[dict[str, float], dict]]:
-    """seed_models.yml with node1 staging, every node in one batch, forks for all of them at once. A node has the
-    model verified when its last ``verified_by`` task ends (the module that checks every byte and installs)."""
-    def run(world: World) -> tuple[dict[str, float], dict]:
+def play(transport: str) -> Callable[[World], dict]:
+    """seed_models.yml with node1 staging, every node in one batch, forks for all of them at once."""
+    def run(world: World) -> dict:
         timeline = WORK / "fleet-scale-timeline.jsonl"
         timeline.unlink(missing_ok=True)
         env = {"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "bench_timeline",
                "MODELSEED_BENCH_TIMELINE": str(timeline)}
         extra = [arg for var in world.play_vars for arg in ("-e", var)]
         seed(world.site.fleet, inventory(world, transport), "--forks", str(len(world.nodes) + 1), *extra, env=env)
-        tasks = [json.loads(line) for line in timeline.read_text().splitlines()]
-        verified: dict[str, float] = {}
-        for task in tasks:
-            if task["host"] in world.nodes and task["status"] == "ok" and task["action"].endswith(verified_by):
-                verified[task["host"]] = max(verified.get(task["host"], 0.0), task["end"])
         # Where a play's time goes: the slowest tasks, each at its slowest host.
         slowest: dict[str, float] = {}
-        for task in tasks:
+        for task in (json.loads(line) for line in timeline.read_text().splitlines()):
             slowest[task["task"]] = max(slowest.get(task["task"], 0.0), task["end"] - task["start"])
-        return verified, {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8])}
+        return {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8])}
     return run
 
 
@@ -150,6 +153,11 @@ def inventory(world: World, transport: str) -> Path:
         "modelseed_report_path": str(WORK / f"fleet-scale-report-{transport}.json"),
     }
     (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    if transport == "p2p":
+        # The staging host makes the torrent with torf, which this Python has and the nodes' /usr/bin/python3 lacks
+        # (the nodes see this Python's installation and virtualenv: SHARED).
+        (directory / "host_vars").mkdir()
+        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": sys.executable}))
     return directory
 
 
@@ -161,55 +169,31 @@ def hub_model(mib: int, files: int) -> tuple[str, int, int]:
     return name, files_bytes, shard_bytes(HUB_ROOT, name)
 
 
-def start_hub(site: Site) -> tuple[subprocess.Popen, str]:
-    """The test hub in the hub namespace, as a process of its own (its threads then do not compete with the sampler)."""
-    proc = subprocess.Popen([*site.hub_prefix, sys.executable, "-m", "support.mshub", "--root", str(HUB_ROOT), "--host", site.hub_address],
-                            cwd=REPO / "tests", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        proc.wait()
-        raise SystemExit(f"the hub did not start in {site.hub_namespace}")
-    return proc, url
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(world: World, way: Way, wan: int) -> dict:
     """One run of ``way`` from fresh nodes: wall time, transfer phase, and what left the hub and the staging host."""
     reset_nodes(world.site.fleet, world.environments)
     site = world.site
     hub_before, staging_before = site.sent("wan"), site.sent(f"node{STAGING}")
     bridge_ends = [site.links[name].bridge_end for name in world.nodes]
-    with Sampler(site) as sampler:
+    caches = {name: site.fleet.node(name).path / NODE_CACHE.lstrip("/") for name in world.nodes}
+    with Sampler(site) as sampler, Arrivals(caches, world.model, world.shards) as arrivals:
         started = time.monotonic()
-        verified, extra = way.run(world)
+        extra = way.run(world)
         wall = time.monotonic() - started
-    check_every_node_holds(site.fleet, world.model, world.shards, way.name, only=world.nodes)
+    # In the cache, where the SDK looks: whatever else a transport keeps on a node is not what counts.
+    if lacking := sorted(set(world.nodes) - set(arrivals.seen)):
+        raise SystemExit(f"{way.name}: {', '.join(lacking)} do not hold {world.model}'s weights in {NODE_CACHE} after the run")
     # Half the WAN rate: what the slowest way (every node from the hub) moves at least, far above Ansible's traffic.
     flow = sampler.transfer_phase(bridge_ends, wan / 2 * 0.1)
-    complete = flow and set(verified) == set(world.nodes)
-    return {"wall": wall, "transfer": max(verified.values()) - flow[0] if complete else None,
+    return {"wall": wall, "transfer": max(arrivals.seen.values()) - flow[0] if flow else None,
             "flow": flow[1] - flow[0] if flow else None, "hub_bytes": site.sent("wan") - hub_before,
             "staging_bytes": site.sent(f"node{STAGING}") - staging_before, **extra}
 
 
-def read_results(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def append(path: Path, row: dict) -> None:
-    with path.open("a") as out:
-        out.write(json.dumps(row) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+def failure_reason(text: str) -> str:
+    """The first error message a failed run gave (a failed task's msg), else its first line."""
+    found = re.search(r'FAILED! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text)
+    return (found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "no message")[:400]
 
 
 def need_memory(args: argparse.Namespace) -> None:
@@ -224,69 +208,62 @@ def need_memory(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
     """Every cell not in the results file yet, one site per N; each cell is appended as it finishes."""
     config = config_key(args)
-    done = {(r["way"], r["nodes"], r["run"]) for r in read_results(args.results) if r.get("kind") == "cell" and r["config"] == config}
+    todo = plan([way.name for way in ways], args.nodes, args.runs, done(read_results(args.results), config))
+    if not todo:
+        return
     model, model_bytes, shards = hub_model(args.size_mib, args.files)
     sdk = ensure_sdk("1.40.2")
     sdk_cache_dir().mkdir(parents=True, exist_ok=True)
-    for n in args.nodes:
-        todo = [(run, way) for run in range(1, args.runs + 1) for way in (ways if run % 2 else ways[::-1])
-                if (way.name, n, run) not in done]
-        if not todo:
-            continue
+    for n, cells in todo.items():
         groups = {"modelscope_staging": [STAGING], "modelscope_nodes": list(range(2, n + 2))}
-        site = Site(new_state_dir("scale-"), n + 1, wan=config["wan"], lan=config["lan"], groups=groups, shared=[sdk_cache_dir()])
-        hub = None
-        try:
-            site.up()
+        with site_with_hub(n + 1, config["wan"], config["lan"], groups, [sdk_cache_dir(), *SHARED], HUB_ROOT) as (site, url):
             links = check_links(site, list(site.links), floor=args.link_floor)
             append(args.results, {"kind": "links", "nodes": n, "config": config, "rates": links})
             print(f"N={n}: links alone (MiB/s in/out): " + ", ".join(f"{k} {v['in'] / 2**20:.0f}/{v['out'] / 2**20:.0f}"
                                                                      for k, v in links.items()), flush=True)
             give_staging_ssh(site.fleet, STAGING)
-            hub, url = start_hub(site)
             world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), args.play_var)
-            for run, way in todo:
-                figures = measure(world, way, config["wan"])
-                append(args.results, {"kind": "cell", "way": way.name, "nodes": n, "run": run, "config": config,
-                                      "model_bytes": model_bytes, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **figures})
-                print(f"N={n} run {run} {way.name}: {figures['wall']:.1f} s, transfer {figures['transfer'] or 0:.1f} s, "
+            failed: set[str] = set()
+            for run, name in cells:
+                if name in failed:
+                    continue
+                try:
+                    figures = measure(world, WAYS[name], config["wan"])
+                except SystemExit as failure:  # the way failed on this site: keep why, measure the other ways
+                    failed.add(name)
+                    append(args.results, {"kind": "failure", "way": name, "nodes": n, "run": run, "config": config,
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "reason": failure_reason(str(failure))})
+                    print(f"N={n} run {run} {name}: FAILED: {failure_reason(str(failure))}", flush=True)
+                    continue
+                append(args.results, {"kind": "cell", "way": name, "nodes": n, "run": run, "config": config,
+                                      "model_bytes": model_bytes, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      "load": os.getloadavg()[0], **figures})
+                print(f"N={n} run {run} {name}: {figures['wall']:.1f} s, transfer {figures['transfer'] or 0:.1f} s, "
                       f"hub {figures['hub_bytes'] / model_bytes:.2f} copies, staging {figures['staging_bytes'] / model_bytes:.2f} copies",
                       flush=True)
-            reset_nodes(site.fleet, world.environments)
-        finally:
-            if hub:
-                stop(hub)
-            site.down()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 4, 8, 16], help="fleet sizes N (nodes seeded, staging host aside)")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--files", type=int, default=4, help="weight shards of the model")
-    parser.add_argument("--wan-mib", type=int, default=20, help="the hub's shared link, MiB/s")
-    parser.add_argument("--lan-mib", type=int, default=100, help="each node's and the staging host's link, MiB/s")
-    parser.add_argument("--link-floor", type=float, default=0.85,
-                        help="fraction of its rate a link must reach alone (TCP/IP headers take about 4 percent)")
-    parser.add_argument("--play-var", action="append", default=[], metavar="KEY=VALUE",
-                        help="an extra variable for the plays (-e), for example staging_poll_interval=1; part of what a cell is")
-    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS))
-    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, one per cell, read back to resume")
-    parser.add_argument("--fresh", action="store_true", help="forget the cells of earlier runs")
-    args = parser.parse_args()
+    args = parse_args(sys.argv[1:], RESULTS)
     if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("bwrap", "rsync", "tc", "nsenter")) \
             or not os.path.exists(sandbox.SSHD):
         raise SystemExit("the fleet-scale benchmark needs root, bubblewrap, rsync, iproute2 (tc) and openssh-server (make sysdeps)")
     WORK.mkdir(parents=True, exist_ok=True)
     need_memory(args)
+    interrupt_on_signals()
+    clean_leftovers()
     if args.fresh:
         args.results.unlink(missing_ok=True)
+    repair(args.results)
     ways = [WAYS[name] for name in args.ways]
     skipped = {way.name: why for way in ways if (why := way.missing())}
     for name, why in skipped.items():
         print(f"{name}: {why}", flush=True)
-    sweep(args, [way for way in ways if way.name not in skipped])
+    try:
+        sweep(args, [way for way in ways if way.name not in skipped])
+    except KeyboardInterrupt as stopped:
+        raise SystemExit(f"stopped ({str(stopped) or 'Ctrl-C'}); the site is down, the cells that finished are in {args.results}: "
+                         "run the same command again to resume") from None
     publish(args, ways, skipped, read_results(args.results))
 
 

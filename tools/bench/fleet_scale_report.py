@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 from pathlib import Path
 
 from common import REPORT, verdict, write_section
-from fleet import machine_details
+from fleet_scale_cells import config_key, partial
 
 PLOT = REPORT.parent / "fleet-scale.png"
 OURS = ("push", "pull", "p2p")
-
-
-def config_key(args: argparse.Namespace) -> dict:
-    """What makes cells comparable: a cell measured with other settings is neither skipped nor reported."""
-    return {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20,
-            **({"play_vars": sorted(args.play_var)} if args.play_var else {})}
 
 
 def spread(values: list[float], digits: int = 1) -> str:
@@ -27,14 +23,14 @@ def copies(cells: list[dict], key: str) -> list[float]:
     return [cell[key] / cell["model_bytes"] for cell in cells]
 
 
-def table(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int]) -> str:
+def table(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int], failures: dict[tuple[str, int], str]) -> str:
     rows = ["| way | N | wall s | transfer phase s | hub egress (copies) | staging egress (copies) | runs |",
             "|---|---|---|---|---|---|---|"]
     for way in ways:
         for n in sizes:
             runs = cells.get((way.name, n), [])
             if way.name in skipped or not runs:
-                why = skipped.get(way.name, "no run finished")
+                why = skipped.get(way.name) or (f"failed: {failures[(way.name, n)]}" if (way.name, n) in failures else "no run finished")
                 rows.append(f"| {way.name} | {n} | not measured ({why}) | not measured | not measured | not measured | 0 |")
                 continue
             phases = [c["transfer"] for c in runs if c["transfer"] is not None]
@@ -62,7 +58,10 @@ def targets(skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], s
         lines.append(f"- `p2p` transfer phase at N=16 <= 1.5x that at N=2: not measured ({why}).")
     else:
         worst = max(max(copies(cells[("p2p", n)], "staging_bytes")) for n in measured("p2p"))
-        lines.append(f"- `p2p` staging egress <= 2 copies for every N: at most {worst:.2f}: {'met' if worst <= 2 else 'NOT met'}.")
+        lines.append(f"- `p2p` staging egress <= 2 copies for every N: at most {worst:.2f} over N = "
+                     f"{', '.join(map(str, measured('p2p')))}: {'met' if worst <= 2 else 'NOT met'}.")
+        if not (cells.get(("p2p", 2)) and cells.get(("p2p", 16))):
+            lines.append("- `p2p` transfer phase at N=16 <= 1.5x that at N=2: not measured (this sweep lacks N=2 or N=16).")
     for way in OURS:
         small, big = cells.get((way, 2)), cells.get((way, 16))
         if way in skipped or not small or not big:
@@ -77,12 +76,41 @@ def targets(skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], s
             ours, theirs = cells.get((way, n)), cells.get(("cli", n))
             if way in skipped or not ours or not theirs:
                 continue
-            lines.append(f"- `{way}` faster than every node downloading, N={n}: wall time "
-                         f"{verdict([c['wall'] for c in ours], [c['wall'] for c in theirs])}.")
+            walls = [c["wall"] for c in ours], [c["wall"] for c in theirs]
+            if min(len(ours), len(theirs)) < 2:
+                ratio = statistics.median(walls[0]) / statistics.median(walls[1])
+                said = f"{ratio:.2f}x: target {'met' if ratio <= 1 else 'NOT met'} in one run each (no spread: noise not ruled out)"
+            else:
+                said = verdict(*walls)
+            lines.append(f"- `{way}` faster than every node downloading, N={n}: wall time {said}.")
     return "\n".join(lines)
 
 
-def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int], path: Path) -> None:
+def time_spent(ways, cells: dict[tuple[str, int], list[dict]], sizes: list[int]) -> str:
+    """Where a play's wall time went at the largest N measured: its slowest tasks, each at its slowest host, in
+    the cell's first run."""
+    lines = []
+    for way in ways:
+        ns = [n for n in sizes if cells.get((way.name, n)) and cells[(way.name, n)][0].get("slowest_tasks")]
+        if ns:
+            tasks = cells[(way.name, ns[-1])][0]["slowest_tasks"]
+            shown = "; ".join(f"{name.split(' : ')[-1]} {seconds:.1f} s" for name, seconds in list(tasks.items())[:4])
+            lines.append(f"- `{way.name}`, N={ns[-1]}: {shown}.")
+    return "\n".join(lines) or "- No play recorded its tasks."
+
+
+def machine_line(cells: dict[tuple[str, int], list[dict]]) -> str:
+    """The machine, and how busy it was as each cell finished (load average over 1 minute)."""
+    rows = [c for runs in cells.values() for c in runs]
+    ram = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+    loads = [c["load"] for c in rows if "load" in c]
+    busy = f"; load average (1 min) as the cells finished: {min(loads):.1f} to {max(loads):.1f}" if loads else ""
+    days = sorted({c["finished"][:10] for c in rows})
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {ram / 2**20:.0f} GiB RAM, Linux {platform.release()}, "
+            f"Python {platform.python_version()}, measured {' to '.join(dict.fromkeys([days[0], days[-1]])) if days else 'never'}{busy}")
+
+
+def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]], sizes: list[int], path: Path, heading: str) -> None:
     import matplotlib  # pylint: disable=import-outside-toplevel  # only the report needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -108,6 +136,7 @@ def plot(ways, skipped: dict[str, str], cells: dict[tuple[str, int], list[dict]]
         axes.set_ylim(bottom=0)
         axes.grid(True, alpha=0.3)
         axes.legend()
+    figure.suptitle(heading)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -119,17 +148,29 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     cells: dict[tuple[str, int], list[dict]] = {}
     for row in (r for r in mine if r["kind"] == "cell"):
         cells.setdefault((row["way"], row["nodes"]), []).append(row)
-    links = {r["nodes"]: r["rates"] for r in mine if r["kind"] == "links"}  # the last check of each site counts
-    slowest = {"wan": min((rate for rates in links.values() for rate in rates["wan"].values()), default=0),
-               "lan": min((rate for rates in links.values() for name, pair in rates.items() if name != "wan" for rate in pair.values()),
+    # The last failure of a cell that never finished: why its row is empty.
+    failures = {(r["way"], r["nodes"]): r["reason"] for r in mine if r["kind"] == "failure"}
+    links = [r["rates"] for r in mine if r["kind"] == "links"]  # every site this sweep brought up
+    slowest = {"wan": min((rate for rates in links for rate in rates["wan"].values()), default=0),
+               "lan": min((rate for rates in links for name, pair in rates.items() if name != "wan" for rate in pair.values()),
                           default=0)}
     sizes = sorted(args.nodes)
+    measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
+    left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)],
+                       min((len(cells[key]) for key in cells if key[0] in measured), default=0))
+    scope = (f"**Partial sweep** on a shared machine (other work ran beside it; the load average is below): it leaves out "
+             f"{left_out}. The full sweep: `python tools/bench fleet-scale` (N = 2, 4, 8, 16, 3 runs per cell, every way)."
+             if left_out else "The full sweep: every way, N = 2, 4, 8, 16, 3 runs per cell.")
     labels = "\n".join(f"- `{way.name}`: {way.label}." for way in ways)
     checked = (f"Each link alone, either way, at every N (one TCP stream between Python sockets for 2 s, the first 0.5 s\n"
                f"left out, the best of up to 3 tries): the WAN link reached at least {slowest['wan'] / 2**20:.1f} MiB/s, the slowest "
                f"LAN link {slowest['lan'] / 2**20:.1f} MiB/s." if links else "No link check was recorded.")
-    plot(ways, skipped, cells, sizes, PLOT)
+    title = (f"{args.size_mib} MiB model, WAN {args.wan_mib} MiB/s, LAN {args.lan_mib} MiB/s"
+             f"{': partial sweep on a shared machine, ' + str(min((len(r) for r in cells.values()), default=0)) + ' run(s) per cell' if left_out else ''}")
+    plot(ways, skipped, cells, sizes, PLOT, title)
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
+
+{scope}
 
 A site on this machine: the test hub in a network namespace of its own behind one shared WAN link of
 {args.wan_mib} MiB/s; the staging host (node1) and every node on a LAN link of its own of {args.lan_mib} MiB/s (veth
@@ -148,15 +189,19 @@ Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the con
 staging download and the readiness proof included. Transfer phase: from the first node starting to fetch
 to the last node verified. The start is the first 100 ms in which the nodes' LAN links together carry at
 least half the WAN rate (their counters, read every 100 ms; Ansible's own traffic stays below that); the
-end is the last node's `cache_install` task ending (it checks every byte and installs; task times from a
-callback, `tools/bench/callbacks/bench_timeline.py`), for `cli` the last `modelscope download` session
-ending (the SDK checks each file's sha256).
+end is when the last node holds every weight shard at full size where its SDK finds it (the node trees,
+looked at every 100 ms from outside the nodes): files get there only once verified, by the SDK's sha256
+check for `cli`, against the bundle's manifest for the others.
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
-{table(ways, skipped, cells, sizes)}
+{table(ways, skipped, cells, sizes, failures)}
 
 ![wall time and staging egress against N]({PLOT.name})
+
+Where the plays' time went (slowest tasks, each at its slowest host):
+
+{time_spent(ways, cells, sizes)}
 
 Targets:
 
@@ -164,7 +209,7 @@ Targets:
 
 Method: `python tools/bench fleet-scale --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
 --files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
-(cells in `{args.results.name}`; a rerun resumes). Machine: {machine_details()}.
+(cells in `{args.results.name}`; a rerun resumes). Machine: {machine_line(cells)}.
 """
     write_section("fleet_scale", body)
     print(REPORT.read_text())

@@ -92,13 +92,16 @@ def changed_hosts(proc: subprocess.CompletedProcess) -> list[str]:
     return [host for host, changed, _unreachable, _failed in RECAP.findall(proc.stdout) if int(changed)]
 
 
-def shard_bytes(tree: Path, model: str) -> int:
+def shard_bytes(tree: Path, model: str, placed: bool = False) -> int:
     """Bytes of the model's weight shards under ``tree``, each file counted once (links and hard links aside).
     Every way of seeding puts them below a directory named after the model: NAME, or OWNER--NAME in the
-    snapshots layout, whatever else the layout puts around it."""
+    snapshots layout, whatever else the layout puts around it. ``placed``: only where an SDK finds them, outside
+    the dot-directories in which downloads and installs stage files before they are verified."""
     owner, name = model.split("/")
     seen: dict[tuple[int, int], int] = {}
-    for directory, _dirs, files in os.walk(tree):
+    for directory, dirs, files in os.walk(tree):
+        if placed:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
         if not {name, f"{owner}--{name}"} & set(Path(directory).relative_to(tree).parts):
             continue
         for name in files:
@@ -108,9 +111,9 @@ def shard_bytes(tree: Path, model: str) -> int:
     return sum(seen.values())
 
 
-def check_every_node_holds(fleet: Fleet, model: str, shards: int, what: str, only: list[str] | None = None) -> None:
-    """Each node (of ``only``, by name, when given) holds one full copy of the weights: a scenario that did less would not count."""
-    for node in fleet.nodes if only is None else [n for n in fleet.nodes if n.name in only]:
+def check_every_node_holds(fleet: Fleet, model: str, shards: int, what: str) -> None:
+    """Each node holds one full copy of the weights: a scenario that did less would not count."""
+    for node in fleet.nodes:
         held = shard_bytes(node.path / "var/cache", model)
         if held != shards:
             raise SystemExit(f"{what}: {node.name} holds {held} bytes of {model}'s weights, not {shards}")

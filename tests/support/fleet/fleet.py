@@ -49,7 +49,7 @@ class Fleet:
     def __init__(self, state_dir: str | Path, size: int = 3, *, airgap: bool = False,
                  groups: dict[str, list[int] | None] | None = None, hostvars: dict | None = None,
                  subnet: str = netns.DEFAULT_SUBNET, ready_timeout: float = 20.0, shared: list[str | Path] = (),
-                 proxy: bool = False, user: str = login.ROOT):
+                 proxy: bool = False, user: str = login.ROOT, netns_prefix: str = netns.DEFAULT_PREFIX):
         if not 1 <= size <= 250:
             raise FleetError(f"a fleet has 1 to 250 nodes, not {size}")
         if user not in login.USERS:
@@ -65,6 +65,7 @@ class Fleet:
         self.shared = tuple(Path(p).absolute() for p in shared)
         self.proxy = proxy and airgap
         self.user = user
+        self.netns_prefix = netns_prefix
         self.run_id = ""
         self.loopback_block: str | None = None
         self.control_dir: Path | None = None
@@ -90,7 +91,7 @@ class Fleet:
 
     @property
     def gap(self) -> netns.AirGap | None:
-        return netns.AirGap(self.run_id, self.size, self.subnet) if self.airgap and self.run_id else None
+        return netns.AirGap(self.run_id, self.size, self.subnet, self.netns_prefix) if self.airgap and self.run_id else None
 
     @property
     def command_prefix(self) -> list[str]:
@@ -159,7 +160,7 @@ class Fleet:
         self._launchers.clear()
         if self.airgap and self.run_id:
             # With any namespace added beside the fleet's own under its name (a site's hub), by whatever process.
-            netns.destroy(sorted(set(self.gap.names) | set(netns.existing(self.run_id))))
+            netns.destroy(sorted(set(self.gap.names) | set(netns.existing(self.run_id, self.netns_prefix))))
         if self.loopback_block:
             registry.release_loopback_block(self.loopback_block, self.state_dir)
         if self.control_dir and not self.control_dir.is_relative_to(self.state_dir):
@@ -178,7 +179,7 @@ class Fleet:
             return None
         fleet = cls(path.parent, data["size"], airgap=data["airgap"], groups=data["groups"], hostvars=data["hostvars"],
                     subnet=data["subnet"], proxy=data.get("proxy", False), user=data.get("user", login.ROOT),
-                    shared=data.get("shared", ()))
+                    shared=data.get("shared", ()), netns_prefix=data.get("netns_prefix", netns.DEFAULT_PREFIX))
         fleet.run_id = data["run_id"]
         fleet.loopback_block = data["loopback_block"]
         fleet.control_dir = Path(data["control_dir"]) if data["control_dir"] else None
@@ -188,7 +189,7 @@ class Fleet:
     def _save(self) -> None:
         data = {"run_id": self.run_id, "size": self.size, "airgap": self.airgap, "groups": self.groups,
                 "hostvars": self.hostvars, "subnet": self.subnet, "proxy": self.proxy, "shared": [str(p) for p in self.shared],
-                "user": self.user, "loopback_block": self.loopback_block,
+                "user": self.user, "netns_prefix": self.netns_prefix, "loopback_block": self.loopback_block,
                 "control_dir": str(self.control_dir) if self.control_dir else None,
                 "nodes": [node.to_dict() for node in self.nodes]}
         tmp = self.state_dir / f".{STATE_FILE}.tmp"

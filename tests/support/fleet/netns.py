@@ -22,6 +22,7 @@ NETNS_DIR = Path("/run/netns")
 MOUNT_MARKER = REGISTRY / "netns-mount"
 CLONE_NEWNET = 0x40000000
 DEFAULT_SUBNET = "10.213.0"
+DEFAULT_PREFIX = "modelseed"
 
 
 @dataclass
@@ -29,17 +30,18 @@ class AirGap:
     run_id: str
     size: int
     subnet: str = DEFAULT_SUBNET  # a /24, written as its first three octets
+    prefix: str = DEFAULT_PREFIX  # of every namespace name, so that a user's own namespaces are told apart
 
     @property
     def controller(self) -> str:
-        return f"modelseed-{self.run_id}-ctl"
+        return f"{self.prefix}-{self.run_id}-ctl"
 
     @property
     def controller_address(self) -> str:
         return f"{self.subnet}.254"
 
     def node(self, index: int) -> str:
-        return f"modelseed-{self.run_id}-node{index}"
+        return f"{self.prefix}-{self.run_id}-node{index}"
 
     def address(self, index: int) -> str:
         return f"{self.subnet}.{index}"
@@ -107,8 +109,9 @@ def limit_rate(namespace: str, device: str, rate: int) -> None:
         raise FleetError(f"tc tbf on {device} in {namespace} failed: {proc.stderr.strip()}")
 
 
-def existing(run_id: str) -> list[str]:
-    prefix = f"modelseed-{run_id}-"
+def existing(run_id: str, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The namespaces named after a fleet's ``run_id``, its own and any added beside them."""
+    prefix = f"{prefix}-{run_id}-"
     return sorted(entry.name for entry in NETNS_DIR.iterdir() if entry.name.startswith(prefix)) if NETNS_DIR.is_dir() else []
 
 

@@ -36,14 +36,14 @@ class Site:
     """``size`` nodes (an air-gapped ``Fleet``) and a hub namespace; usable as a context manager."""
 
     def __init__(self, state_dir: str | Path, size: int, *, wan: int, lan: int, groups: dict | None = None,
-                 hostvars: dict | None = None, shared: list[str | Path] = ()):
-        self.fleet = Fleet(state_dir, size, airgap=True, groups=groups, hostvars=hostvars, shared=shared)
+                 hostvars: dict | None = None, shared: list[str | Path] = (), netns_prefix: str = netns.DEFAULT_PREFIX):
+        self.fleet = Fleet(state_dir, size, airgap=True, groups=groups, hostvars=hostvars, shared=shared, netns_prefix=netns_prefix)
         self.wan, self.lan = wan, lan
         self._hub_made = False
 
     @property
     def hub_namespace(self) -> str:
-        return f"modelseed-{self.fleet.run_id}-hub"
+        return f"{self.fleet.netns_prefix}-{self.fleet.run_id}-hub"
 
     @property
     def hub_address(self) -> str:
