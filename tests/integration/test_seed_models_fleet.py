@@ -31,6 +31,7 @@ from support.fleet import Fleet, login, new_state_dir, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
+from support.signing import allowed_signers, ssh_key, ssh_sign
 
 ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
 SDK_VERSIONS = ("1.37.1", "1.40.2")
@@ -353,3 +354,99 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
 
     second = seed(fleet, inv, "--tags", "nodes", "--limit", "node3,localhost")
     assert changed_hosts(second) == {}, second.stdout
+
+
+RELEASE = "release@example.com"
+# Each bundle a node that trusts only RELEASE for "modelseed-bundle" must refuse, and the words that say why.
+REFUSALS = {
+    "unsigned": "the bundle is not signed (it has no manifest.json.sig)",
+    "bad-signature": "manifest.json.sig does not match manifest.json",
+    "stranger": f"which /etc/modelseed/allowed_signers does not list for {RELEASE}",
+    "other-namespace": "was made for namespace 'git', and this host accepts only 'modelseed-bundle'",
+    "changed-manifest": "the manifest was changed after it was signed",
+}
+
+
+def refused_bundles(signed: Path, into: Path, release: Path, stranger: Path) -> None:
+    """A copy of the signed bundle for each case of REFUSALS; SHA256SUMS always agrees with the manifest."""
+    manifest = (signed / "manifest.json").read_bytes()
+    for case in REFUSALS:
+        bundle = into / case
+        shutil.copytree(signed, bundle, ignore=shutil.ignore_patterns(".*"))
+        signature = bundle / "manifest.json.sig"
+        if case == "unsigned":
+            signature.unlink()
+        elif case == "bad-signature":
+            lines = signature.read_text().splitlines()
+            blob = bytearray(base64.b64decode("".join(lines[1:-1])))
+            blob[-3] ^= 0x40  # inside the signature value
+            signature.write_text("\n".join([lines[0], base64.b64encode(bytes(blob)).decode(), lines[-1]]) + "\n")
+        elif case == "stranger":
+            signature.write_bytes(ssh_sign(stranger, manifest))
+        elif case == "other-namespace":
+            signature.write_bytes(ssh_sign(release, manifest, "git"))
+        else:
+            changed = manifest.replace(b'"source_layout": "', b'"source_layout": "x', 1)
+            assert changed != manifest
+            (bundle / "manifest.json").write_bytes(changed)
+            sums = (bundle / "SHA256SUMS").read_text().replace(sha256(manifest), sha256(changed))
+            (bundle / "SHA256SUMS").write_text(sums)
+
+
+def test_signed_bundle_verified_on_a_node_and_every_refusal_changes_nothing(fleet, hub, tmp_path):
+    """The staging role signs with the controller's key, the node verifies before installing; then one play on the
+    node with a bundle for each way of failing the trust list: each refused with its reason, nothing changed."""
+    release, stranger = ssh_key(tmp_path / "keys" / "release"), ssh_key(tmp_path / "keys" / "stranger")
+    node = fleet.node(2)
+    (node.path / "etc/modelseed").mkdir(exist_ok=True)
+    allowed_signers(node.path / "etc/modelseed/allowed_signers", {RELEASE: release})
+    report = tmp_path / "report.json"
+    trust = {"allowed_signers": "/etc/modelseed/allowed_signers", "identities": [RELEASE]}
+    inv = inventory(fleet, tmp_path / "inventory", {
+        "modelseed_models": [{"name": MODEL}],
+        "modelseed_staging_cache_dir": "/var/cache/modelscope",  # what the other tests staged, if they ran
+        "modelseed_cache_dir": "/var/cache/modelscope-signed",
+        "modelseed_bundle_dir": "/srv/modelseed/bundle-signed",
+        "modelseed_endpoint": hub.url,
+        "modelseed_sign_key": str(release),
+        "modelseed_trust_allowed_signers": trust["allowed_signers"],
+        "modelseed_trust_identities": trust["identities"],
+        "modelseed_report_path": str(report),
+        "node_check_ready": False,
+    })
+    # The phases that sign, carry and verify; MODELSCOPE_CACHE and readiness are the other tests' business.
+    first = seed(fleet, inv, "--limit", "node1,node2,localhost", "--tags", "download,bundle,install")
+    signed = fleet.node(1).path / "srv/modelseed/bundle-signed"
+    assert (signed / "manifest.json.sig").read_text().startswith("-----BEGIN SSH SIGNATURE-----")
+    assert (node.path / "var/cache/modelseed-bundle/manifest.json.sig").read_bytes() == (signed / "manifest.json.sig").read_bytes()
+    row = json.loads(report.read_text())["nodes"][0]
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{release}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+    assert row["signature"] == f"verified by {RELEASE} (ssh-ed25519 key {fingerprint})", row
+    assert re.search(rf"node2\s+push\s+1/1 .* verified by {RELEASE}\s", first.stdout), first.stdout[-3000:]
+    assert f"manifest.json signed by {RELEASE}" in first.stdout
+    assert "signed manifest.json (sha256" in first.stdout
+    assert (node.path / "var/cache/modelscope-signed/models" / ESCAPED / "config.json").is_file()
+
+    refused_bundles(signed, node.path / "var/tmp/refused", release, stranger)
+    results = tmp_path / "results.json"
+    play = tmp_path / "refusals.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "Install bundles that the trust list must refuse", "hosts": "node2", "gather_facts": False,
+        "tasks": [
+            {"name": "Install", "modelseed.fleet.cache_install": {
+                "src": "/var/tmp/refused/{{ item }}", "cache_dir": "/var/cache/modelscope-refused", "layout": "all", "trust": trust},
+             "loop": sorted(REFUSALS), "register": "installs", "ignore_errors": True},
+            {"name": "Keep the results", "ansible.builtin.copy": {"content": "{{ installs.results | to_json }}", "dest": str(results),
+                                                                  "mode": "0600"},
+             "delegate_to": "localhost", "vars": {"ansible_become": False}},
+        ]}]))
+    before = node_state(fleet)
+    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inv), str(play)], env=ansible_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert results.is_file(), proc.stdout[-5000:]
+    outcomes = {r["item"]: (r.get("failed"), r.get("changed"), r["msg"]) for r in json.loads(results.read_text())}
+    for case, words in REFUSALS.items():
+        failed, changed, msg = outcomes[case]
+        assert failed and not changed and words in msg, (case, msg)
+    assert node_state(fleet) == before
+    assert not (node.path / "var/cache/modelscope-refused").exists()

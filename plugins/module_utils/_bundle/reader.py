@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_reader import BUFFER, extract_tar
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
 
@@ -30,11 +31,18 @@ class DirSource:
         return os.path.join(self.path, name)
 
     def read_small(self, name, limit):
+        data = self.read_optional(name, limit)
+        if data is None:
+            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+        return data
+
+    def read_optional(self, name, limit):
+        """Up to ``limit + 1`` bytes of ``name``, or None when the bundle has no such file."""
         try:
             with open(os.path.join(self.path, name), 'rb') as handle:
                 return handle.read(limit + 1)
         except FileNotFoundError:
-            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+            return None
         except OSError as exc:
             raise BundleError('cannot read %s: %s' % (self.location(name), exc.strerror or exc))
 
@@ -67,6 +75,13 @@ class UrlSource:
         return '%s/%s' % (self.base, quote(name))
 
     def read_small(self, name, limit):
+        data = self.read_optional(name, limit)
+        if data is None:
+            raise BundleError('%s is missing from the bundle at %s (HTTP 404)' % (name, self.base))
+        return data
+
+    def read_optional(self, name, limit):
+        """Up to ``limit + 1`` bytes of ``name``, or None when the server answers 404."""
         url = self.location(name)
 
         def fetch():
@@ -83,7 +98,7 @@ class UrlSource:
             return self.client.with_retries(fetch)
         except HttpError as exc:
             if exc.status == 404:
-                raise BundleError('%s is missing from the bundle at %s (HTTP 404)' % (name, self.base))
+                return None
             raise
 
     def open_stream(self, name, size):
@@ -110,14 +125,23 @@ class HttpStream(ResumableGet):
 
 
 class Bundle:
-    """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked."""
+    """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked.
 
-    def __init__(self, source):
+    With ``trust`` (a signature.Trust), the signature of manifest.json is verified first, before anything else
+    of the bundle is believed; the manifest is read once, and the bytes verified are the bytes parsed.
+    ``signer`` is who signed it, or None when no trust list was given (and the signature was not looked at).
+    """
+
+    def __init__(self, source, trust=None):
         self.source = source
-        sums = bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES),
-                                                 MAX_SUMS_BYTES, bundle_format.SUMS))
+        self.signer = None
         data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
                         bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
+        if trust is not None:
+            signature = source.read_optional(SIGNATURE, MAX_SIGNATURE_BYTES)
+            self.signer = trust.verify(data, _limited(signature, MAX_SIGNATURE_BYTES, SIGNATURE) if signature is not None else None)
+        sums = bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES),
+                                                 MAX_SUMS_BYTES, bundle_format.SUMS))
         digest = hashlib.sha256(data).hexdigest()
         if digest != sums[bundle_format.MANIFEST]:
             raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
