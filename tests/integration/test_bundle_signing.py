@@ -10,7 +10,7 @@ from integration.test_cache_install import BundleServer
 
 from support.bundles import ModelSpec, write_bundle
 from support.playbook import run_tasks
-from support.signing import allowed_signers, ssh_key
+from support.signing import GpgKey, allowed_signers, ssh_key
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs ssh-keygen (openssh-client)")]
@@ -49,3 +49,28 @@ def test_sign_then_install_over_http_only_what_verifies(tmp_path):
     assert [name for name, _range, _status in bare.log if name.endswith(".tar")] == ["o--signed--master.tar"]  # the trusting install's
     assert not without_trust.get("failed") and without_trust["signer"] is None
 
+
+
+@pytest.mark.skipif(not (shutil.which("gpg") and shutil.which("gpgv")), reason="needs gpg and gpgv (gnupg)")
+def test_gpg_sign_and_verify(tmp_path):
+    """method gpg: bundle_sign with a GnuPG key, cache_install with gpgv and a keyring of the public key."""
+    key = GpgKey.create(tmp_path / "gnupg", f"Release <{RELEASE}>")
+    try:
+        keyring = key.export(tmp_path / "trusted.gpg")
+        bundle = write_bundle(tmp_path / "bundle", [SPEC])
+        trust = {"method": "gpg", "keyring": str(keyring), "identities": [key.fingerprint]}
+        run = run_tasks([
+            {"modelseed.fleet.bundle_sign": {"path": str(bundle), "method": "gpg", "key": key.fingerprint, "gpg_homedir": str(key.home)}},
+            {"modelseed.fleet.bundle_sign": {"path": str(bundle), "method": "gpg", "key": key.fingerprint, "gpg_homedir": str(key.home)}},
+            {"modelseed.fleet.cache_install": {"src": str(bundle), "cache_dir": str(tmp_path / "cache"), "layout": "all", "trust": trust}},
+            {"modelseed.fleet.cache_install": {"src": str(bundle), "cache_dir": str(tmp_path / "other"), "layout": "all",
+                                               "trust": {**trust, "namespace": "other"}}},
+        ])
+    finally:
+        key.close()
+    signed, again, installed, other_namespace = run.results
+    assert signed["changed"] and not again["changed"], run.results[:2]
+    assert (bundle / "manifest.json.sig").read_text().startswith("-----BEGIN PGP SIGNATURE-----")
+    assert installed["signer"] == f"Release <{RELEASE}> (OpenPGP key {key.fingerprint})", installed
+    assert other_namespace["failed"] and "was made for namespace 'modelseed-bundle'" in other_namespace["msg"], other_namespace
+    assert not (tmp_path / "other").exists()

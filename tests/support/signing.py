@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,14 +41,13 @@ def ssh_sign(key: Path, data: bytes, namespace: str = "modelseed-bundle") -> byt
                           capture_output=True).stdout
 
 
-def key_material(key: Path) -> dict[str, str]:
-    """The secret parts of an OpenSSH private key, for support.leak_scan.Secrets: the private scalar (hex, for the
-    scan's hex and base64 forms) and each line of the key file's base64 body after the first (which holds only
-    the format's header and the public key)."""
+def key_material(key: Path) -> dict[str, str | bytes]:
+    """The secret parts of an OpenSSH private key, for support.leak_scan.Secrets: the private scalar (found raw, in
+    hex and in base64 at any alignment) and each line of the key file's base64 body after the first (which holds
+    only the format's header and the start of the public key)."""
     private = load_ssh_private_key(key.read_bytes(), password=None)
-    raw = private.private_bytes_raw()
     body = [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
-    secrets = {"private scalar": raw.hex(), "private key base64": base64.b64encode(raw).decode()}
+    secrets: dict[str, str | bytes] = {"private scalar": private.private_bytes_raw()}
     secrets.update((f"key file line {number}", line) for number, line in enumerate(body[1:], 2) if len(line) >= 16)
     return secrets
 
