@@ -95,7 +95,6 @@ class Trust:
             raise SignatureError('%s was made for namespace %r, and this host accepts only %r' % (
                 SIGNATURE, facts['namespace'], self.namespace))
         keygen = find_tool('ssh-keygen')
-        detail = ''
         for identity in self.identities:
             code, out, err = run_tool([keygen, '-Y', 'verify', '-f', self.allowed_signers, '-I', identity, '-n', self.namespace,
                                        '-s', sig_path], manifest)
@@ -107,10 +106,9 @@ class Trust:
             if 'incorrect signature' in err:
                 raise SignatureError('%s does not match manifest.json: the manifest was changed after it was signed, or the '
                                      'signature is damaged' % SIGNATURE)
-            detail = (err.strip() or out.strip()).splitlines()[-1:] or ['']
-        raise SignatureError('%s was made by %s key %s, which %s does not list for %s%s' % (
-            SIGNATURE, facts['key_type'], facts['fingerprint'], self.allowed_signers, ' or '.join(self.identities),
-            ' (%s)' % detail[0] if detail and detail[0] and detail[0] != 'Could not verify signature.' else ''))
+        # ssh-keygen says no more than "Could not verify signature." when the key is not listed for an identity.
+        raise SignatureError('%s was made by %s key %s, which %s does not list for %s' % (
+            SIGNATURE, facts['key_type'], facts['fingerprint'], self.allowed_signers, ' or '.join(self.identities)))
 
     def _verify_gpg(self, manifest, sig_path, scratch):
         gpgv = find_tool('gpgv')
