@@ -50,7 +50,8 @@ options:
         C(ssh-agent) that C(SSH_AUTH_SOCK) names.
       - For V(gpg), the key to sign with (a fingerprint, key id or user id) of the keyring in O(gpg_homedir);
         it must sign without asking for a passphrase (none, or unlocked in C(gpg-agent)).
-    type: str
+      - A leading C(~) is expanded (and C($VARIABLES)), as for any path.
+    type: path
     required: true
   namespace:
     description:
@@ -116,7 +117,7 @@ def create_module():
     return AnsibleModule(argument_spec=dict(
         path=dict(type='path', required=True),
         method=dict(type='str', default='ssh', choices=list(METHODS)),
-        key=dict(type='str', required=True),
+        key=dict(type='path', required=True, no_log=False),  # where the key is, or its id: not the key itself
         namespace=dict(type='str', default=DEFAULT_NAMESPACE),
         gpg_homedir=dict(type='path'),
     ), supports_check_mode=True)
@@ -132,7 +133,7 @@ def main():
         module.fail_json(msg='%s has no %s: build the bundle first (modelseed.fleet.cache_bundle)' % (p['path'], MANIFEST), **result)
     if not p['namespace']:
         module.fail_json(msg='namespace must not be empty', **result)
-    key = os.path.expanduser(p['key']) if p['method'] == 'ssh' else p['key']
+    key = p['key']
     if p['method'] == 'ssh' and not os.path.isfile(key):
         module.fail_json(msg='key %s is not a file on this host' % key, **result)
     with open(manifest_path, 'rb') as handle:

@@ -173,7 +173,7 @@ def ssh_signature_facts(signature):
         pos = 10  # magic and version
         key, pos = _ssh_string(blob, pos)
         namespace, pos = _ssh_string(blob, pos)
-        key_type, _ = _ssh_string(key, 0)
+        key_type = _ssh_string(key, 0)[0]
     except (ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise SignatureError('%s is not an OpenSSH signature (%s)' % (SIGNATURE, exc))
     fingerprint = 'SHA256:' + base64.b64encode(hashlib.sha256(key).digest()).decode('ascii').rstrip('=')
