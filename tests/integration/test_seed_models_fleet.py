@@ -426,6 +426,9 @@ def test_signed_bundle_verified_on_a_node_and_every_refusal_changes_nothing(flee
     assert f"manifest.json signed by {RELEASE}" in first.stdout
     assert "signed manifest.json (sha256" in first.stdout
     assert (node.path / "var/cache/modelscope-signed/models" / ESCAPED / "config.json").is_file()
+    # Signing again changes nothing: the signature there verifies with the same key, the copy back is the same file.
+    again = seed(fleet, inv, "--limit", "node1,localhost", "--tags", "bundle")
+    assert changed_hosts(again) == {} and "manifest.json.sig is signed already by ssh key" in again.stdout, again.stdout[-3000:]
 
     refused_bundles(signed, node.path / "var/tmp/refused", release, stranger)
     results = tmp_path / "results.json"
