@@ -135,13 +135,15 @@ class Bundle:
     def __init__(self, source, trust=None):
         self.source = source
         self.signer = None
+        sums_data = _limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES), MAX_SUMS_BYTES, bundle_format.SUMS)
         data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
                         bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
         if trust is not None:
             signature = source.read_optional(SIGNATURE, MAX_SIGNATURE_BYTES)
-            self.signer = trust.verify(data, _limited(signature, MAX_SIGNATURE_BYTES, SIGNATURE) if signature is not None else None)
-        sums = bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES),
-                                                 MAX_SUMS_BYTES, bundle_format.SUMS))
+            if signature is not None:
+                _limited(signature, MAX_SIGNATURE_BYTES, SIGNATURE)
+            self.signer = trust.verify(data, signature)
+        sums = bundle_format.parse_sums(sums_data)
         digest = hashlib.sha256(data).hexdigest()
         if digest != sums[bundle_format.MANIFEST]:
             raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
