@@ -22,6 +22,8 @@ GET_PIP := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).
 SANITY_PYTHON ?= $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 PYTEST_ARGS ?=
+# pytest-xdist workers for the integration tests (0: one process); each xdist_group stays on one worker.
+PYTEST_WORKERS ?= 3
 # molecule scenarios to run; empty: every one under molecule/
 SCENARIOS ?=
 
@@ -35,19 +37,20 @@ COMPAT_SCENARIO ?= golden_image
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 
-.PHONY: help sysdeps venv collection sanity lint units integration molecule compat test demo bench stress build clean
+.PHONY: help sysdeps venv collection sanity lint units integration molecule compat side-by-side test demo bench stress build clean
 
 help:
 	@echo "make demo         run the demo"
-	@echo "make test         sysdeps, venv, sanity, lint, build, units, compat, integration, molecule"
+	@echo "make test         sysdeps, venv, sanity, lint, build, units, then integration with molecule and compat beside it"
 	@echo "make sysdeps      install missing Debian/Ubuntu packages (as root)"
 	@echo "make venv         create .venv with the pinned tools from $(DEV_REQUIREMENTS)"
 	@echo "make sanity       ansible-test sanity"
 	@echo "make lint         ansible-lint (production profile), ruff, and the module_utils layers (import-linter)"
 	@echo "make units        pytest tests/unit"
-	@echo "make integration  pytest tests/integration"
+	@echo "make integration  pytest tests/integration, on PYTEST_WORKERS pytest-xdist workers ($(PYTEST_WORKERS))"
 	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some)"
 	@echo "make compat       unit tests and the $(COMPAT_SCENARIO) scenario on the oldest ansible-core claimed ($(COMPAT_REQUIREMENTS))"
+	@echo "make side-by-side integration, with molecule and then compat running beside it (their output: $(BUILD)/beside.log)"
 	@echo "make bench        benchmarks"
 	@echo "make stress       stress tests"
 	@echo "make build        build the collection tarball into $(DIST) and check it installs offline"
@@ -93,7 +96,7 @@ units: venv collection
 	pytest tests/unit $(PYTEST_ARGS)
 
 integration: venv collection
-	pytest tests/integration $(PYTEST_ARGS)
+	pytest tests/integration -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Logs in $(BUILD)/molecule/<scenario>.log; a failure prints the failed step and its task errors.
 molecule: venv collection
@@ -109,7 +112,17 @@ compat: $(COMPAT_STAMP) collection
 	PATH=$(COMPAT_VENV)/bin:$$PATH pytest tests/unit $(PYTEST_ARGS)
 	PATH=$(COMPAT_VENV)/bin:$$PATH MOLECULE_LOGS=$(BUILD)/molecule-compat tools/molecule_test.sh $(COMPAT_SCENARIO)
 
-test: sysdeps venv sanity lint build units compat integration molecule
+# Integration in the foreground, molecule and then compat beside it: they share no address, port or file (each fleet
+# claims its addresses machine-wide, hubs listen on free ports, molecule logs to files), and they use the cores while
+# the tests wait on timeouts, throttled transfers and the fleet's sshd. Fails when either side does.
+side-by-side: venv collection $(COMPAT_STAMP)
+	tools/beside.sh $(BUILD)/beside.log "$(MAKE) --no-print-directory molecule" "$(MAKE) --no-print-directory compat" \
+		-- $(MAKE) --no-print-directory integration
+
+# The quick checks first, two at a time (each one's output in one piece), then the rest side by side.
+test: sysdeps venv
+	$(MAKE) --no-print-directory -j2 --output-sync=target sanity lint build units
+	$(MAKE) --no-print-directory side-by-side
 
 demo: venv collection
 	python tools/demo.py

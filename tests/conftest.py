@@ -27,16 +27,23 @@ os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(BUILD))
 
 def pytest_configure(config):
     """Give this run a tally of its own, unless the caller (tools/stress.py) chose the file; with CI set, make a
-    skipped test fail the run (support/ci_skips.py)."""
+    skipped test fail the run (support/ci_skips.py); under pytest-xdist, keep each xdist_group on one worker
+    (support/xdist_groups.py)."""
     if not os.environ.get("MODELSEED_RELIABILITY_LOG") and not hasattr(config, "workerinput"):
         from support import reliability
 
         os.environ["MODELSEED_RELIABILITY_LOG"] = str(reliability.fresh_log())
     config.pluginmanager.import_plugin("support.ci_skips")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.import_plugin("support.xdist_groups")
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """Write the tally of the faults injected in this run to .build/reliability/report.md, and say how they ended."""
+    """Write the tally of the faults injected in this run to .build/reliability/report.md, and say how they ended.
+
+    Under pytest-xdist only the controller does, once every worker has added its rows to the run's log."""
+    if hasattr(config, "workerinput"):
+        return
     from support import reliability
 
     rows = reliability.read()

@@ -44,13 +44,21 @@ SHARED = {
                               "the staging host's nginx, when it ran in the same run"),
     "modelseed_bundle_username": ("User name for HTTP basic authentication to the bundle.", "`modelseed`"),
     "modelseed_bundle_password": ("Password for HTTP basic authentication; empty turns it off (keep it in a vault).", "none"),
+    "modelseed_pull_proxy": ("`pull`: HTTP proxy the nodes reach the bundle through, `http://[user:password@]host:port` (a caching proxy; "
+                             "see [transports.md](transports.md#pull-through-a-caching-proxy)); empty: none, whatever the nodes' "
+                             "`http_proxy` says.", "the nodes' `http_proxy`, `https_proxy`, `no_proxy`"),
     "modelseed_bundle_ca_path": ("CA file on the nodes for an https bundle URL with a private certificate.", "the system's"),
     "modelseed_runtime_user": ("User of the serving stack on the nodes: owns the cache, runs the readiness check.", "`root`"),
     "modelseed_runtime_group": ("Group of the cache on the nodes.", "the user's"),
     "modelseed_sdk_pythons": ("Interpreters on the nodes with the `modelscope` SDK (for example a vLLM virtualenv), used to prove "
                               "readiness.", "`[/usr/bin/python3]`"),
-    "modelseed_serial": ("Nodes seeded at a time (`serial` of the node play): a number or a percentage.", "`100%`"),
+    "modelseed_serial": ("Nodes seeded at a time (`serial` of the node play): a number or a percentage. A play keyword sees no "
+                         "inventory variables: give it with `-e` (`-e modelseed_serial=4`), not in group_vars.", "`100%`"),
     "modelseed_report_path": ("Where the controller writes the JSON fleet report.", "`./modelseed-report.json`"),
+    "modelseed_lock_file": ("The lock file on the controller (relative: to the directory `ansible-playbook` runs in): the downloads "
+                            "fetch exactly the commits and files it pins, and it is written after them (see "
+                            "[lock-file.md](lock-file.md)).", "none: no lock"),
+    "modelseed_lock_update": ("Models whose lock entry is replaced by what the hub says now: a list of model ids, or `all`.", "`[]`"),
     "modelseed_sign_key": ("Key that signs the bundle's `manifest.json`, on the controller (see [signing.md](signing.md)): an ssh "
                            "private key file, the `.pub` of a key in `ssh-agent`, or a GnuPG key id.", "none: unsigned"),
     "modelseed_sign_method": ("`ssh` (`ssh-keygen -Y`, OpenSSH 8.1 or newer) or `gpg` (`gpg` signs, `gpgv` verifies).", "`ssh`"),

@@ -28,6 +28,7 @@ PACKAGES=(
     python3-venv
     rsync
     shellcheck
+    squid
     strace
     sudo
 )
@@ -60,7 +61,7 @@ if [ "$(id -u)" -ne 0 ]; then
     fail "not root, so cannot install: ${missing[*]} (run 'sudo make sysdeps', or install them by hand)"
 fi
 
-# Keep package scripts from starting sshd, nginx and opentracker on the host: tests start their own.
+# Keep package scripts from starting sshd, nginx, opentracker and squid on the host: tests start their own.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"

@@ -124,6 +124,17 @@ options:
     description:
       - Password for HTTP basic authentication to O(src).
     type: str
+  proxy:
+    description:
+      - HTTP proxy for an http(s) O(src), as C(http://host:port) or C(http://user:password@host:port) (sent as
+        C(Proxy-Authorization) basic credentials; the password is masked in every result, as O(url_password) is).
+        A caching proxy such as squid, or Dragonfly's C(dfdaemon) proxy, then serves many nodes from one copy.
+      - An C(http://) O(src) is asked of the proxy by its full URL, so that the proxy can cache the bundle; an
+        C(https://) O(src) goes through the proxy with C(CONNECT), end to end encrypted, which no proxy can cache.
+      - Not set, the environment of the module decides, C(http_proxy) for an C(http://) O(src), C(https_proxy) for an
+        C(https://) one, C(no_proxy) for the hosts reached directly (their upper-case forms too). Set, it wins over
+        the environment, C(no_proxy) included. V('') reaches O(src) directly, whatever the environment says.
+    type: str
   workers:
     description:
       - Files hashed in parallel for O(verify=full).
@@ -211,6 +222,12 @@ EXAMPLES = r'''
     trust:
       allowed_signers: /etc/modelseed/allowed_signers
       identities: [release@example.com]
+
+- name: Pull through the site's caching proxy, which serves every node after the first from its cache
+  modelseed.fleet.cache_install:
+    src: http://staging.example.com:8080/bundle/
+    proxy: http://squid.example.com:3128
+    cache_dir: /var/cache/modelscope
 
 - name: Make the cache hold exactly the bundle's models, re-hashing what is installed
   modelseed.fleet.cache_install:
@@ -318,6 +335,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state impor
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.proxy import Proxy
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
     LAYOUT_ARG_SPEC,
     SYNC_ARG_SPEC,
@@ -348,6 +366,7 @@ def create_module():
         ca_path=dict(type='path'),
         url_username=dict(type='str'),
         url_password=dict(type='str', no_log=True),
+        proxy=dict(type='str', no_log=False),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
         trust=dict(type='dict', options=dict(
@@ -404,6 +423,21 @@ def split_credentials(url):
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(parts.username or ''), unquote(parts.password or '')
 
 
+def proxy_setting(module):
+    """The proxy option, checked, with its password masked like url_password."""
+    value = module.params['proxy']
+    if not value:
+        return value
+    try:
+        password = urlsplit(value if '://' in value else 'http://' + value).password
+        if password:
+            module.no_log_values.update((password, unquote(password)))
+        Proxy(value)
+    except ValueError as exc:
+        module.fail_json(msg='proxy: %s' % exc)
+    return value
+
+
 def make_source(module):
     p = module.params
     src = p['src']
@@ -420,7 +454,7 @@ def make_source(module):
             token = base64.b64encode(('%s:%s' % (user, password or '')).encode('utf-8')).decode('ascii')
             headers['Authorization'] = 'Basic %s' % token
         client = HttpClient(timeout=p['timeout'], retries=p['retries'], backoff=p['retry_delay'], validate_certs=p['validate_certs'],
-                            ca_path=p['ca_path'], auth_url=src, auth_headers=headers)
+                            ca_path=p['ca_path'], auth_url=src, auth_headers=headers, proxy=proxy_setting(module))
         return UrlSource(src, client)
     if '://' in src:
         module.fail_json(msg='src %s: only a directory or an http(s) URL is supported' % split_credentials(src)[0])

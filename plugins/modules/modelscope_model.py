@@ -106,6 +106,45 @@ options:
       - Seconds to wait for another run that is writing the same model.
     type: int
     default: 3600
+  locked:
+    description:
+      - Pin the model to a commit and its files, as a lock file (C(modelseed.lock), see M(modelseed.fleet.model_lock))
+        recorded them. The files are fetched at O(locked.commit) whatever O(revision) points at on the hub now.
+      - Before anything is downloaded, the hub's listing at that commit (after O(include) and O(exclude)) is compared
+        with O(locked.files). Any difference (a file changed, gone or added, in check mode too) fails the task with the
+        list of what differs, and nothing is written to the cache.
+    type: dict
+    suboptions:
+      commit:
+        description: The commit the files are fetched at.
+        type: str
+        required: true
+      created_at:
+        description: The commit's time (seconds since the epoch), written to the SDK metadata instead of what the hub says now.
+        type: int
+        default: 0
+      files:
+        description: Every file of the model as the lock lists it.
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          path:
+            description: Path in the repository.
+            type: str
+            required: true
+          size:
+            description: Size in bytes.
+            type: int
+            required: true
+          sha256:
+            description: sha256 of the file.
+            type: str
+            required: true
+          revision:
+            description: The commit that last changed the file, as the hub lists it.
+            type: str
+            default: ''
 notes:
   - The model is complete only for the files selected by O(include) and O(exclude); an SDK asked for the whole
     repo downloads the rest.
@@ -136,6 +175,12 @@ EXAMPLES = r'''
     adopt_from: /data/aria2/DeepSeek-R1-Distill-Qwen-7B
     endpoint: https://modelscope.mirror.example.com
     token: "{{ modelscope_token }}"
+
+- name: Fetch exactly what a lock file pins, failing if the hub has changed since
+  modelseed.fleet.modelscope_model:
+    name: Qwen/Qwen2.5-0.5B-Instruct
+    cache_dir: /var/cache/modelscope
+    locked: "{{ lock.pins['Qwen/Qwen2.5-0.5B-Instruct@master'] }}"
 
 - name: Remove a model from the cache
   modelseed.fleet.modelscope_model:
@@ -178,11 +223,33 @@ commit:
   returned: when O(state=present)
   type: str
   sample: 5a1d6b0c3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f80
+created_at:
+  description: The commit's time (seconds since the epoch), as the SDK metadata records it.
+  returned: when O(state=present)
+  type: int
+  sample: 1718000000
+hub_commit:
+  description: The commit O(revision) points at on the hub now, which differs from RV(commit) when the lock pins an older one.
+  returned: when O(locked) is set and the hub still knows O(revision)
+  type: str
+  sample: 9c2e0d1f3a5e4f4b9d4a8e0e1f2c3b4a5d6e7f81
+drift:
+  description: How the hub's files at the locked commit differ from O(locked.files), one line per file.
+  returned: when O(locked) is set and the hub no longer matches it
+  type: list
+  elements: str
+  sample: ['config.json: locked 24 bytes sha256 1f0a5c2d3e4b, the hub has 31 bytes sha256 77b0e1a9c3d2']
 files:
   description: Number of files of the model selected by O(include) and O(exclude).
   returned: when O(state=present)
   type: int
   sample: 12
+file_list:
+  description: Those files as the hub lists them at RV(commit), sorted by path; what a lock file records.
+  returned: when O(state=present)
+  type: list
+  elements: dict
+  sample: [{path: config.json, size: 659, sha256: 0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9, revision: 5a1d6b0c3a5e}]
 bytes:
   description: Total size of those files.
   returned: when O(state=present)
@@ -225,8 +292,17 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock
-from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import HubApi, Resolved, auth_headers, resolve_endpoint, select_files
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.api import (
+    HubApi,
+    HubError,
+    Resolved,
+    UnknownRevision,
+    auth_headers,
+    resolve_endpoint,
+    select_files,
+)
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.lock import LockDrift, differences, summary
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.model_sync import ModelCache
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
     HUB_ARG_SPEC,
@@ -251,6 +327,16 @@ def create_module():
         adopt=dict(type='bool', default=True),
         adopt_from=dict(type='path'),
         lock_timeout=dict(type='int', default=3600),
+        locked=dict(type='dict', options=dict(
+            commit=dict(type='str', required=True),
+            created_at=dict(type='int', default=0),
+            files=dict(type='list', elements='dict', required=True, options=dict(
+                path=dict(type='str', required=True),
+                size=dict(type='int', required=True),
+                sha256=dict(type='str', required=True),
+                revision=dict(type='str', default=''),
+            )),
+        )),
     )
     argument_spec.update(HUB_ARG_SPEC)
     argument_spec.update(SYNC_ARG_SPEC)
@@ -266,12 +352,38 @@ def ask_hub(module, cache, result):
     client = HttpClient(timeout=p['timeout'], retries=p['retries'], backoff=p['retry_delay'], validate_certs=p['validate_certs'],
                         ca_path=p['ca_path'], auth_url=endpoint, auth_headers=auth_headers(p['token']))
     api = HubApi(client, endpoint)
-    cache.resolved = api.resolve(p['name'], p['revision'])
-    files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
+    if p['locked']:
+        files = locked_files(module, cache, api, result)
+    else:
+        cache.resolved = api.resolve(p['name'], p['revision'])
+        files = select_files(api.list_files(p['name'], cache.resolved.commit), p['include'], p['exclude'])
     if not files:
         module.fail_json(msg='%s@%s: no file matches include %s and exclude %s' % (
             p['name'], p['revision'], p['include'], p['exclude']), **result)
     return client, api, files
+
+
+def locked_files(module, cache, api, result):
+    """The selected files at the locked commit, when they are exactly the locked ones; else LockDrift saying what differs."""
+    p = module.params
+    pin = p['locked']
+    label = '%s@%s' % (p['name'], p['revision'])
+    cache.resolved = Resolved(p['revision'], pin['commit'], pin['created_at'])
+    try:
+        result['hub_commit'] = api.resolve(p['name'], p['revision']).commit
+    except UnknownRevision:
+        pass  # a branch or tag removed since: the locked commit may still be there
+    try:
+        listing = api.list_files(p['name'], pin['commit'])
+    except HubError as exc:
+        raise LockDrift('%s: the hub cannot list the locked commit %s (%s); update the lock to move on' % (label, pin['commit'], exc))
+    files = select_files(listing, p['include'], p['exclude'])
+    drift = differences(pin['files'], [f._asdict() for f in files])
+    if drift:
+        result['drift'] = drift
+        raise LockDrift('%s: the hub no longer serves what the lock pins at commit %s, nothing was downloaded: %s' % (
+            label, pin['commit'][:12], summary(drift)))
+    return files
 
 
 def model_text(cache, commit, files):
@@ -299,10 +411,13 @@ def ensure_present(module, cache, result, client, api, files):
     p = module.params
     add_diff(module, result, cache, model_text(cache, cache.resolved.commit, [(f.path, f.size, f.sha256) for f in files]))
     label = '%s@%s' % (p['name'], p['revision'])
+    if result.get('hub_commit') not in (None, cache.resolved.commit):
+        label += ' (locked at commit %s; the hub has moved %s to %s)' % (cache.resolved.commit[:12], p['revision'], result['hub_commit'][:12])
     plan = cache.plan(files, adopt=p['adopt'], adopt_from=p['adopt_from'], workers=p['workers'])
     reused = plan.reuse + plan.adopt + plan.staged + [f for f, _source in plan.copy]
     result.update(
-        commit=cache.resolved.commit, files=len(files), bytes=sum(f.size for f in files),
+        commit=cache.resolved.commit, created_at=cache.resolved.created_at, files=len(files), bytes=sum(f.size for f in files),
+        file_list=[f._asdict() for f in files],
         files_downloaded=[f.path for f in plan.fetch], files_adopted=[f.path for f in plan.adopt] + [f.path for f, _source in plan.copy],
         bytes_downloaded=sum(f.size for f in plan.fetch), bytes_reused=sum(f.size for f in reused))
     if not plan.changed:

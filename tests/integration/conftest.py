@@ -14,6 +14,25 @@ from support.sdk import ensure_sdk
 from support.smallfs import mounted_tmpfs
 from support.tls import ensure_tls
 
+HERE = Path(__file__).resolve().parent
+
+
+# pytest-xdist deals tests out in collection order (make integration: --no-loadscope-reorder): these modules, which
+# hold the longest tests and tables, come first, longest first, so that none of them starts last and runs alone.
+LONGEST_FIRST = ("test_node_systemd", "test_seed_models_fleet", "test_kill_loops", "test_secrets", "test_pull_proxy", "test_staging_poll",
+                 "test_lock_file", "test_bad_input", "test_lying_hub", "test_cache_install", "test_p2p_peer", "test_p2p_swarm", "test_hub_faults",
+                 "test_listing_cap")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        if item.path.parent != HERE:
+            return -1  # not an integration test: left where it was
+        module = item.path.stem
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def hub_root(tmp_path_factory):

@@ -21,6 +21,7 @@ from support.interrupt import tree_digest
 from support.playbook import REPO, ansible_env, run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
+from support.table_play import Row, run_table, table_play
 
 pytestmark = [pytest.mark.hostile]
 
@@ -58,14 +59,23 @@ def copy_tree(source: Path, target: Path) -> Path:
     return target
 
 
+def look(work: Path, new_locks_allowed: bool = False, also_unchanged: tuple[Path, ...] = ()) -> tuple[dict[str, str], dict[Path, list[str]]]:
+    """What a case compares before and after its run: ``work`` (``snapshot``), and the entries of ``also_unchanged``."""
+    return snapshot(work, new_locks_allowed), {path: sorted(p.name for p in path.iterdir()) for path in also_unchanged}
+
+
 def run_case(fault: str, task: dict, message: str, work: Path, also_unchanged: tuple[Path, ...] = (),
              new_locks_allowed: bool = False) -> dict:
     """Run ``task``; count it; then demand a failure naming ``message`` and ``work`` (and the root's entries) unchanged."""
-    outside = {path: sorted(p.name for p in path.iterdir()) for path in also_unchanged}
-    before = snapshot(work, new_locks_allowed)
-    result = run_tasks([task])[0]
-    after = snapshot(work, new_locks_allowed)
-    unchanged = after == before and all(sorted(p.name for p in path.iterdir()) == names for path, names in outside.items())
+    row = run_table({fault: task}, lambda _case: look(work, new_locks_allowed, also_unchanged))[fault]
+    return judge_case(fault, row, message)
+
+
+def judge_case(fault: str, row: Row, message: str) -> dict:
+    """Count a case's run (``row``, with ``look`` before and after it); then demand a failure naming ``message`` and
+    nothing changed."""
+    result, (before, outside), (after, outside_after) = row.result, row.before, row.after
+    unchanged = after == before and outside_after == outside
     handled = bool(result.get("failed")) and message in (result.get("msg") or "") and "Traceback" not in str(result)
     record(fault, outcome=FAILS_CLEANLY, handled=int(handled and unchanged))
     assert result.get("failed"), f"accepted: {result.get('msg')}"
@@ -73,8 +83,17 @@ def run_case(fault: str, task: dict, message: str, work: Path, also_unchanged: t
     assert "MODULE FAILURE" not in result["msg"] and "Module failed" not in result["msg"], result["msg"]
     assert after == before, sorted(set(after.items()) ^ set(before.items()))
     for path, names in outside.items():
-        assert sorted(p.name for p in path.iterdir()) == names, path
+        assert outside_after[path] == names, path
     return result
+
+
+def case_dirs(tmp_path_factory, name: str, cases: list[str]) -> dict[str, Path]:
+    """An empty directory of its own for each case of a table."""
+    top = tmp_path_factory.mktemp(name)
+    dirs = {case: top / f"case-{index}" for index, case in enumerate(cases)}
+    for path in dirs.values():
+        path.mkdir()
+    return dirs
 
 
 # -- modelscope_model ------------------------------------------------------------------------------
@@ -114,10 +133,18 @@ MODEL_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def model_rows(hub, downloaded, tmp_path_factory) -> dict[str, Row]:
+    """Every case of MODEL_CASES on a copy of the downloaded cache, in one play."""
+    dirs = case_dirs(tmp_path_factory, "model-cases", [c[0] for c in MODEL_CASES])
+    tasks = {case: download(hub.url, copy_tree(downloaded, dirs[case] / "cache"), **options) for case, _f, options, _m in MODEL_CASES}
+    return run_table(tasks, lambda case: look(dirs[case]))
+
+
+@table_play("bad input: modelscope_model")
 @pytest.mark.parametrize("case, fault, options, message", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
-def test_modelscope_model_refuses(hub, downloaded, tmp_path, case, fault, options, message):
-    cache = copy_tree(downloaded, tmp_path / "cache")
-    run_case(fault, download(hub.url, cache, **options), message, tmp_path)
+def test_modelscope_model_refuses(model_rows, case, fault, options, message):
+    judge_case(fault, model_rows[case], message)
 
 
 def test_cache_dir_that_is_a_file(hub, tmp_path):
@@ -230,10 +257,19 @@ def placed(options: dict, work: Path) -> dict:
     return {key: value.format(work=work) if isinstance(value, str) else value for key, value in options.items()}
 
 
+@pytest.fixture(scope="module")
+def bundle_rows(downloaded, tmp_path_factory) -> dict[str, Row]:
+    """Every case of BUNDLE_CASES in a prepared directory of its own, in one play."""
+    dirs = case_dirs(tmp_path_factory, "bundle-cases", [c[0] for c in BUNDLE_CASES])
+    tasks = {case: bundle_task(prepare(dirs[case], downloaded), dirs[case] / "new-bundle", placed(options, dirs[case]))
+             for case, _f, options, _m in BUNDLE_CASES}
+    return run_table(tasks, lambda case: look(dirs[case]))
+
+
+@table_play("bad input: cache_bundle")
 @pytest.mark.parametrize("case, fault, options, message", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
-def test_cache_bundle_refuses(downloaded, tmp_path, case, fault, options, message):
-    cache = prepare(tmp_path, downloaded)
-    run_case(fault, bundle_task(cache, tmp_path / "new-bundle", placed(options, tmp_path)), message, tmp_path)
+def test_cache_bundle_refuses(bundle_rows, case, fault, options, message):
+    judge_case(fault, bundle_rows[case], message)
 
 
 INSTALL_CASES = [
@@ -251,14 +287,31 @@ INSTALL_CASES = [
     ("owner unknown", "bad input: option type", {"owner": "no-such-user-here"}, "owner 'no-such-user-here' does not exist"),
     ("prune a word", "bad input: option type", {"prune": "sometimes"}, "argument 'prune' is of type str"),
     ("password without user", "bad input: option type", {"url_password": "x"}, "parameters are required together"),
+    ("proxy not plain http", "bad input: option type", {"src": "http://127.0.0.1:9/bundle", "proxy": "https://fleet:pw@127.0.0.1:3128"},
+     "proxy: a proxy is http://[user:password@]host:port, got https://127.0.0.1:3128"),
 ]
 
 
+@pytest.fixture(scope="module")
+def install_dirs(tmp_path_factory) -> dict[str, Path]:
+    return case_dirs(tmp_path_factory, "install-cases", [c[0] for c in INSTALL_CASES])
+
+
+@pytest.fixture(scope="module")
+def install_rows(downloaded, install_dirs) -> dict[str, Row]:
+    """Every case of INSTALL_CASES in a prepared directory of its own, in one play."""
+    tasks = {}
+    for case, _fault, options, _message in INSTALL_CASES:
+        work = install_dirs[case]
+        tasks[case] = install(work / "bundle", prepare(work, downloaded))
+        tasks[case]["modelseed.fleet.cache_install"].update(placed(options, work))
+    return run_table(tasks, lambda case: look(install_dirs[case]))
+
+
+@table_play("bad input: cache_install")
 @pytest.mark.parametrize("case, fault, options, message", INSTALL_CASES, ids=[c[0] for c in INSTALL_CASES])
-def test_cache_install_refuses(downloaded, tmp_path, case, fault, options, message):
-    task = install(tmp_path / "bundle", prepare(tmp_path, downloaded))
-    task["modelseed.fleet.cache_install"].update(placed(options, tmp_path))
-    run_case(fault, task, message.format(work=tmp_path), tmp_path)
+def test_cache_install_refuses(install_rows, install_dirs, case, fault, options, message):
+    judge_case(fault, install_rows[case], message.format(work=install_dirs[case]))
 
 
 def test_an_adhoc_run_reads_like_the_play(tmp_path):
@@ -284,16 +337,32 @@ def test_an_adhoc_run_reads_like_the_play(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("fault, options, message", [
-    ("bad input: bundle path", {"bundle": "{work}/no-bundle"}, "bundle {work}/no-bundle is not a directory"),
-    ("bad input: bundle path", {"bundle": "{work}/afile"}, "bundle {work}/afile is not a directory"),
-    ("bad input: option type", {"bundle": "{work}/bundle", "verify": "deep"}, "value of verify must be one of"),
-    ("bad input: cache_dir", {"cache_dir": "{work}/afile"}, "cache_dir {work}/afile exists and is not a directory"),
-], ids=["bundle missing", "bundle a file", "verify unknown", "cache_dir a file"])
-def test_cache_info_refuses(downloaded, tmp_path, fault, options, message):
-    prepare(tmp_path, downloaded)
-    task = {"modelseed.fleet.cache_info": placed(options, tmp_path)}
-    run_case(fault, task, message.format(work=tmp_path), tmp_path)
+INFO_CASES = [
+    ("bundle missing", "bad input: bundle path", {"bundle": "{work}/no-bundle"}, "bundle {work}/no-bundle is not a directory"),
+    ("bundle a file", "bad input: bundle path", {"bundle": "{work}/afile"}, "bundle {work}/afile is not a directory"),
+    ("verify unknown", "bad input: option type", {"bundle": "{work}/bundle", "verify": "deep"}, "value of verify must be one of"),
+    ("cache_dir a file", "bad input: cache_dir", {"cache_dir": "{work}/afile"}, "cache_dir {work}/afile exists and is not a directory"),
+]
+
+
+@pytest.fixture(scope="module")
+def info_dirs(tmp_path_factory) -> dict[str, Path]:
+    return case_dirs(tmp_path_factory, "info-cases", [c[0] for c in INFO_CASES])
+
+
+@pytest.fixture(scope="module")
+def info_rows(downloaded, info_dirs) -> dict[str, Row]:
+    """Every case of INFO_CASES in a prepared directory of its own, in one play."""
+    for work in info_dirs.values():
+        prepare(work, downloaded)
+    tasks = {case: {"modelseed.fleet.cache_info": placed(options, info_dirs[case])} for case, _f, options, _m in INFO_CASES}
+    return run_table(tasks, lambda case: look(info_dirs[case]))
+
+
+@table_play("bad input: cache_info")
+@pytest.mark.parametrize("case, fault, options, message", INFO_CASES, ids=[c[0] for c in INFO_CASES])
+def test_cache_info_refuses(info_rows, info_dirs, case, fault, options, message):
+    judge_case(fault, info_rows[case], message.format(work=info_dirs[case]))
 
 
 # -- crafted manifests ---------------------------------------------------------------------------------
@@ -342,15 +411,30 @@ MANIFESTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def manifest_rows(victim, tmp_path_factory) -> tuple[dict[str, Row], dict[str, Row], dict[str, Path]]:  # noqa: F811 (victim is the fixture)
+    """Every crafted manifest installed over a copy of the victim cache, in one play; then cache_info of each
+    bundle, in another: (install rows, cache_info rows, each case's directory)."""
+    dirs = case_dirs(tmp_path_factory, "manifest-cases", sorted(MANIFESTS))
+    installs, infos = {}, {}
+    for case, work in dirs.items():
+        bundle = write_bundle(work / "bundle", [FIRST, UPDATE], **MANIFESTS[case][1])
+        installs[case] = install(bundle, copy_tree(victim, work / "cache"))
+        infos[case] = {"modelseed.fleet.cache_info": {"bundle": str(bundle)}}
+    installed = run_table(installs, lambda case: look(dirs[case], new_locks_allowed=True))
+    return installed, run_table(infos), dirs
+
+
+@table_play("bad input: crafted manifests")
 @pytest.mark.parametrize("case", sorted(MANIFESTS))
-def test_crafted_manifest_is_refused_and_reported(victim, tmp_path, case):  # noqa: F811 (victim is the fixture)
-    kind, options, message = MANIFESTS[case]
-    cache = copy_tree(victim, tmp_path / "cache")
-    bundle = write_bundle(tmp_path / "bundle", [FIRST, UPDATE], **options)
-    result = run_case(f"bad input: crafted manifest ({kind})", install(bundle, cache), message, tmp_path, new_locks_allowed=True)
+def test_crafted_manifest_is_refused_and_reported(manifest_rows, case):
+    installed, infos, dirs = manifest_rows
+    kind, _options, message = MANIFESTS[case]
+    cache = dirs[case] / "cache"
+    result = judge_case(f"bad input: crafted manifest ({kind})", installed[case], message)
     assert not leftovers(cache) and not (cache / "models/a/first").exists(), result["msg"]
     # cache_info reads the same bundle without failing, and says it does not verify.
-    info = run_tasks([{"modelseed.fleet.cache_info": {"bundle": str(bundle)}}])[0]
+    info = infos[case].result
     assert not info.get("failed") and info["bundle"]["verified"] is False and info["problems"], info
 
 
@@ -389,5 +473,6 @@ def test_option_types_of_the_environment_and_readiness_modules(tmp_path):
         ({"modelseed.fleet.modelscope_ready": {"models": [{"name": 7}], "pythons": ["/usr/bin/python3"],
                                                "cache_dir": str(root)}}, "invalid model id"),
     ]
-    for task, message in cases:
-        run_case("bad input: option type", task, message, tmp_path)
+    rows = run_table({f"case {index}": task for index, (task, _message) in enumerate(cases)}, lambda _case: look(tmp_path))
+    for index, (_task, message) in enumerate(cases):
+        judge_case("bad input: option type", rows[f"case {index}"], message)

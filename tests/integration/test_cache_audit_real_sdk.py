@@ -11,7 +11,8 @@ from support.cache_audit import audit_cache, hub_versions
 from support.sample_models import MODEL
 from support.sdk import VERSIONS
 
-pytestmark = pytest.mark.slow
+# One worker: the session's SDK downloads, which every test here reads, then happen once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real SDK caches")]
 
 WEIGHT = "weights/model-00001.bin"
 # Where each SDK left the model, relative to MODELSCOPE_CACHE.

@@ -33,6 +33,7 @@ from support.interrupt import bytes_below, spawn, tree_digest, wait_until
 from support.playbook import run_tasks
 from support.processes import kill_tree
 from support.reliability import record
+from support.table_play import Row, run_table, table_play
 
 MODEL = "Qwen/Qwen2.5-Tiny"
 MODEL_DIR = "models/Qwen/Qwen2___5-Tiny"
@@ -225,17 +226,29 @@ def test_second_run_reads_no_file_contents(tmp_path):
     assert weights.stat().st_atime_ns == atime
 
 
-@pytest.mark.parametrize("layout, path, metadata", [
+LAYOUTS = [
     ("hub", "hub/Qwen/Qwen2___5-Tiny", True),
     ("models", MODEL_DIR, True),
     ("snapshots", "models/Qwen--Qwen2.5-Tiny/snapshots/master", False),
-])
-def test_explicit_layouts(tmp_path, layout, path, metadata):
-    bundle = write_bundle(tmp_path / "bundle", [SPEC])
-    result = run_one(install(bundle, tmp_path / "cache", layout=layout))
-    assert result["changed"] and result["models"][0]["path"] == str(tmp_path / "cache" / path), result["msg"]
-    assert_installed(tmp_path / "cache" / path, files_v1())
-    assert (tmp_path / "cache" / path / ".msc").exists() == metadata
+]
+
+
+@pytest.fixture(scope="module")
+def layout_rows(tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """The bundle installed into a cache of its own in each of LAYOUTS, in one play: (rows, each layout's cache)."""
+    bundle = write_bundle(tmp_path_factory.mktemp("layouts") / "bundle", [SPEC])
+    caches = {layout: tmp_path_factory.mktemp(f"layout-{layout}") / "cache" for layout, _path, _metadata in LAYOUTS}
+    return run_table({layout: install(bundle, caches[layout], layout=layout) for layout, _path, _metadata in LAYOUTS}), caches
+
+
+@table_play("cache_install: layouts")
+@pytest.mark.parametrize("layout, path, metadata", LAYOUTS)
+def test_explicit_layouts(layout_rows, layout, path, metadata):
+    rows, caches = layout_rows
+    result, cache = rows[layout].result, caches[layout]
+    assert result["changed"] and result["models"][0]["path"] == str(cache / path), result["msg"]
+    assert_installed(cache / path, files_v1())
+    assert (cache / path / ".msc").exists() == metadata
 
 
 def test_changed_bundle_replaces_the_model_whole(tmp_path):
@@ -531,19 +544,33 @@ def victim(tmp_path_factory):
     return top / "cache"
 
 
+@pytest.fixture(scope="module")
+def hostile_rows(victim, tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """Every hostile bundle against a copy of the victim cache, each in a directory of its own, in one play:
+    (rows whose look is the cache's digest and the names beside it, each case's directory)."""
+    top = tmp_path_factory.mktemp("hostile")
+    works, tasks = {}, {}
+    for index, case in enumerate(sorted(HOSTILE)):
+        work = works[case] = top / f"case-{index}" / "work"
+        work.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(victim), str(work / "cache")], check=True)
+        tasks[case] = install(HOSTILE[case][0](UPDATE, work / "bundle"), work / "cache")
+    rows = run_table(tasks, lambda case: (tree_digest(works[case] / "cache"), sorted(p.name for p in works[case].iterdir())))
+    return rows, works
+
+
 @pytest.mark.hostile
+@table_play("hostile bundles")
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_bundle_is_refused_and_the_cache_unchanged(victim, tmp_path, case):
-    build, message = HOSTILE[case]
-    work = tmp_path / "work"
-    work.mkdir()
+def test_hostile_bundle_is_refused_and_the_cache_unchanged(hostile_rows, case):
+    rows, works = hostile_rows
+    message = HOSTILE[case][1]
+    work = works[case]
     cache = work / "cache"
-    subprocess.run(["cp", "-a", str(victim), str(cache)], check=True)
-    bundle = build(UPDATE, work / "bundle")
-    before, around = tree_digest(cache), sorted(p.name for p in work.iterdir())
-    result = run_one(install(bundle, cache))
+    row = rows[case]
+    result, (before, around), (after, around_after) = row.result, row.before, row.after
     escaped = [p for p in (Path(EVIL_TARGET), work / "escaped.txt", cache / "escaped.txt") if os.path.lexists(p)]
-    unchanged = tree_digest(cache) == before and sorted(p.name for p in work.iterdir()) == around and not leftovers(cache)
+    unchanged = after == before and around_after == around and not leftovers(cache)
     # The result says what happened: nothing changed, nothing installed, the rejected model refused.
     actions = {m["id"]: m["action"] for m in result.get("models", [])}
     said = result.get("changed") is False and result.get("bytes_installed") == 0 and set(actions.values()) <= {"refused", "none"}
@@ -559,8 +586,8 @@ def test_hostile_bundle_is_refused_and_the_cache_unchanged(victim, tmp_path, cas
         assert result["msg"].endswith("; no model in the cache was changed"), result["msg"]
     if "manifest" not in case:
         assert "Qwen/Qwen2.5-Tiny@master" in result["msg"], result["msg"]
-    assert tree_digest(cache) == before
-    assert sorted(p.name for p in work.iterdir()) == around
+    assert after == before
+    assert around_after == around
     assert not os.path.lexists(EVIL_TARGET) and not (work / "escaped.txt").exists() and not (cache / "escaped.txt").exists()
     assert not (cache / "models/a/first").exists()  # valid, staged first, never moved in
     assert not leftovers(cache)

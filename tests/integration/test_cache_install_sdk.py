@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from support.judging import READERS, judge
 from support.playbook import run_tasks
 from support.sample_models import MODEL, model_files
 from support.sdk import VERSIONS
+from support.table_play import Row, run_table, table_play
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +30,37 @@ def bundle(tls_hub, tls, tmp_path_factory):
     return write_bundle(tmp_path_factory.mktemp("sdk-bundle") / "bundle", [spec])
 
 
-def install(bundle, cache, **options):
-    task = {"modelseed.fleet.cache_install": {"src": str(bundle), "cache_dir": str(cache), **options}}
-    result = run_tasks([task])[0]
+def install_task(bundle, cache, **options) -> dict:
+    return {"modelseed.fleet.cache_install": {"src": str(bundle), "cache_dir": str(cache), **options}}
+
+
+def installed(result: dict) -> dict:
     assert result["changed"] and not result.get("failed"), result.get("msg")
     return result
 
 
-@pytest.mark.parametrize("layout, version", [(layout, v) for layout, versions in READERS.items() for v in versions])
-def test_sdk_finds_every_file_and_downloads_nothing(bundle, tls_hub, tls, sdk, tmp_path, layout, version):
-    cache = tmp_path / "cache"
-    result = install(bundle, cache, layout=layout)
+def install(bundle, cache, **options):
+    return installed(run_tasks([install_task(bundle, cache, **options)])[0])
+
+
+READER_ROWS = [(layout, v) for layout, versions in READERS.items() for v in versions]
+
+
+@pytest.fixture(scope="module")
+def reader_rows(bundle, tmp_path_factory) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Path]]:
+    """The bundle installed for each (layout, SDK) of READER_ROWS into a cache of its own (SDKs write into the caches
+    they load), in one play: (rows, each row's cache)."""
+    caches = {row: tmp_path_factory.mktemp(f"reader-{row[0]}-{row[1]}") / "cache" for row in READER_ROWS}
+    return run_table({row: install_task(bundle, caches[row], layout=row[0]) for row in READER_ROWS}), caches
+
+
+@table_play("cache_install: every SDK reads its layout")
+@pytest.mark.parametrize("layout, version", READER_ROWS)
+def test_sdk_finds_every_file_and_downloads_nothing(reader_rows, tls_hub, tls, sdk, layout, version):
+    rows, caches = reader_rows
+    result = installed(rows[layout, version].result)
     assert result["layout"] == layout
-    judge(sdk(version), cache, tls_hub, tls)
+    judge(sdk(version), caches[layout, version], tls_hub, tls)
 
 
 def test_auto_layout_with_every_sdk_serves_them_all(bundle, tls_hub, tls, sdk, tmp_path):
@@ -56,11 +76,30 @@ def test_auto_layout_with_every_sdk_serves_them_all(bundle, tls_hub, tls, sdk, t
     assert again["changed"] is False, again["msg"]
 
 
+@pytest.fixture(scope="module")
+def shared_rows(bundle) -> tuple[dict[str, Row], dict[str, Path]]:
+    """For each SDK, the bundle installed root-owned and shared with group nogroup into a directory every user can
+    reach (pytest's own tmp is private to root), in one play: (rows, each version's directory), removed afterwards."""
+    dirs = {version: Path(tempfile.mkdtemp(prefix="modelseed-open-")) for version in VERSIONS}
+    try:
+        for path in dirs.values():
+            path.chmod(0o755)
+        tasks = {version: install_task(bundle, path / "cache", layout="all", owner="root", group="nogroup", shared=True)
+                 for version, path in dirs.items()}
+        yield run_table(tasks), dirs
+    finally:
+        for path in dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@table_play("cache_install: shared with the runtime user")
 @pytest.mark.parametrize("version", VERSIONS)
-def test_runtime_user_loads_a_shared_root_owned_cache(bundle, tls_hub, tls, sdk, open_dir, version):
+def test_runtime_user_loads_a_shared_root_owned_cache(shared_rows, tls_hub, tls, sdk, version):
     """Root installs; `nobody` (group nogroup) loads offline and online, although SDKs up to 1.37 write into the cache."""
+    rows, dirs = shared_rows
+    open_dir = dirs[version]
     cache = open_dir / "cache"
-    install(bundle, cache, layout="all", owner="root", group="nogroup", shared=True)
+    installed(rows[version].result)
     model_dir = cache / "models/Qwen/Qwen2___5-0___5B-Test"
     for name in (".mdl", ".mv"):
         assert (model_dir / name).stat().st_mode & 0o777 == 0o664  # group-writable, never world-writable

@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -84,12 +83,14 @@ def test_two_downloads_at_once_fetch_each_file_once(slow_hub, tmp_path, sdk, tls
 def test_a_download_gives_up_waiting_naming_the_lock(slow_hub, tmp_path, sdk, tls):
     cache = tmp_path / "cache"
     slow_hub.faults.clear()
-    slow_hub.faults.add(action="throttle", file="weights/*", rate=MiB // 3)  # the holder keeps its lock for about 10 s
+    # The holder keeps its lock until the waiter has returned, however slowly the machine starts the waiter's play:
+    # its weights come at 32 KiB/s (minutes) until the throttle is lifted.
+    throttle = slow_hub.faults.add(action="throttle", file="weights/*", rate=32 << 10)
     holder = spawn([download(slow_hub, cache)], tmp_path)
     assert wait_until(lambda: bytes_below(cache / ".modelseed/partial") > 0, holder.proc), "the first run never got going"
-    began = time.monotonic()
     waiter = run_tasks([download(slow_hub, cache, lock_timeout=1)])[0]
-    waited = time.monotonic() - began
+    holder_ran_throughout = holder.proc.poll() is None
+    throttle.rate = 0
     holder.wait()
     held = holder.results()[0]
     lock = state_path(str(cache), "locks", MODEL_REL, ".lock")
@@ -97,7 +98,7 @@ def test_a_download_gives_up_waiting_naming_the_lock(slow_hub, tmp_path, sdk, tl
     record("modelscope_model while another run holds the lock", outcome="fails after lock_timeout naming the lock; the holder completes",
            handled=int(clear and not held.get("failed")))
     assert clear, waiter.get("msg")
-    assert waited < 30, f"gave up after {waited:.1f}s"
+    assert holder_ran_throughout, "the holder ended before the waiter returned: the waiter did not give up on the lock"
     assert not held.get("failed"), held["msg"]
     slow_hub.faults.clear()
     judge(sdk(SDK), cache, slow_hub, tls)

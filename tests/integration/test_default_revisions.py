@@ -21,7 +21,8 @@ from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.sdk import ensure_sdk
 
-pytestmark = pytest.mark.slow
+# One worker: the dated hub and the caches every test here reads are then seeded once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dated revisions")]
 
 MODEL = "Rev/Dated-0.5B"
 TAG = "v1.0"

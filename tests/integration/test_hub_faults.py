@@ -19,6 +19,7 @@ from support import reliability
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import audit_cache, hub_versions, tree_digest
 from support.fileserver import FileServer
+from support.module_process import run_module
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 
@@ -54,11 +55,19 @@ def hub(tmp_path):
         yield server
 
 
+def run(module: str, args: dict, workdir, playbook: bool) -> dict:
+    """One run of ``module``: through ansible-playbook, or as the module process Ansible would start (the iterations
+    of a fault class after its first, which went through a play: the fault is the hub's, not ansible-playbook's)."""
+    if playbook:
+        return run_tasks([{f"modelseed.fleet.{module}": args}])[0]
+    return run_module(module, args, workdir)
+
+
 # retry_delay 0: faults strike per request, so waiting between retries proves nothing (a Retry-After is still waited for).
-def download(hub, cache, **options) -> dict:
+def download(hub, cache, playbook: bool = True, **options) -> dict:
     args = {"name": MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all", "retries": 2, "retry_delay": 0, "timeout": 10,
             **options}
-    return run_tasks([{"modelseed.fleet.modelscope_model": args}])[0]
+    return run("modelscope_model", args, cache.parent, playbook)
 
 
 def completed(hub, result, cache, files: dict | None = None) -> tuple[bool, list[str]]:
@@ -88,7 +97,9 @@ def _read(path: str) -> bytes | None:
 
 
 def looped(case: str, fault: str, outcome: str, run_once, runs: int | None = None) -> None:
-    """Run ``run_once(rng, index) -> (ok, problems, details)`` ``runs`` (default ``iterations()``) times; record each, then assert."""
+    """Run ``run_once(rng, index) -> (ok, problems, details)`` ``runs`` (default ``iterations()``) times; record each, then assert.
+
+    Iteration 0 runs its module through ansible-playbook, the others as module processes (``first_through_a_play``)."""
     rng, seed = reliability.seeded_rng(case)
     for index in range(runs or reliability.iterations()):
         ok, problems, details = run_once(rng, index)
@@ -104,10 +115,15 @@ def nth_file(index: int) -> str:
     return NONEMPTY[index % len(NONEMPTY)]
 
 
-def recovers(hub, cache, *fault_specs, **options):
-    """Inject ``fault_specs``, download, take the faults back: (completed, problems, faults, result)."""
+def first_through_a_play(index: int) -> bool:
+    """One playbook run per fault class, its first iteration: the rest start the module without ansible-playbook."""
+    return index == 0
+
+
+def recovers(hub, cache, index, *fault_specs, **options):
+    """Inject ``fault_specs``, download (iteration ``index``), take the faults back: (completed, problems, faults, result)."""
     faults = [hub.faults.add(**spec) for spec in fault_specs]
-    result = download(hub, cache, **options)
+    result = download(hub, cache, first_through_a_play(index), **options)
     hub.faults.clear()
     ok, problems = completed(hub, result, cache)
     return ok, problems, faults, result
@@ -117,7 +133,7 @@ def recovers(hub, cache, *fault_specs, **options):
 def test_5xx_on_a_file_is_retried(hub, tmp_path, status):
     def once(rng, index):
         file, times = nth_file(index), rng.randint(1, 2)
-        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", dict(action="status", status=status, file=file, times=times))
+        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", index, dict(action="status", status=status, file=file, times=times))
         return ok and fault.hits == times, problems, (file, times, fault.hits, result.get("msg"))
 
     looped(f"http-{status}", f"hub: HTTP {status}", COMPLETES, once)
@@ -126,7 +142,7 @@ def test_5xx_on_a_file_is_retried(hub, tmp_path, status):
 def test_503_on_the_api_is_retried(hub, tmp_path):
     def once(rng, index):
         where = rng.choice(["/revisions", "/repo/files"])
-        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", dict(action="status", status=503, path=where, times=1))
+        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", index, dict(action="status", status=503, path=where, times=1))
         return ok and fault.hits == 1, problems, (where, result.get("msg"))
 
     looped("api-503", "hub: HTTP 503 on the API", COMPLETES, once)
@@ -135,7 +151,7 @@ def test_503_on_the_api_is_retried(hub, tmp_path):
 def test_429_waits_for_retry_after(hub, tmp_path):
     def once(rng, index):
         file, mark = nth_file(index), len(hub.log)
-        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", dict(action="status", status=429, retry_after=1, file=file, times=1))
+        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", index, dict(action="status", status=429, retry_after=1, file=file, times=1))
         asked = [r for r in hub.log.entries(mark) if r.file == file and "/oss/" not in r.path]
         waited = len(asked) >= 2 and asked[0].status == 429 and asked[1].at - asked[0].at >= 0.9
         return ok and waited and fault.hits == 1, problems, (file, [(r.status, round(r.at, 2)) for r in asked], result.get("msg"))
@@ -148,7 +164,7 @@ def test_body_cut_mid_file_resumes(hub, tmp_path, action):
     def once(rng, index):
         file, mark = nth_file(index), len(hub.log)
         cut = rng.randrange(1, len(FILES[file]))
-        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", dict(action=action, file=file, after_bytes=cut, times=1))
+        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", index, dict(action=action, file=file, after_bytes=cut, times=1))
         bodies = [r for r in hub.log.entries(mark) if r.file == file and r.download]
         # A clean close delivers every byte sent, so the resume starts right there; a reset may drop some in flight.
         resumed_at = {f"bytes={cut}-"} if action == "truncate" else {None, *(f"bytes={n}-" for n in range(1, cut + 1))}
@@ -166,7 +182,7 @@ def test_body_cut_mid_file_resumes(hub, tmp_path, action):
 def test_fault_that_stops_is_got_over(hub, tmp_path, spec, fault_name):
     def once(rng, index):
         file = nth_file(index)
-        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", dict(spec, file=file))
+        ok, problems, (fault,), result = recovers(hub, tmp_path / f"c{index}", index, dict(spec, file=file))
         return ok and fault.hits == spec["times"], problems, (file, result.get("msg"))
 
     looped(f"stops-{spec['action']}", fault_name, COMPLETES, once)
@@ -177,7 +193,7 @@ def test_slow_responses(hub, tmp_path):
     def once(rng, index):
         late = dict(action="delay", file=nth_file(index), delay=2.5, times=1)
         slow = dict(action="throttle", file=rng.choice(NONEMPTY), rate=1 << 20)
-        ok, problems, faults, result = recovers(hub, tmp_path / f"c{index}", late, slow, timeout=1)
+        ok, problems, faults, result = recovers(hub, tmp_path / f"c{index}", index, late, slow, timeout=1)
         return ok and faults[0].hits == 1 and faults[1].hits >= 1, problems, (late, slow, result.get("msg"))
 
     looped("slow", "hub: very slow response", COMPLETES, once)
@@ -191,13 +207,13 @@ def test_push_during_the_download_keeps_one_commit(hub, tmp_path):
         trigger = rng.choice([{"path": "/repo/files"}, {"file": rng.choice(NONEMPTY)}])
         fault = hub.faults.add(action="push", model=MODEL, files=changed, times=1, **trigger)
         cache = tmp_path / f"c{index}"
-        result = download(hub, cache)
+        result = download(hub, cache, first_through_a_play(index))
         hub.faults.clear()
         ok, bad = completed(hub, result, cache, expected_files.get(first, FILES))
         # The next run sees the new commit and fetches only what changed.
         newest = hub.store.repo(*MODEL.split("/")).resolve("master")
         expected_files[newest] = {**expected_files.get(first, FILES), **changed}
-        again = download(hub, cache)
+        again = download(hub, cache, playbook=False)
         ok_again, bad_again = completed(hub, again, cache, expected_files[newest])
         fetched_only_changes = sorted(again.get("files_downloaded", [])) == sorted(changed)
         return (ok and ok_again and fault.hits == 1 and result.get("commit") == first and again.get("commit") == newest
@@ -224,10 +240,10 @@ def test_real_sdk_loads_offline_what_survived_a_reset(hub, tmp_path, sdk):
 # -- permanent faults: the download fails clearly -----------------------------------------------
 
 
-def permanent(hub, cache, file, fault_args, **options):
-    """Inject a fault that never stops; the run must fail clearly and leave nothing unverified."""
+def permanent(hub, cache, index, file, fault_args, **options):
+    """Inject a fault that never stops (iteration ``index``); the run must fail clearly and leave nothing unverified."""
     fault = hub.faults.add(file=file, **fault_args)
-    result = download(hub, cache, **options)
+    result = download(hub, cache, first_through_a_play(index), **options)
     hub.faults.clear()
     ok, bad = failed_clearly(hub, result, cache, file)
     return ok and fault.hits >= 1, bad, (file, result.get("msg"))
@@ -247,7 +263,7 @@ def test_permanent_fault_fails_naming_the_file(hub, tmp_path, fault_args, fault_
     files = [path for path in NONEMPTY if len(FILES[path]) > fault_args.get("after_bytes", 0)]
 
     def once(rng, index):
-        return permanent(hub, tmp_path / f"c{index}", files[index], fault_args, **options)
+        return permanent(hub, tmp_path / f"c{index}", index, files[index], fault_args, **options)
 
     looped(f"permanent-{fault_name}", fault_name, FAILS, once, runs=len(files))
 
@@ -278,9 +294,9 @@ BUNDLE_MODEL = "Faulty/Bundled"
 BUNDLE_DIR = "models/Faulty/Bundled"
 
 
-def install(src, cache, **options) -> dict:
+def install(src, cache, playbook: bool = True, **options) -> dict:
     args = {"src": str(src), "cache_dir": str(cache), "layout": "models", "retries": 2, "retry_delay": 0, "timeout": 10, **options}
-    return run_tasks([{"modelseed.fleet.cache_install": args}])[0]
+    return run("cache_install", args, cache.parent, playbook)
 
 
 @pytest.fixture
@@ -314,7 +330,7 @@ def test_bundle_pull_survives_a_transient_fault(tmp_path, bundles, fault_args, f
         shutil.copytree(installed, cache, symlinks=True)  # mtimes kept: the records still match
         with FileServer(new_dir) as server:
             fault = server.faults.add(file="*.tar", times=1, after_bytes=rng.randrange(1, tar_size), **fault_args)
-            result = install(server.url, cache, **options)
+            result = install(server.url, cache, first_through_a_play(index), **options)
         bad = audit_cache(cache, BUNDLE_MODEL, new)
         ok = not result.get("failed") and fault.hits == 1 and all(
             _read(f"{cache}/{BUNDLE_DIR}/{rel}") == data for rel, data in new.items())

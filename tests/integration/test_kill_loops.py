@@ -1,11 +1,13 @@
 """kill -9 at random moments of modelscope_model, cache_bundle and cache_install, then a run to completion.
 
-Each case first times a few runs that are not killed, from the moment the module starts writing (a partial
+Each case first times one run that is not killed, from the moment the module starts writing (a partial
 download, a temp tar, a staged file) until its work is in place (the record, SHA256SUMS, the last directory
-swapped); every iteration then kills a run at a seeded random delay within the longest such window (and a quarter past it),
+swapped); every iteration then kills a run at a seeded random delay within that window (and a quarter past it),
 checks what the kill left, and runs again to completion.
 A kill counts only when the module's process was still alive (stopped, not a zombie) when SIGKILL was sent, and is
 tallied as landing before or after the module's work was in place; one that found the process gone counts as missed.
+The first iteration of each case kills a run of ansible-playbook and completes through it; the others start the
+module as the process Ansible would (``support.module_process``), which spares ansible-playbook's start-up.
 ``MODELSEED_STRESS_N`` sets the iterations (5), ``MODELSEED_SEED`` replays one.
 """
 
@@ -23,8 +25,9 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import state_path
 from support.bundles import ModelSpec, write_bundle
-from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, tree_digest, wait_until
+from support.interrupt import Kill, bundle_scratch, bytes_below, content_digest, files_below, spawn, spawn_module, tree_digest, wait_until
 from support.judging import judge
+from support.module_process import module_of, run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.reliability import iterations, record, seeded_rng
@@ -49,27 +52,33 @@ def timed_window(tasks: list[dict], workdir: Path, started, finished) -> float:
     return window
 
 
-# Runs on a machine shared with other work vary several-fold: the kills are spread over the longest of a few,
-# and a quarter past it, where the last steps (renames, swaps) of a slower run fall.
-CALIBRATIONS = 3
+# The kills are spread over the window of one calibration run and a quarter past it, where the last steps (renames,
+# swaps) of a slower run fall. Runs on a machine shared with other work vary: a killed run slower than the calibration
+# takes more kills before completion, a faster one more after it; the tally shows which, and every kill is judged alike.
 OVERSHOOT = 1.25
 
 
-def longest_window(calibrate) -> tuple[float, Path]:
-    """``calibrate(i)`` times one run on a fresh copy and returns (seconds, copy): the longest span, and the last copy
-    (what a run that is not killed leaves)."""
-    timings = [calibrate(i) for i in range(CALIBRATIONS)]
-    return max(seconds for seconds, _copy in timings), timings[-1][1]
-
-
-def kill_after(tasks: list[dict], workdir: Path, started, delay: float, finished) -> Kill:
+def kill_after(tasks: list[dict], workdir: Path, started, delay: float, finished, playbook: bool) -> Kill:
     """Start ``tasks`` (one module of this collection), wait for ``started()``, sleep ``delay``, kill -9 the whole
-    tree; say whether the module was still alive then and whether ``finished()`` held at that moment."""
-    module = next(key for key in tasks[0] if key.startswith("modelseed.fleet.")).rsplit(".", 1)[1]
-    run = spawn(tasks, workdir)
+    tree; say whether the module was still alive then and whether ``finished()`` held at that moment.
+
+    ``playbook``: through ansible-playbook, else as the module process Ansible would start."""
+    module = module_of(tasks[0])[0]
+    run = spawn(tasks, workdir) if playbook else spawn_module(tasks[0], workdir)
     wait_until(started, run.proc)
     time.sleep(delay)
     return run.kill(module=module, work_done=finished)
+
+
+def complete(tasks: list[dict], workdir: Path, playbook: bool) -> list[dict]:
+    """Run ``tasks`` to the end: through ansible-playbook, or as module processes one after another."""
+    return run_tasks(tasks).results if playbook else run_modules(tasks, workdir)
+
+
+def first_through_a_play(attempt: int) -> bool:
+    """The first iteration of a case kills and completes runs of ansible-playbook; the others start the module
+    without it, as Ansible would: the kill is the module's, not ansible-playbook's."""
+    return attempt == 0
 
 
 def replaced(*paths: Path):
@@ -185,13 +194,14 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
         judge(sdk("1.40.2"), updated, hub, tls, model=REPO_ID, files=NEW_FILES)  # the reference itself is what an SDK wants
         hub.faults.add(action="throttle", file="*", rate=RATE)
 
-        def calibrate(index: int) -> tuple[float, Path]:
-            copy = copy_tree(empty, tmp_path / f"calibration-{index}")
+        def calibrate() -> tuple[float, Path]:
+            """(seconds of one run's window, the copy it ran on: what a run that is not killed leaves)."""
+            copy = copy_tree(empty, tmp_path / "calibration")
             partial = Path(state_path(str(copy), "partial", DL_REL))
             recorded = Path(state_path(str(copy), "records", DL_REL, ".json"))
             return timed_window([download(hub, copy)], tmp_path, partial.is_dir, recorded.exists), copy
 
-        window, calibration = longest_window(calibrate)
+        window, calibration = calibrate()
         new_digests = {"empty cache": content_digest(calibration / DL_REL), "older commit": content_digest(updated / DL_REL)}
         print(f"window {window:.2f}s")
 
@@ -205,7 +215,8 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
             recorded = Path(state_path(str(cache), "records", DL_REL, ".json"))
             hub.faults.clear()
             hub.faults.add(action="throttle", file="*", rate=RATE)
-            kill = kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay, replaced(recorded))
+            playbook = first_through_a_play(attempt)
+            kill = kill_after([download(hub, cache)], tmp_path, partial.is_dir, delay, replaced(recorded), playbook)
             model = cache / DL_REL
             now = content_digest(model) if model.exists() else None
             state = "old" if now == old_digest else "new" if now == new_digest else "mixed"
@@ -214,7 +225,7 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
 
             hub.faults.clear()
             mark = settled(hub)
-            result = run_tasks([download(hub, cache)])[0]
+            result = complete([download(hub, cache)], tmp_path, playbook)[0]
             sent, first_range = transfers(hub, mark)
             ranges_ok = all(first_range.get(path) == f"bytes={partial_now[path]}-"
                             for path in want if 0 < partial_now.get(path, 0) < len(NEW_FILES[path]))
@@ -300,12 +311,13 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
     def writing(dest: Path):
         return lambda: bool(bundle_scratch(dest))
 
-    def calibrate(index: int) -> tuple[float, Path]:
-        copy = copy_tree(old_bundle, tmp_path / f"calibration-{index}")
+    def calibrate() -> tuple[float, Path]:
+        """(seconds of one run's window, the copy it ran on: what a run that is not killed leaves)."""
+        copy = copy_tree(old_bundle, tmp_path / "calibration")
         sums, old_sums = copy / "SHA256SUMS", (copy / "SHA256SUMS").stat().st_ino
         return timed_window([bundle(copy)], tmp_path, writing(copy), lambda: _ino(sums) not in (old_sums, None)), copy
 
-    window, calibration = longest_window(calibrate)
+    window, calibration = calibrate()
     new = bundle_state(calibration)
     assert new != old
     print(f"window {window:.2f}s")
@@ -314,11 +326,11 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         dest = copy_tree(old_bundle, tmp_path / f"bundle-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill = kill_after([bundle(dest)], tmp_path, writing(dest), delay, replaced(dest / "SHA256SUMS"))
+        playbook = first_through_a_play(attempt)
+        kill = kill_after([bundle(dest)], tmp_path, writing(dest), delay, replaced(dest / "SHA256SUMS"), playbook)
         now = bundle_state(dest)
         state = "old" if now == old else "new" if now == new else "mixed"
-        run = run_tasks([info(dest), bundle(dest), info(dest, "full")])
-        after_kill, completing, final = run.results
+        after_kill, completing, final = complete([info(dest), bundle(dest), info(dest, "full")], tmp_path, playbook)
         completed = not completing.get("failed") and bundle_state(dest) == new and final["bundle"]["verified"]
         left = [p.name for p in bundle_scratch(dest)]
         ok = state != "mixed" and after_kill["bundle"]["verified"] and completed and not left
@@ -363,13 +375,14 @@ def test_kill_cache_install_at_random_moments(tmp_path):
     def staging(cache: Path):
         return lambda: bytes_below(cache / ".modelseed/incoming") > 0
 
-    def calibrate(index: int) -> tuple[float, Path]:
-        copy = copy_tree(template, tmp_path / f"calibration-{index}")
+    def calibrate() -> tuple[float, Path]:
+        """(seconds of one run's window, the copy it ran on: what a run that is not killed leaves)."""
+        copy = copy_tree(template, tmp_path / "calibration")
         inodes = [(copy / d).stat().st_ino for d in dirs]
         return timed_window([install(new, copy)], tmp_path, staging(copy),
                             lambda: all((copy / d).stat().st_ino != ino for d, ino in zip(dirs, inodes, strict=True))), copy
 
-    window, calibration = longest_window(calibrate)
+    window, calibration = calibrate()
     news = [tree_digest(calibration / d) for d in dirs]
     print(f"window {window:.2f}s")
 
@@ -377,12 +390,13 @@ def test_kill_cache_install_at_random_moments(tmp_path):
     for attempt in range(iterations()):
         cache = copy_tree(template, tmp_path / f"cache-{attempt}")
         delay = rng.uniform(0, window * OVERSHOOT)
-        kill = kill_after([install(new, cache)], tmp_path, staging(cache), delay, replaced(*(cache / d for d in dirs)))
+        playbook = first_through_a_play(attempt)
+        kill = kill_after([install(new, cache)], tmp_path, staging(cache), delay, replaced(*(cache / d for d in dirs)), playbook)
         states = []
         for index, d in enumerate(dirs):
             now = tree_digest(cache / d)
             states.append("old" if now == olds[index] else "new" if now == news[index] else "mixed")
-        run = run_tasks([install(new, cache), install(new, cache)])
+        run = complete([install(new, cache), install(new, cache)], tmp_path, playbook)
         completed = not run[0].get("failed") and [tree_digest(cache / d) for d in dirs] == news and run[1]["changed"] is False
         leftovers = [p for kind in ("incoming", "trash") for p in (cache / ".modelseed" / kind).glob("*")]
         ok = "mixed" not in states and completed and not leftovers

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
 
 import pytest
-from integration.test_bad_input import copy_tree, run_case
+from integration.test_bad_input import copy_tree, judge_case, look, run_case
 
 from support import reliability
 from support.cache_audit import audit_cache, hub_versions
 from support.interrupt import wait_until
 from support.mshub import MsHub, make_repo
 from support.playbook import run_tasks
+from support.table_play import Row, run_table, table_play
 
 pytestmark = pytest.mark.hostile
 
@@ -102,17 +104,26 @@ def fault_class(where: str, message: str) -> str:
     return "lying hub: crafted listing" if where == LISTING else "lying hub: crafted revision map"
 
 
+@pytest.fixture(scope="module")
+def lie_rows(liar, tmp_path_factory) -> dict[str, Row]:
+    """Every lie, each told by a hub of its own on the liar's repositories to a copy of the seeded cache, in one play."""
+    liar_hub, seeded = liar
+    top = tmp_path_factory.mktemp("lies")
+    works = {case: top / f"case-{index}" / "work" for index, (case, *_rest) in enumerate(LIES)}
+    with ExitStack() as hubs:
+        tasks = {}
+        for case, where, body, _message in LIES:
+            hub = hubs.enter_context(MsHub(liar_hub.store.root))
+            hub.faults.add(action="reply", status=200, body=body, path=where)
+            works[case].mkdir(parents=True)
+            tasks[case] = download(hub, copy_tree(seeded, works[case] / "cache"))
+        return run_table(tasks, lambda case: look(works[case]))
+
+
+@table_play("lying hub: lies")
 @pytest.mark.parametrize("case, where, body, message", LIES, ids=[case for case, *_rest in LIES])
-def test_lie_fails_clearly_and_writes_nothing(liar, tmp_path, case, where, body, message):
-    hub, seeded = liar
-    work = tmp_path / "work"
-    work.mkdir()
-    cache = copy_tree(seeded, work / "cache")
-    hub.faults.add(action="reply", status=200, body=body, path=where)
-    try:
-        result = run_case(fault_class(where, message), download(hub, cache), message, work)
-    finally:
-        hub.faults.clear()
+def test_lie_fails_clearly_and_writes_nothing(lie_rows, case, where, body, message):
+    result = judge_case(fault_class(where, message), lie_rows[case], message)
     assert MODEL in result["msg"], result["msg"]
 
 
@@ -148,18 +159,22 @@ def test_truncated_listing_walk_that_loops_ends(liar, tmp_path):
 
 def test_revision_dates_that_are_not_dates_do_not_matter(liar, tmp_path):
     """CreatedAt only goes into the .mv file: a hub that sends nonsense there still gives a complete, verified model."""
-    hub, _seeded = liar
-    for index, created in enumerate(["yesterday", 1e300, -5, [1]]):
-        cache = tmp_path / f"c{index}"
-        real = json.loads(_get(hub, f"/api/v1/models/{MODEL}/revisions"))
-        for ref in real["Data"]["RevisionMap"]["Branches"]:
-            ref["CreatedAt"] = created
-        hub.faults.add(action="reply", status=200, body=json.dumps(real).encode(), path=REVISIONS)
-        try:
-            result = run_tasks([download(hub, cache)])[0]
-        finally:
-            hub.faults.clear()
-        problems = audit_cache(cache, MODEL, *hub_versions(hub, MODEL))
+    liar_hub, _seeded = liar
+    dates = ["yesterday", 1e300, -5, [1]]
+    real = _get(liar_hub, f"/api/v1/models/{MODEL}/revisions")
+    with ExitStack() as hubs:
+        tasks = {}
+        for index, created in enumerate(dates):
+            answer = json.loads(real)
+            for ref in answer["Data"]["RevisionMap"]["Branches"]:
+                ref["CreatedAt"] = created
+            hub = hubs.enter_context(MsHub(liar_hub.store.root))  # each date told by a hub of its own, in one play
+            hub.faults.add(action="reply", status=200, body=json.dumps(answer).encode(), path=REVISIONS)
+            tasks[f"c{index}"] = download(hub, tmp_path / f"c{index}")
+        rows = run_table(tasks)
+    for index, created in enumerate(dates):
+        cache, result = tmp_path / f"c{index}", rows[f"c{index}"].result
+        problems = audit_cache(cache, MODEL, *hub_versions(liar_hub, MODEL))
         ok = not result.get("failed") and not problems
         reliability.record("lying hub: CreatedAt not a date", outcome="completes with the published bytes", handled=int(ok), corrupt=len(problems))
         assert ok, (created, result.get("msg"), problems)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from support.playbook import run_tasks
+from support.table_play import Row, run_table, table_play
 
 CACHE = "/var/cache/modelscope"
 
@@ -13,11 +16,15 @@ def env_task(root, **options):
     return {"modelseed.fleet.modelscope_env": {"variables": {"MODELSCOPE_CACHE": CACHE}, "root": str(root), **options}}
 
 
+def image_root(path: Path) -> Path:
+    (path / "etc/profile.d").mkdir(parents=True)
+    (path / "etc/environment").write_text('PATH="/usr/local/bin:/usr/bin:/bin"\n')
+    return path
+
+
 @pytest.fixture
 def root(tmp_path):
-    (tmp_path / "etc/profile.d").mkdir(parents=True)
-    (tmp_path / "etc/environment").write_text('PATH="/usr/local/bin:/usr/bin:/bin"\n')
-    return tmp_path
+    return image_root(tmp_path)
 
 
 def test_check_real_check_real(root):
@@ -38,10 +45,23 @@ def test_diff_shows_the_change(root):
     assert not (root / "etc/profile.d/modelscope.sh").exists()
 
 
-@pytest.mark.parametrize("conflict, expect", [("replace", CACHE), ("keep", "/root/.cache/modelscope")])
-def test_conflicting_value_is_reported(root, conflict, expect):
-    (root / "etc/environment").write_text("MODELSCOPE_CACHE=/root/.cache/modelscope\nMODELSCOPE_CACHE=/dup\n")
-    result = run_tasks([env_task(root, conflict=conflict, targets=["environment"])])[0]
+CONFLICTS = [("replace", CACHE), ("keep", "/root/.cache/modelscope")]
+
+
+@pytest.fixture(scope="module")
+def conflict_rows(tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """Each conflict setting on a root of its own whose /etc/environment sets the variable twice, in one play."""
+    roots = {conflict: image_root(tmp_path_factory.mktemp(f"conflict-{conflict}")) for conflict, _expect in CONFLICTS}
+    for root in roots.values():
+        (root / "etc/environment").write_text("MODELSCOPE_CACHE=/root/.cache/modelscope\nMODELSCOPE_CACHE=/dup\n")
+    return run_table({conflict: env_task(root, conflict=conflict, targets=["environment"]) for conflict, root in roots.items()}), roots
+
+
+@table_play("modelscope_env: conflicts")
+@pytest.mark.parametrize("conflict, expect", CONFLICTS)
+def test_conflicting_value_is_reported(conflict_rows, conflict, expect):
+    rows, roots = conflict_rows
+    result, root = rows[conflict].result, roots[conflict]
     assert result["conflicts"][0]["value"] == "/dup"  # the line pam_env applies last
     lines = (root / "etc/environment").read_text().splitlines()
     if conflict == "replace":

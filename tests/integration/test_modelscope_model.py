@@ -25,6 +25,7 @@ from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import ansible_env, playbook_command, run_tasks, write_playbook
 from support.processes import kill_tree
 from support.sample_models import MODEL, model_files
+from support.table_play import Row, run_table, table_play
 
 ESCAPED_DIR = "models/Qwen/Qwen2___5-0___5B-Test"
 
@@ -78,16 +79,28 @@ def test_second_run_reads_no_file_contents(hub, tmp_path):
     assert hub.log.downloads(mark) == {}
 
 
-@pytest.mark.parametrize("layout, path", [
+LAYOUTS = [
     ("hub", "hub/Qwen/Qwen2___5-0___5B-Test"),
     ("models", ESCAPED_DIR),
     ("snapshots", "models/Qwen--Qwen2.5-0.5B-Test/snapshots/master"),
-])
-def test_explicit_layouts(hub, tmp_path, layout, path):
-    result = run_tasks([download(hub, tmp_path, layout=layout)])[0]
-    assert result["changed"] and result["path"] == str(tmp_path / path)
-    assert_model_files(tmp_path / path)
-    assert (tmp_path / path / ".msc").exists() == (layout != "snapshots")
+]
+
+
+@pytest.fixture(scope="module")
+def layout_rows(hub, tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """A download into a cache of its own in each of LAYOUTS, in one play: (rows, each layout's cache)."""
+    caches = {layout: tmp_path_factory.mktemp(f"layout-{layout}") for layout, _path in LAYOUTS}
+    return run_table({layout: download(hub, caches[layout], layout=layout) for layout, _path in LAYOUTS}), caches
+
+
+@table_play("modelscope_model: layouts")
+@pytest.mark.parametrize("layout, path", LAYOUTS)
+def test_explicit_layouts(layout_rows, layout, path):
+    rows, caches = layout_rows
+    result, cache = rows[layout].result, caches[layout]
+    assert result["changed"] and result["path"] == str(cache / path)
+    assert_model_files(cache / path)
+    assert (cache / path / ".msc").exists() == (layout != "snapshots")
 
 
 def test_corrupt_file_is_fetched_again_alone(hub, tmp_path):
@@ -211,17 +224,29 @@ def test_kill_mid_file_then_resume(tmp_path):
     assert (cache / "models/o/big/big.bin").read_bytes() == big
 
 
-@pytest.mark.parametrize("name, message", [
+BAD_IDS = [
     ("../x", "invalid model id"),
     ("", "invalid model id"),
     ("has space/x", "invalid model id"),
     ("a/b/c", "invalid model id"),
     ("nobody/nothing", "not found"),
-])
-def test_bad_model_ids_fail_clearly(hub, tmp_path, name, message):
-    result = run_tasks([download(hub, tmp_path, name=name)])[0]
+]
+
+
+@pytest.fixture(scope="module")
+def bad_id_rows(hub, tmp_path_factory) -> tuple[dict[str, Row], dict[str, Path]]:
+    """A download of each of BAD_IDS into a cache of its own, in one play: (rows, each name's cache)."""
+    caches = {name: tmp_path_factory.mktemp("bad-id") for name, _message in BAD_IDS}
+    return run_table({name: download(hub, caches[name], name=name) for name, _message in BAD_IDS}), caches
+
+
+@table_play("modelscope_model: bad ids")
+@pytest.mark.parametrize("name, message", BAD_IDS)
+def test_bad_model_ids_fail_clearly(bad_id_rows, name, message):
+    rows, caches = bad_id_rows
+    result = rows[name].result
     assert result["failed"] and message in result["msg"]
-    assert not any(tmp_path.rglob("*.bin"))
+    assert not any(caches[name].rglob("*.bin"))
 
 
 def test_unknown_revision(hub, tmp_path):

@@ -15,24 +15,28 @@ from support.judging import READERS, judge
 from support.playbook import run_tasks
 from support.sample_models import MODEL
 
-pytestmark = pytest.mark.slow
+# One worker: the caches the module seeds, which every test here copies, are then seeded once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("seeded caches")]
+
+
+def seed_task(tls_hub, tls, cache, **options) -> dict:
+    return {"modelseed.fleet.modelscope_model": {
+        "name": MODEL, "cache_dir": str(cache), "endpoint": tls_hub.url, "ca_path": str(tls.ca), **options}}
 
 
 def seed(tls_hub, tls, cache, **options):
-    task = {"modelseed.fleet.modelscope_model": {
-        "name": MODEL, "cache_dir": str(cache), "endpoint": tls_hub.url, "ca_path": str(tls.ca), **options}}
-    result = run_tasks([task])[0]
+    result = run_tasks([seed_task(tls_hub, tls, cache, **options)])[0]
     assert result["changed"] and not result.get("failed"), result.get("msg")
     return result
 
 
 @pytest.fixture(scope="module")
 def seeded(tls_hub, tls, tmp_path_factory):
-    """One cache per layout, seeded once; each test judges a copy, since SDKs write into caches."""
-    caches = {}
-    for layout in READERS:
-        caches[layout] = tmp_path_factory.mktemp(f"seeded-{layout}") / "cache"
-        seed(tls_hub, tls, caches[layout], layout=layout)
+    """One cache per layout, seeded once, all in one play; each test judges a copy, since SDKs write into caches."""
+    caches = {layout: tmp_path_factory.mktemp(f"seeded-{layout}") / "cache" for layout in READERS}
+    run = run_tasks([seed_task(tls_hub, tls, cache, layout=layout) for layout, cache in caches.items()])
+    for result in run.results:
+        assert result["changed"] and not result.get("failed"), result.get("msg")
     return caches
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -158,6 +159,29 @@ def test_a_wrong_token_fails_without_showing_either(private_hub, tmp_path):
     assert not found, found
     assert len(watch.seen) > 3, watch.seen  # ansible-playbook and the module's processes were sampled
     assert "<localhost> EXEC" in log.read_text()  # -vvvv really logged
+
+
+def test_a_proxy_password_at_vvvv_when_the_proxy_is_unreachable(tmp_path):
+    """cache_install with credentials in its proxy option, failing on the way to that proxy: the message names the
+    proxy, never its password, nor does anything the run leaves or runs."""
+    secrets = Secrets(password=PASSWORD)
+    env, log = scratch_env(tmp_path)
+    (tmp_path / "play").mkdir()
+    with socket.socket() as placeholder:  # a port nothing listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    install = {"src": "http://127.0.0.1:9/bundle/", "cache_dir": str(tmp_path / "installed"), "layout": "all", "retries": 0,
+               "proxy": f"http://fleet:{quote(PASSWORD, safe='')}@127.0.0.1:{port}"}
+    with ProcessWatch(secrets) as watch:
+        run = run_tasks([{"modelseed.fleet.cache_install": install}], verbosity=4, env=env, workdir=tmp_path / "play")
+    found = secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "result": repr(run[0]), "ansible log": log.read_bytes()})
+    found += secrets.in_trees(tmp_path, skip=(tmp_path / "play" / "playbook.yml",))  # the playbook is the input
+    found += sorted(watch.found)
+    failed_clearly = bool(run[0].get("failed")) and f"cannot reach 127.0.0.1:9 through the proxy http://127.0.0.1:{port}:" in run[0]["msg"]
+    record("secrets: proxy password at -vvvv", outcome=NOWHERE, handled=int(failed_clearly and not found), leaked=len(found))
+    assert failed_clearly, run[0]["msg"]
+    assert not found, found
+    assert len(watch.seen) > 3, watch.seen  # ansible-playbook and the module's processes were sampled
 
 
 def fleet_test(function):

@@ -159,7 +159,7 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         "modelseed_sign_key": str(release),
         "modelseed_trust_allowed_signers": "/etc/modelseed/allowed_signers",
         "modelseed_trust_identities": [RELEASE],
-    }, staging={"staging_poll_interval": 1})
+    }, staging={"staging_poll_interval": 3})  # a report every 3 s of the slow download: each round is several tasks
     # Slow weights, so that the download runs long enough to be reported while it runs, also when the play's own
     # tasks are slowed down by other work on the machine (about 12 s for the larger file).
     hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=256 << 10, times=2)

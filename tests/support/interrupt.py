@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.playbook import ansible_env, playbook_command, write_playbook
+from support.module_process import module_command, module_of, parse_result
+from support.playbook import ansible_env, playbook_command, results_env, results_task, write_playbook
 from support.processes import command_line, freeze_tree, is_alive, kill_tree
 
 BEFORE_COMPLETION = "before completion"
@@ -43,18 +44,21 @@ class Kill:
 
 
 def module_pids(pids: list[int], module: str) -> list[int]:
-    """Those of ``pids`` that run ``module`` (ansible starts it as ``python .../AnsiballZ_<module>.py``)."""
-    payload = f"AnsiballZ_{module}.py"
-    return [pid for pid in pids if any(arg.endswith(payload) for arg in command_line(pid)[1:2])]
+    """Those of ``pids`` that run ``module``: ansible starts it as ``python .../AnsiballZ_<module>.py``, ``spawn_module``
+    as ``python .../plugins/modules/<module>.py``."""
+    names = (f"AnsiballZ_{module}.py", f"/plugins/modules/{module}.py")
+    return [pid for pid in pids if any(arg.endswith(names) for arg in command_line(pid)[1:2])]
 
 
 @dataclass
 class Background:
-    """A playbook started by ``spawn``; ``results()`` reads its tasks' results once it has ended."""
+    """A playbook started by ``spawn`` (or a module process, by ``spawn_module``); ``results()`` reads its tasks'
+    results once it has ended."""
 
     proc: subprocess.Popen
     results_file: Path
     started: float
+    module_process: bool = False
 
     def kill(self, module: str | None = None, work_done: Callable[[], bool] | None = None) -> Kill | None:
         """SIGKILL the whole tree. With ``module``: stop the tree first and tell whether that module's process was
@@ -79,6 +83,9 @@ class Background:
 
     def results(self) -> list[dict]:
         assert self.results_file.exists(), f"the run ended ({self.proc.returncode}) without saving its results"
+        if self.module_process:
+            output = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.results_file.read_text(), "")
+            return [parse_result(output)]
         saved = json.loads(self.results_file.read_text())
         return [saved[key] for key in sorted(saved, key=lambda k: int(k.split("_")[1]))]
 
@@ -91,17 +98,25 @@ def spawn(tasks: list[dict], workdir: Path, env: dict[str, str] | None = None) -
     name = uuid.uuid4().hex[:8]
     results_file = workdir / f"results-{name}.json"
     play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
-    names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
-    play_tasks.append({"name": "Save results", "check_mode": False,
-                       "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"}})
+    play_tasks.append(results_task(len(tasks), results_file))
     playbook = write_playbook(play_tasks, workdir / f"play-{name}.yml")
     scratch = workdir / "ansible-tmp"
     scratch.mkdir(exist_ok=True)
-    full_env = ansible_env(TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch / "remote"), ANSIBLE_LOCAL_TEMP=str(scratch / "local"),
-                           **(env or {}))
+    full_env = results_env(ansible_env(TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch / "remote"),
+                                       ANSIBLE_LOCAL_TEMP=str(scratch / "local"), **(env or {})))
     proc = subprocess.Popen(playbook_command(playbook), env=full_env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Background(proc, results_file, time.monotonic())
+
+
+def spawn_module(task: dict, workdir: Path, env: dict[str, str] | None = None) -> Background:
+    """Start ``task`` (one module of this collection) in the background as the process Ansible would start
+    (``support.module_process``), without ansible-playbook; its output goes to a file that ``results()`` reads."""
+    command, full_env = module_command(*module_of(task), workdir)
+    results_file = workdir / f"results-{uuid.uuid4().hex[:8]}.json"
+    with results_file.open("w") as output:
+        proc = subprocess.Popen(command, env={**full_env, **(env or {})}, start_new_session=True, stdout=output, stderr=subprocess.DEVNULL)
+    return Background(proc, results_file, time.monotonic(), module_process=True)
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 120, step: float = 0.005) -> bool:

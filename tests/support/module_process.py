@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+COLLECTION = "modelseed.fleet."
 
 
 def module_command(name: str, args: dict, workdir: Path) -> tuple[list[str], dict[str, str]]:
@@ -34,3 +35,17 @@ def run_module(name: str, args: dict, workdir: Path, env: dict[str, str] | None 
     full_env.update(env or {})
     proc = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
     return parse_result(proc)
+
+
+def module_of(task: dict) -> tuple[str, dict]:
+    """The module name and arguments of a task of this collection, with ``check_mode`` passed on as Ansible does."""
+    key = next(key for key in task if key.startswith(COLLECTION))
+    args = dict(task[key])
+    if task.get("check_mode"):
+        args["_ansible_check_mode"] = True
+    return key[len(COLLECTION):], args
+
+
+def run_modules(tasks: list[dict], workdir: Path, env: dict[str, str] | None = None) -> list[dict]:
+    """``tasks`` (of this collection's modules) one after another, each as a module process; their results."""
+    return [run_module(*module_of(task), workdir, env) for task in tasks]

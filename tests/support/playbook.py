@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build"
 # The interpreter running pytest has ansible-core; ansible-playbook sits beside it.
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+CALLBACKS = Path(__file__).resolve().with_name("callbacks")
+RESULTS_STAT = "modelseed_play_results"  # callbacks/play_results.py writes this stat to its file
 
 
 @dataclass
@@ -40,6 +42,25 @@ def ansible_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def results_task(count: int, path: Path) -> dict:
+    """The last task of a play whose tasks registered ``step_0`` ... : it saves their results to ``path`` as JSON.
+
+    ``set_stats`` hands them to the play_results callback (``results_env`` enables it) on the controller, so saving
+    starts no module."""
+    names = ", ".join(f"'step_{i}': step_{i}" for i in range(count))
+    data = {RESULTS_STAT: {"path": str(path), "results": "{{ {%s} | to_json }}" % names}}
+    # no_log: the output shows each task's own result already, not this copy of them all.
+    return {"name": "Save results", "check_mode": False, "no_log": True,
+            "ansible.builtin.set_stats": {"data": data, "per_host": False, "aggregate": False}}
+
+
+def results_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the play_results callback enabled beside any callbacks it enables already."""
+    plugins = [str(CALLBACKS), *filter(None, env.get("ANSIBLE_CALLBACK_PLUGINS", "").split(os.pathsep))]
+    enabled = [*filter(None, env.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",")), "play_results"]
+    return {**env, "ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join(plugins), "ANSIBLE_CALLBACKS_ENABLED": ",".join(enabled)}
 
 
 def write_playbook(tasks: list[dict], path: Path) -> Path:
@@ -72,14 +93,9 @@ def run_tasks(tasks: list[dict], *, check: bool = False, diff: bool = False, env
     workdir = Path(workdir)
     results_file = workdir / "results.json"
     play_tasks = [{**task, "register": f"step_{i}", "ignore_errors": True} for i, task in enumerate(tasks)]
-    names = ", ".join(f"'step_{i}': step_{i}" for i in range(len(tasks)))
-    play_tasks.append({
-        "name": "Save results",
-        "ansible.builtin.copy": {"content": "{{ {%s} | to_json }}" % names, "dest": str(results_file), "mode": "0600"},
-        "check_mode": False,
-    })
+    play_tasks.append(results_task(len(tasks), results_file))
     cmd = playbook_command(write_playbook(play_tasks, workdir / "playbook.yml"), check=check, diff=diff, verbosity=verbosity)
-    proc = subprocess.run(cmd, env=ansible_env(**(env or {})), capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(cmd, env=results_env(ansible_env(**(env or {}))), capture_output=True, text=True, timeout=timeout, check=False)
     if not results_file.exists():
         raise AssertionError(f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     saved = json.loads(results_file.read_text())

@@ -13,7 +13,9 @@ directories leading to them, and the SDK metadata ``.msc``/``.mdl``/``.mv`` as
 this collection generates it from the manifest. Entries are sorted by path;
 owner and group are 0 with empty names, directories 0755, files 0644, every
 mtime the commit's ``created_at``: the same files at the same commit always give
-the same tar, whatever cache or layout they came from.
+the same tar, whatever cache or layout they came from, and whatever its path, umask
+or file times. manifest.json and SHA256SUMS follow from the model entries, of which
+only ``source_layout`` depends on the staging cache.
 
 A model entry of the manifest (checked by ``validate_model``)::
 

@@ -146,6 +146,10 @@ class ModelState:
         recorded = set(self.record().files)  # a model file may look like a temp file: never delete one
         for name in sdk_metadata.METADATA_FILES if recorded else ():
             remove_temps(self.dir, '.%s.' % name, keep=recorded)
+        # A kept staging directory is swapped in whole by the next attempt: not with a half-written metadata file.
+        staged = set(Record.load(self.staging_record_path).files)
+        for name in sdk_metadata.METADATA_FILES:
+            remove_temps(self.staging, '.%s.' % name, keep=staged)
         for link, _target in alias_links(self.layout, self.model_id):
             unlink(absolute(self.root, link) + LINK_SUFFIX)
         return promoted

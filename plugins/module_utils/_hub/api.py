@@ -29,6 +29,10 @@ class HubError(ModelseedError):
     pass
 
 
+class UnknownRevision(HubError):
+    """The hub has no branch, tag or commit of that name."""
+
+
 def resolve_endpoint(endpoint, environ):
     """The explicit option, else MODELSCOPE_ENDPOINT, else MODELSCOPE_DOMAIN, else the public hub."""
     value = endpoint or environ.get('MODELSCOPE_ENDPOINT')
@@ -148,7 +152,7 @@ class HubApi:
             else:
                 return Resolved(revision, revision, 0)
         names = sorted(str(r.get('Revision')) for r in refs)
-        raise HubError('unknown revision %r of %s (known: %s)' % (revision, model_id, ', '.join(names) or 'none'))
+        raise UnknownRevision('unknown revision %r of %s (known: %s)' % (revision, model_id, ', '.join(names) or 'none'))
 
     def _list(self, model_id, commit, root, recursive):
         query = {'Revision': commit, 'Recursive': 'True' if recursive else 'False'}

@@ -16,9 +16,9 @@ import ssl
 import threading
 import time
 from urllib.parse import urljoin, urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._hub.proxy import ProxyChoice
 
 REDIRECTS = (301, 302, 303, 307, 308)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
@@ -110,11 +110,12 @@ class Response:
 class HttpClient:
     """Keep-alive connections per thread, redirects, retries with backoff.
 
-    ``auth_headers`` are sent only to ``auth_url``'s scheme, host and port.
+    ``auth_headers`` are sent only to ``auth_url``'s scheme, host and port. ``proxy`` is the HTTP proxy of every
+    request: None takes the environment's (http_proxy, https_proxy, no_proxy), '' none (see ProxyChoice).
     """
 
     def __init__(self, timeout=60.0, retries=5, backoff=1.0, validate_certs=True, ca_path=None,
-                 auth_url=None, auth_headers=None):
+                 auth_url=None, auth_headers=None, proxy=None):
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -127,7 +128,7 @@ class HttpClient:
             self._ssl.check_hostname = False
             self._ssl.verify_mode = ssl.CERT_NONE
         self._local = threading.local()
-        self._proxies = getproxies()
+        self._proxies = ProxyChoice(proxy)
 
     # -- connections -------------------------------------------------------
 
@@ -143,20 +144,15 @@ class HttpClient:
             old.close()
         self._pool()[key] = conn
 
-    def _connect(self, scheme, host, port):
-        proxy = None if proxy_bypass(host) else self._proxies.get(scheme)
-        if proxy:
-            p = urlsplit(proxy if '://' in proxy else 'http://' + proxy)
-            target = (p.hostname, p.port or 80)
-        else:
-            target = (host, port)
+    def _connect(self, scheme, host, port, proxy):
+        target = (proxy.host, proxy.port) if proxy else (host, port)
         if scheme == 'https':
             conn = http.client.HTTPSConnection(target[0], target[1], timeout=self.timeout, context=self._ssl)
             if proxy:
-                conn.set_tunnel(host, port)
+                conn.set_tunnel(host, port, headers=proxy.headers)
         else:
             conn = http.client.HTTPConnection(target[0], target[1], timeout=self.timeout)
-        return conn, bool(proxy and scheme == 'http')
+        return conn
 
     # -- requests ----------------------------------------------------------
 
@@ -165,15 +161,22 @@ class HttpClient:
         if parts.scheme not in ('http', 'https') or not parts.hostname:
             raise HttpError('unsupported URL %r' % (url,), url=url)
         key = _origin(url)
+        # Decided per request, not per connection: a kept-alive connection to a proxy needs the proxy's form too.
+        proxy = self._proxies.for_origin(*key[:2])
         conn = self._pool().pop(key, None)
-        absolute_form = False
         if conn is None:
-            conn, absolute_form = self._connect(*key)
-        target = url if absolute_form else (parts.path or '/') + ('?' + parts.query if parts.query else '')
+            conn = self._connect(*key, proxy=proxy)
         all_headers = {'User-Agent': USER_AGENT, 'Accept-Encoding': 'identity'}
+        if proxy and key[0] == 'http':
+            # A plain-HTTP request to a proxy names the whole URL; an https one went through CONNECT.
+            target = url
+            all_headers.update(proxy.headers)
+        else:
+            target = (parts.path or '/') + ('?' + parts.query if parts.query else '')
         if key == self._auth_origin:
             all_headers.update(self._auth_headers)
         all_headers.update(headers or {})
+        via = ' through the proxy %s' % proxy.name if proxy else ''
         try:
             conn.request(method, target, headers=all_headers)
             raw = conn.getresponse()
@@ -182,7 +185,12 @@ class HttpClient:
             raise HttpError('TLS certificate of %s not trusted: %s' % (parts.netloc, exc.verify_message or exc), url=url)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise HttpError('cannot reach %s: %s' % (parts.netloc, exc or type(exc).__name__), url=url, retryable=True)
+            if proxy and str(exc).startswith('Tunnel connection failed: 407'):  # CONNECT refused, as http.client says it
+                raise _proxy_wants_credentials(proxy, url)
+            raise HttpError('cannot reach %s%s: %s' % (parts.netloc, via, exc or type(exc).__name__), url=url, retryable=True)
+        if raw.status == 407 and proxy:
+            conn.close()
+            raise _proxy_wants_credentials(proxy, url)
         return Response(self, conn, key, raw, url)
 
     def open(self, url, headers=None, method='GET'):
@@ -247,6 +255,12 @@ class HttpClient:
         for conn in self._pool().values():
             conn.close()
         self._pool().clear()
+
+
+def _proxy_wants_credentials(proxy, url):
+    """Not worth a retry: the same credentials get the same answer."""
+    return HttpError('HTTP 407 from the proxy %s: it wants other credentials (http://user:password@host:port)' % proxy.name,
+                     status=407, url=url)
 
 
 def _error_detail(body):

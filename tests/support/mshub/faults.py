@@ -8,7 +8,8 @@ Actions:
   empty          answer 200 with an empty body
   wrong_sha      list the file with a wrong Sha256
   redirect_loop  redirect the request to itself
-  throttle       send the body at ``rate`` bytes per second (a slow link, to interrupt mid-file)
+  throttle       send the body at ``rate`` bytes per second (a slow link, to interrupt mid-file); setting the
+                 fault's ``rate`` to 0 lets the transfers under way finish at full speed
   push           push a commit of ``files`` to ``model``'s master, then answer normally: the listing and
                  the branch change between two requests of one download
   stall          send ``after_bytes`` bytes of the body, then nothing more on an open connection, until the

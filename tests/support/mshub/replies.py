@@ -92,11 +92,13 @@ class FaultyReplies(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         limit = fault.after_bytes if fault and fault.action in ("reset", "truncate", "stall") else None
-        rate = fault.rate if fault and fault.action == "throttle" else 0
+        throttled = fault is not None and fault.action == "throttle"
+        rate = fault.rate if throttled else 0
         started = time.monotonic()
         for chunk in _chunks(body, source, limit, CHUNK if not rate else max(1, min(CHUNK, rate // 20))):
             self.wfile.write(chunk)
             self.rec.sent += len(chunk)
+            rate = fault.rate if throttled else 0  # read again: a test may lift the throttle of a transfer under way
             if rate:
                 time.sleep(max(0.0, self.rec.sent / rate - (time.monotonic() - started)))
         if fault and fault.action == "stall":

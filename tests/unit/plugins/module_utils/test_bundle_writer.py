@@ -292,6 +292,26 @@ def test_plan_reuses_unchanged_tars_and_rewrites_changed_ones(tmp_path):
     assert kept.prune == [] and kept.changed
 
 
+def test_bundle_bytes_do_not_depend_on_cache_path_umask_or_file_times(tmp_path):
+    """Two staging caches (other roots, another umask, files written at other times) give the same bundle bytes."""
+    bundles = []
+    for root, umask in ((tmp_path / 'a', 0o022), (tmp_path / 'elsewhere' / 'deeper' / 'b', 0o077)):
+        old = os.umask(umask)
+        try:
+            seed(root, 'models/o/m', FILES)
+            seed(root, 'models/o/n', {'b.bin': b'b' * 1000}, model_id='o/n')
+            dest = root / 'bundle'
+            dest.mkdir()
+            bw.BundlePlan(str(dest), [entry_for(root, 'o/m'), entry_for(root, 'o/n')]).apply()
+        finally:
+            os.umask(old)
+        bundles.append({p.name: (p.read_bytes(), p.stat().st_mode) for p in sorted(dest.iterdir())})
+    assert (tmp_path / 'a' / 'models' / 'o' / 'm' / 'config.json').stat().st_mtime_ns != (
+        tmp_path / 'elsewhere' / 'deeper' / 'b' / 'models' / 'o' / 'm' / 'config.json').stat().st_mtime_ns
+    assert sorted(bundles[0]) == ['SHA256SUMS', 'manifest.json', 'o--m--master.tar', 'o--n--master.tar']
+    assert bundles[0] == bundles[1]
+
+
 def test_update_without_kernel_exchange_moves_the_old_bundle_aside(tmp_path, monkeypatch):
     """Where renameat2 cannot exchange, dest is renamed aside and the new directory takes its name: the bundle is
     the new one afterwards, with the unchanged tar hard-linked, and nothing is left beside it."""

@@ -80,6 +80,18 @@ def test_recovery_removes_temp_files_a_kill_left(tmp_path):
     assert not any(os.path.lexists(p) for p in leftovers)
 
 
+def test_a_kept_staging_directory_loses_the_metadata_temps_a_kill_left(tmp_path):
+    """The next attempt swaps a kept staging directory in whole: a metadata file half written into it must not go too."""
+    bundle, target = installed(tmp_path, SPEC, layout='models')
+    os.makedirs(target.root)
+    target.stage(bundle)
+    half_written = os.path.join(target.staging, '..msc.abc123.tmp')
+    open(half_written, 'w').close()
+    staged = sorted(os.listdir(target.staging))
+    target.recover(keep_staged=True)
+    assert sorted(os.listdir(target.staging)) == sorted(set(staged) - {'..msc.abc123.tmp'})
+
+
 def test_forged_records_are_never_pruned(tmp_path):
     bundle, target = installed(tmp_path, SPEC, layout='models')
     put_in_place(bundle, target)
