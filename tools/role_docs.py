@@ -62,6 +62,16 @@ SHARED = {
                             "fetch exactly the commits and files it pins, and it is written after them (see "
                             "[lock-file.md](lock-file.md)).", "none: no lock"),
     "modelseed_lock_update": ("Models whose lock entry is replaced by what the hub says now: a list of model ids, or `all`.", "`[]`"),
+    "modelseed_sign_key": ("Key that signs the bundle's `manifest.json`, on the controller (see [signing.md](signing.md)): an ssh "
+                           "private key file, the `.pub` of a key in `ssh-agent`, or a GnuPG key id.", "none: unsigned"),
+    "modelseed_sign_method": ("`ssh` (`ssh-keygen -Y`, OpenSSH 8.1 or newer) or `gpg` (`gpg` signs, `gpgv` verifies).", "`ssh`"),
+    "modelseed_sign_namespace": ("What signatures are made and accepted for.", "`modelseed-bundle`"),
+    "modelseed_trust_allowed_signers": ("`ssh`: an `allowed_signers` file on the nodes. Set, the nodes install only bundles signed "
+                                        "by one of `modelseed_trust_identities`.", "none: signatures not needed"),
+    "modelseed_trust_identities": ("`ssh`: principals of the `allowed_signers` file whose signatures the nodes accept; `gpg`: "
+                                   "primary key fingerprints (empty: every key of the keyring).", "`[]`"),
+    "modelseed_trust_keyring": ("`gpg`: a keyring file on the nodes (`gpg --export`). Set, the nodes install only bundles signed "
+                                "by a key of it.", "none: signatures not needed"),
 }
 
 HEADER = """\

@@ -16,9 +16,12 @@ PACKAGES=(
     aria2
     bubblewrap
     git
+    gnupg
+    gpgv
     iproute2
     libfuse2
     "nginx|nginx-light|nginx-core|nginx-full"
+    openssh-client
     openssh-server
     openssl
     opentracker

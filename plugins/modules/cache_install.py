@@ -167,6 +167,47 @@ options:
       - Seconds to wait for another run that is writing one of the same models.
     type: int
     default: 3600
+  trust:
+    description:
+      - Accept only a bundle whose C(manifest.json) is signed (C(manifest.json.sig) beside it, as
+        M(modelseed.fleet.bundle_sign) writes it) by a signer this trust list names, for O(trust.namespace).
+      - The manifest is read once and its signature verified before anything else of the bundle is read, and the
+        bytes verified are the bytes used. The manifest names the sha256 of every tar and file, and every byte
+        installed is checked against it, so a verified manifest vouches for everything installed.
+      - An unsigned bundle, a bad signature, a signer the list does not name, a signature made for another
+        namespace or a manifest changed after signing fails the task, and nothing on the host is changed.
+      - Without it, signatures are neither needed nor looked at, and RV(signer) is null.
+    type: dict
+    suboptions:
+      method:
+        description:
+          - V(ssh) verifies an OpenSSH signature with C(ssh-keygen -Y verify) (OpenSSH 8.1 or newer) against
+            O(trust.allowed_signers); V(gpg) an OpenPGP one with C(gpgv) against O(trust.keyring).
+        type: str
+        choices: [ssh, gpg]
+        default: ssh
+      allowed_signers:
+        description:
+          - For V(ssh), an C(allowed_signers) file on the host (see C(ssh-keygen(1)), ALLOWED SIGNERS), one line per
+            signer, for example C(release@example.com namespaces="modelseed-bundle" ssh-ed25519 AAAA...).
+        type: path
+      identities:
+        description:
+          - For V(ssh), the principals of O(trust.allowed_signers) whose signature is accepted (at least one).
+          - For V(gpg), the primary key fingerprints accepted; empty accepts every key of O(trust.keyring).
+        type: list
+        elements: str
+        default: []
+      namespace:
+        description:
+          - The namespace the signature must have been made for (C(-n) of C(ssh-keygen -Y sign); for V(gpg) the
+            notation C(namespace@modelseed.fleet)).
+        type: str
+        default: modelseed-bundle
+      keyring:
+        description:
+          - For V(gpg), a keyring file on the host holding the public keys to trust (C(gpg --export KEY > FILE)).
+        type: path
 notes:
   - Free space is checked before anything is written (with O(src_files=link) or O(src_files=move), only for the
     metadata and records, as the files take no new room). The old copy of a model stays in place until the new
@@ -202,6 +243,14 @@ EXAMPLES = r'''
     src: /var/cache/modelscope/.modelseed/push
     cache_dir: /var/cache/modelscope
     src_files: move
+
+- name: Install only a bundle signed by the release key (ssh-keygen -Y sign -n modelseed-bundle)
+  modelseed.fleet.cache_install:
+    src: /srv/bundles/2024-06-qwen
+    cache_dir: /var/cache/modelscope
+    trust:
+      allowed_signers: /etc/modelseed/allowed_signers
+      identities: [release@example.com]
 
 - name: Pull through the site's caching proxy, which serves every node after the first from its cache
   modelseed.fleet.cache_install:
@@ -273,6 +322,13 @@ form:
   returned: when the bundle could be read
   type: str
   sample: tree
+signer:
+  description:
+    - Who signed the bundle's C(manifest.json), as verified against O(trust) (the identity and the key's
+      fingerprint); null without O(trust).
+  returned: when the bundle could be read
+  type: str
+  sample: release@example.com (ssh-ed25519 key SHA256:nnZOe3tf0u1DAkUxlcAYxruAv8WlxDYRfS5ayfCZBeM)
 msg:
   description: What changed and why, or why nothing did.
   returned: always
@@ -300,6 +356,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install im
     runtime_dirs_to_fix,
 )
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource, UrlSource
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import DEFAULT_NAMESPACE, METHODS, Trust
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import SRC_FILES, open_bundle
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
@@ -350,6 +407,13 @@ def create_module():
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
         src_files=dict(type='str', default='copy', choices=list(SRC_FILES)),
+        trust=dict(type='dict', options=dict(
+            method=dict(type='str', default='ssh', choices=list(METHODS)),
+            allowed_signers=dict(type='path'),
+            identities=dict(type='list', elements='str', default=[]),
+            namespace=dict(type='str', default=DEFAULT_NAMESPACE),
+            keyring=dict(type='path'),
+        )),
     )
     argument_spec.update(TRANSFER_ARG_SPEC)
     argument_spec.update(LAYOUT_ARG_SPEC)
@@ -596,8 +660,9 @@ def main():
     source = make_source(module)
     targets, error = [], None
     try:
-        bundle = open_bundle(source, p['src_files'], p['workers'])
-        result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form)
+        trust = Trust(**p['trust']) if p['trust'] else None
+        bundle = open_bundle(source, p['src_files'], p['workers'], trust)
+        result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form, signer=bundle.signer)
         targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}
         for target in targets:
@@ -634,6 +699,8 @@ def main():
         # Failed outside the except blocks: a wrong bundle or a full disk is the task's failure, not a crash,
         # and carries no traceback of the module into the output.
         fail(module, error, result, what_changed(result))
+    if result.get('signer'):
+        result['msg'] += '; manifest.json signed by %s' % result['signer']
     module.exit_json(**result)
 
 

@@ -1,5 +1,5 @@
-"""Secrets at -vvvv: a hub token and a bundle password never show up in output, logs, files, process arguments or
-environments, and the token never reaches the object storage a hub redirects large files to.
+"""Secrets at -vvvv: a hub token, a bundle password and the key that signs the bundle never show up in output, logs,
+files, process arguments or environments, and the token never reaches the object storage a hub redirects large files to.
 
 The hub requires the token and redirects files above 1 MiB to ``localhost``: the same server under another host
 name, so another origin for the client. Every request's headers are kept in memory, to tell what each origin got.
@@ -25,6 +25,7 @@ from support.mshub.handler import Handler
 from support.playbook import run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
+from support.signing import allowed_signers, key_material, ssh_key
 
 pytestmark = [pytest.mark.hostile]
 
@@ -75,6 +76,21 @@ def scratch_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """Ansible's log and temporary files inside ``tmp_path``, where the scan reads them; and the log's path."""
     log, scratch = tmp_path / "ansible.log", tmp_path / "ansible-tmp"
     return {"ANSIBLE_LOG_PATH": str(log), "ANSIBLE_LOCAL_TEMP": str(scratch / "local"), "ANSIBLE_REMOTE_TMP": str(scratch / "remote")}, log
+
+
+def test_the_key_scan_finds_a_copied_or_rewrapped_key(tmp_path):
+    """Not blind to the key: its file copied elsewhere, its body re-wrapped on one line, and the raw private
+    scalar in base64 are found; its public half is not key material."""
+    key = ssh_key(tmp_path / "keys" / "k")
+    secrets = Secrets(**key_material(key))
+    body = "".join(line for line in key.read_text().splitlines() if not line.startswith("-----"))
+    (tmp_path / "copy").write_bytes(key.read_bytes())
+    (tmp_path / "one-line").write_text(f"key: {body}\n")
+    (tmp_path / "public").write_bytes(Path(f"{key}.pub").read_bytes())
+    found = secrets.in_trees(tmp_path, skip=(tmp_path / "keys",))
+    assert any(f.startswith(f"{tmp_path / 'copy'}: key file line") for f in found), found
+    assert any(f.startswith(f"{tmp_path / 'one-line'}: private scalar base64") for f in found), found
+    assert not any(f.startswith(str(tmp_path / "public")) for f in found), found
 
 
 def test_the_scanner_finds_every_form_and_follows_no_link(tmp_path):
@@ -177,8 +193,13 @@ def fleet_test(function):
 
 @fleet_test
 def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_path, monkeypatch):  # noqa: F811 (fleet is the fixture)
-    """The whole playbook: the staging host downloads with the token and serves the bundle behind basic auth."""
-    secrets = Secrets(token=TOKEN, token_core=CORE, password=PASSWORD)
+    """The whole playbook: the staging host downloads with the token and serves the bundle behind basic auth; the
+    controller signs the bundle with its key, and the nodes verify it. The key stays in its file on the controller."""
+    key = ssh_key(tmp_path / "keys" / "release")
+    for node in (fleet.node(2), fleet.node(3)):
+        (node.path / "etc/modelseed").mkdir(exist_ok=True)
+        allowed_signers(node.path / "etc/modelseed/allowed_signers-secret", {"release@example.com": key})
+    secrets = Secrets(token=TOKEN, token_core=CORE, password=PASSWORD, **key_material(key))
     log, report, scratch = tmp_path / "ansible.log", tmp_path / "report.json", tmp_path / "ansible-tmp"
     for name, value in (("ANSIBLE_LOG_PATH", log), ("ANSIBLE_LOCAL_TEMP", scratch)):
         monkeypatch.setenv(name, str(value))
@@ -192,6 +213,9 @@ def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_pa
         "modelseed_bundle_password": PASSWORD,
         "modelseed_report_path": str(report),
         "node_check_ready": False,
+        "modelseed_sign_key": str(key),
+        "modelseed_trust_allowed_signers": "/etc/modelseed/allowed_signers-secret",
+        "modelseed_trust_identities": ["release@example.com"],
     }, staging={"staging_poll_interval": 1, "staging_http_port": 8089})
     mark, hub_mark = len(headers_seen), len(private_hub.log)
     with ProcessWatch(secrets) as watch:
@@ -212,7 +236,10 @@ def test_seed_models_on_a_fleet_at_vvvv(fleet, private_hub, headers_seen, tmp_pa
     assert all(e.auth for e in entries if not e.path.startswith("/oss/")) and not any(e.auth for e in entries if e.path.startswith("/oss/"))
     # The nodes pulled from the staging host's nginx with the password; the watch sampled the ssh sessions and
     # the modules they ran on the nodes (/usr/bin/python3, the nodes' interpreter) as well as the controller.
-    assert [row["transport"] for row in json.loads(report.read_text())["nodes"]] == ["pull", "pull"]
+    rows = json.loads(report.read_text())["nodes"]
+    assert [row["transport"] for row in rows] == ["pull", "pull"]
+    # The key was used: the bundle was signed with it and verified on both nodes.
+    assert all(row["signature"].startswith("verified by release@example.com (ssh-ed25519 key SHA256:") for row in rows), rows
     programs = {program for _pid, program in watch.seen}
     assert b"ssh" in programs and b"/usr/bin/python3" in programs, sorted(programs)
     assert "ESTABLISH SSH CONNECTION" in log.read_text()

@@ -3,8 +3,9 @@
 Ansible logs in as a non-root operator (``deploy``) and becomes root with each node's real sudo, as the
 documented inventories do; node1 pushes as that operator, with the key in its ~/.ssh.
 
-Push (rsync over ssh from node1), then the same run again (no change anywhere), then check mode
-(no change, nothing written); pull over HTTPS with basic authentication from the nginx node1 runs,
+Push (rsync over ssh from node1) of a bundle the controller signs and the nodes verify, then the same run
+again (no change anywhere), then check mode (no change, nothing written); every way a bundle can fail a
+node's trust list, in one play, refused with nothing changed; pull over HTTPS with basic authentication from the nginx node1 runs,
 with a dead mirror first in line for one node. The caches are judged from outside the nodes (their
 trees on this side) and with the real SDK, inside the nodes (modelscope_ready) and outside.
 """
@@ -31,12 +32,14 @@ from support.fleet import Fleet, login, new_state_dir, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
+from support.signing import allowed_signers, ssh_key, ssh_sign
 
 ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
 SDK_VERSIONS = ("1.37.1", "1.40.2")
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PROGRESS = re.compile(r"Qwen/Qwen2\.5-0\.5B-Test: \d+/\d+ files, [\d.]+ \w+ of [\d.]+ \w+ \([\d.]+%\), [\d.]+ \w+/s")
 PASSWORD = "s3cret bundle pass"
+RELEASE = "release@example.com"  # the identity of the key that signs bundles
 
 pytestmark = [
     pytest.mark.integration,
@@ -141,6 +144,11 @@ def node_state(fleet_: Fleet) -> dict[str, tuple]:
 
 def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, sdk_pythons, tmp_path):
     report = tmp_path / "report.json"
+    # The controller signs the bundle with its release key; the nodes install only what that key signed.
+    release = ssh_key(tmp_path / "keys" / "release")
+    for node in (2, 3):
+        (fleet.node(node).path / "etc/modelseed").mkdir(exist_ok=True)
+        allowed_signers(fleet.node(node).path / "etc/modelseed/allowed_signers", {RELEASE: release})
     inv = inventory(fleet, tmp_path / "inventory", {
         "modelseed_models": [{"name": MODEL}],
         "modelseed_cache_dir": "/var/cache/modelscope",
@@ -148,6 +156,9 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         "modelseed_endpoint": hub.url,
         "modelseed_sdk_pythons": sdk_pythons,
         "modelseed_report_path": str(report),
+        "modelseed_sign_key": str(release),
+        "modelseed_trust_allowed_signers": "/etc/modelseed/allowed_signers",
+        "modelseed_trust_identities": [RELEASE],
     }, staging={"staging_poll_interval": 3})  # a report every 3 s of the slow download: each round is several tasks
     # Slow weights, so that the download runs long enough to be reported while it runs, also when the play's own
     # tasks are slowed down by other work on the machine (about 12 s for the larger file).
@@ -162,8 +173,9 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
     assert set(changed_hosts(first)) == {"node1", "node2", "node3"}
     for node in (2, 3):
         assert_seeded(fleet, node, "/var/cache/modelscope")
-        # Pushed tars are gone after the install: one copy of the models per node.
-        assert sorted(p.name for p in (fleet.node(node).path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]
+        # Pushed tars are gone after the install: one copy of the models per node. The signature came with the manifest.
+        assert sorted(p.name for p in (fleet.node(node).path / "var/cache/modelseed-bundle").iterdir()) == [
+            "SHA256SUMS", "manifest.json", "manifest.json.sig"]
         # rsync logged in as the operator and wrote as root, through sudo, into the root-owned bundle directory.
         assert (fleet.node(node).path / "var/cache/modelseed-bundle/manifest.json").stat().st_uid == 0
     # push sends the bundle in tree form: a directory per model holding its files (copies here: /srv and /var/cache
@@ -172,6 +184,8 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
     tree = bundle / "Qwen--Qwen2.5-0.5B-Test--master"
     assert {p: sha256((tree / p).read_bytes()) for p in model_files()} == {p: sha256(d) for p, d in model_files().items()}
     assert not list(bundle.glob("*.tar"))
+    assert (bundle / "manifest.json.sig").read_text().startswith("-----BEGIN SSH SIGNATURE-----")
+    assert "signed manifest.json (sha256" in first.stdout and f"manifest.json signed by {RELEASE}" in first.stdout
 
     fleet_report = json.loads(report.read_text())
     assert fleet_report["failed"] == []
@@ -181,7 +195,9 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
         assert row["ready"] is True and row["complete"] is True and row["layout"] == "all"
         assert sorted(s["version"] for s in row["sdks"]) == sorted(SDK_VERSIONS)
         assert [(m["id"], m["bytes"]) for m in row["models"]] == [(MODEL, sum(len(d) for d in model_files().values()))]
+        assert row["signature"] == f"verified by {RELEASE} (ssh-ed25519 key {fingerprint(release)})", row
     assert "node2" in first.stdout and re.search(r"node2\s+push\s+1/1", first.stdout)
+    assert re.search(rf"node2\s+push\s+1/1 .* verified by {RELEASE}\s", first.stdout), first.stdout[-3000:]
     # Which commit each node holds: the one the staging host downloaded and said it did.
     commit = rows["node2"]["models"][0]["commit"]
     assert rows["node3"]["models"][0]["commit"] == commit and re.fullmatch("[0-9a-f]{40}", commit)
@@ -199,10 +215,11 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
             {p: sha256(d) for p, d in model_files().items()}
     assert hub.log.downloads(mark) == {} and tls_hub.log.downloads(tls_mark) == {}
 
-    # Second run: nothing changes anywhere, and the hub serves no file.
+    # Second run: nothing changes anywhere (the signature there is the key's already), and the hub serves no file.
     mark = len(hub.log)
     second = seed(fleet, inv)
     assert changed_hosts(second) == {}, second.stdout
+    assert "manifest.json.sig is signed already by ssh key" in second.stdout
     assert hub.log.downloads(mark) == {}
 
     # Check mode: runs end to end, reports no change, and writes nothing on any node.
@@ -309,6 +326,8 @@ def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pytho
         model_dir = fleet.node(node).path / "var/cache/modelscope-pull/models" / ESCAPED
         assert (model_dir.stat().st_uid, (model_dir / "config.json").stat().st_uid) == (nobody.pw_uid, nobody.pw_uid)
     assert all(row["ready"] for row in json.loads(report.read_text())["nodes"])
+    # No trust list: signatures are not looked at, and the report says so.
+    assert [row["signature"] for row in json.loads(report.read_text())["nodes"]] == ["unverified", "unverified"]
     assert PASSWORD not in first.stdout + first.stderr
     assert PASSWORD not in (staging.path / "srv/modelseed/http/htpasswd").read_text()
 
@@ -357,3 +376,84 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
 
     second = seed(fleet, inv, "--tags", "nodes", "--limit", "node3,localhost")
     assert changed_hosts(second) == {}, second.stdout
+
+
+# Each bundle a node that trusts only RELEASE for "modelseed-bundle" must refuse, and the words that say why.
+REFUSALS = {
+    "unsigned": "the bundle is not signed (it has no manifest.json.sig)",
+    "bad-signature": "manifest.json.sig does not match manifest.json",
+    "stranger": "which {allowed} does not list for " + RELEASE,
+    "other-namespace": "was made for namespace 'git', and this host accepts only 'modelseed-bundle'",
+    "changed-manifest": "the manifest was changed after it was signed",
+}
+
+
+def refused_bundles(signed: Path, into: Path, release: Path, stranger: Path) -> None:
+    """A copy of the signed bundle for each case of REFUSALS; SHA256SUMS always agrees with the manifest."""
+    manifest = (signed / "manifest.json").read_bytes()
+    for case in REFUSALS:
+        bundle = into / case
+        shutil.copytree(signed, bundle, ignore=shutil.ignore_patterns(".*"))
+        signature = bundle / "manifest.json.sig"
+        if case == "unsigned":
+            signature.unlink()
+        elif case == "bad-signature":
+            lines = signature.read_text().splitlines()
+            blob = bytearray(base64.b64decode("".join(lines[1:-1])))
+            blob[-3] ^= 0x40  # inside the signature value
+            signature.write_text("\n".join([lines[0], base64.b64encode(bytes(blob)).decode(), lines[-1]]) + "\n")
+        elif case == "stranger":
+            signature.write_bytes(ssh_sign(stranger, manifest))
+        elif case == "other-namespace":
+            signature.write_bytes(ssh_sign(release, manifest, "git"))
+        else:
+            changed = manifest.replace(b'"source_layout": "', b'"source_layout": "x', 1)
+            assert changed != manifest
+            (bundle / "manifest.json").write_bytes(changed)
+            sums = (bundle / "SHA256SUMS").read_text().replace(sha256(manifest), sha256(changed))
+            (bundle / "SHA256SUMS").write_text(sums)
+
+
+def fingerprint(key: Path) -> str:
+    return subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+
+
+def test_every_bundle_the_trust_list_refuses_changes_nothing(fleet, hub, tmp_path):
+    """One play on a node with a bundle for each way of failing its trust list: each is refused with its reason,
+    and nothing on the node changes."""
+    release, stranger = ssh_key(tmp_path / "keys" / "release"), ssh_key(tmp_path / "keys" / "stranger")
+    node = fleet.node(2)
+    (node.path / "etc/modelseed").mkdir(exist_ok=True)
+    allowed_signers(node.path / "etc/modelseed/allowed_signers-refusals", {RELEASE: release})
+    trust = {"allowed_signers": "/etc/modelseed/allowed_signers-refusals", "identities": [RELEASE]}
+    inv = inventory(fleet, tmp_path / "inventory", {"modelseed_models": [{"name": MODEL}], "modelseed_endpoint": hub.url})
+    staged = fleet.node(1).path / "srv/modelseed/bundle"
+    if not (staged / "manifest.json").is_file():  # the other tests stage it; alone, this one does
+        seed(fleet, inv, "--tags", "staging")
+    signed = tmp_path / "signed"
+    shutil.copytree(staged, signed, ignore=shutil.ignore_patterns(".*"))
+    (signed / "manifest.json.sig").write_bytes(ssh_sign(release, (signed / "manifest.json").read_bytes()))
+    refused_bundles(signed, node.path / "var/tmp/refused", release, stranger)
+
+    results = tmp_path / "results.json"
+    play = tmp_path / "refusals.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "Install bundles that the trust list must refuse", "hosts": "node2", "gather_facts": False,
+        "tasks": [
+            {"name": "Install", "modelseed.fleet.cache_install": {
+                "src": "/var/tmp/refused/{{ item }}", "cache_dir": "/var/cache/modelscope-refused", "layout": "all", "trust": trust},
+             "loop": sorted(REFUSALS), "register": "installs", "ignore_errors": True},
+            {"name": "Keep the results", "ansible.builtin.copy": {"content": "{{ installs.results | to_json }}", "dest": str(results),
+                                                                  "mode": "0600"},
+             "delegate_to": "localhost", "vars": {"ansible_become": False}},
+        ]}]))
+    before = node_state(fleet)
+    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inv), str(play)], env=ansible_env(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert results.is_file(), proc.stdout[-5000:]
+    outcomes = {r["item"]: (r.get("failed"), r.get("changed"), r["msg"]) for r in json.loads(results.read_text())}
+    for case, words in REFUSALS.items():
+        failed, changed, msg = outcomes[case]
+        assert failed and not changed and words.format(allowed=trust["allowed_signers"]) in msg, (case, msg)
+    assert node_state(fleet) == before
+    assert not (node.path / "var/cache/modelscope-refused").exists()

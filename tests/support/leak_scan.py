@@ -32,10 +32,13 @@ def _json_escaped(text: str) -> str:
     return json.dumps(text)[1:-1]
 
 
-def forms(secret: str) -> dict[str, bytes]:
-    """Each form of ``secret`` by name; forms that come out the same are kept once, under the first name."""
+def forms(secret: str | bytes) -> dict[str, bytes]:
+    """Each form of ``secret`` by name; forms that come out the same are kept once, under the first name.
+    A secret given as bytes (a private key's scalar, say) has no text forms: as is, hex and base64."""
     if len(secret) < MIN_SECRET:
         raise ValueError(f"a secret to look for needs {MIN_SECRET} characters at least, not {len(secret)}")
+    if isinstance(secret, bytes):
+        return _unique(_binary_forms(secret, {"as is": secret}))
     raw = secret.encode()
     texts = {
         "as is": secret,
@@ -50,7 +53,10 @@ def forms(secret: str) -> dict[str, bytes]:
     }
     for name in ("url-encoded", "url-encoded, / kept", "form-encoded", "form-encoded, / kept"):
         texts[f"{name}, lower-case %xx"] = _lower_escapes(texts[name])
-    found = {name: text.encode() for name, text in texts.items()}
+    return _unique(_binary_forms(raw, {name: text.encode() for name, text in texts.items()}))
+
+
+def _binary_forms(raw: bytes, found: dict[str, bytes]) -> dict[str, bytes]:
     found["hex"] = raw.hex().encode()
     found["hex, upper-case"] = raw.hex().upper().encode()
     for alphabet, encode in (("base64", base64.b64encode), ("url-safe base64", base64.urlsafe_b64encode)):
@@ -58,6 +64,10 @@ def forms(secret: str) -> dict[str, bytes]:
             encoded = encode(b"\0" * offset + raw)
             # The 4-character groups that hold only the secret's bytes: the same wherever the secret sits.
             found[f"{alphabet} at offset {offset}"] = encoded[4 if offset else 0:-4]
+    return found
+
+
+def _unique(found: dict[str, bytes]) -> dict[str, bytes]:
     unique: dict[str, bytes] = {}
     for name, needle in found.items():
         if needle not in unique.values():
@@ -69,7 +79,7 @@ class Secrets:
     """Several secrets and their forms; ``in_bytes`` names those found in ``data``. Name a token's random part
     as a secret of its own (``core=``) to find it wherever the rest of the token was cut off or changed."""
 
-    def __init__(self, **secrets: str):
+    def __init__(self, **secrets: str | bytes):
         self.forms = {f"{name} {form}": data for name, secret in secrets.items() for form, data in forms(secret).items()}
 
     def in_bytes(self, data: bytes) -> list[str]:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_reader import BUFFER, extract_tar
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpError, ResumableGet
 
@@ -30,11 +31,18 @@ class DirSource:
         return os.path.join(self.path, name)
 
     def read_small(self, name, limit):
+        data = self.read_optional(name, limit)
+        if data is None:
+            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+        return data
+
+    def read_optional(self, name, limit):
+        """Up to ``limit + 1`` bytes of ``name``, or None when the bundle has no such file."""
         try:
             with open(os.path.join(self.path, name), 'rb') as handle:
                 return handle.read(limit + 1)
         except FileNotFoundError:
-            raise BundleError('%s is missing from the bundle in %s' % (name, self.path))
+            return None
         except OSError as exc:
             raise BundleError('cannot read %s: %s' % (self.location(name), exc.strerror or exc))
 
@@ -67,6 +75,13 @@ class UrlSource:
         return '%s/%s' % (self.base, quote(name))
 
     def read_small(self, name, limit):
+        data = self.read_optional(name, limit)
+        if data is None:
+            raise BundleError('%s is missing from the bundle at %s (HTTP 404)' % (name, self.base))
+        return data
+
+    def read_optional(self, name, limit):
+        """Up to ``limit + 1`` bytes of ``name``, or None when the server answers 404."""
         url = self.location(name)
 
         def fetch():
@@ -83,7 +98,7 @@ class UrlSource:
             return self.client.with_retries(fetch)
         except HttpError as exc:
             if exc.status == 404:
-                raise BundleError('%s is missing from the bundle at %s (HTTP 404)' % (name, self.base))
+                return None
             raise
 
     def open_stream(self, name, size):
@@ -110,7 +125,11 @@ class HttpStream(ResumableGet):
 
 
 class Bundle:
-    """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked."""
+    """manifest.json checked against SHA256SUMS, and each model's tar name and hash cross-checked.
+
+    With ``trust`` (a signature.Trust), the signature of manifest.json is verified before anything else of the
+    bundle is believed (see read_manifest); ``signer`` is who signed it, or None without a trust list.
+    """
 
     # What an install does with the model files: they are written from the tars (tree_reader.TreeBundle
     # may move or link them instead, and then needs no room for them).
@@ -118,10 +137,10 @@ class Bundle:
     verb = 'extracted'
     copies = True
 
-    def __init__(self, source, sums=None):
+    def __init__(self, source, sums=None, trust=None):
         self.source = source
         sums = read_sums(source) if sums is None else sums
-        self.manifest, self.manifest_sha256 = read_manifest(source, sums)
+        self.manifest, self.manifest_sha256, self.signer = read_manifest(source, sums, trust)
         self.models = self.manifest['models']
         for model in self.models:
             label = bundle_format.model_label(model)
@@ -149,15 +168,25 @@ def read_sums(source):
     return bundle_format.parse_sums(_limited(source.read_small(bundle_format.SUMS, MAX_SUMS_BYTES), MAX_SUMS_BYTES, bundle_format.SUMS))
 
 
-def read_manifest(source, sums):
-    """(manifest, its sha256): manifest.json checked against ``sums`` and parsed."""
+def read_manifest(source, sums, trust=None):
+    """(manifest, its sha256, signer): manifest.json checked against ``sums`` and parsed.
+
+    The manifest is read once: with ``trust`` (a signature.Trust) its signature is verified over exactly the bytes
+    that are then compared and parsed, before either; ``signer`` is None without ``trust``.
+    """
     data = _limited(source.read_small(bundle_format.MANIFEST, bundle_format.MAX_MANIFEST_BYTES),
                     bundle_format.MAX_MANIFEST_BYTES, bundle_format.MANIFEST)
+    signer = None
+    if trust is not None:
+        signature = source.read_optional(SIGNATURE, MAX_SIGNATURE_BYTES)
+        if signature is not None:
+            _limited(signature, MAX_SIGNATURE_BYTES, SIGNATURE)
+        signer = trust.verify(data, signature)
     digest = hashlib.sha256(data).hexdigest()
     if digest != sums[bundle_format.MANIFEST]:
         raise BundleError('%s has sha256 %s, but %s says %s: the bundle is corrupt or was changed' % (
             source.location(bundle_format.MANIFEST), digest, bundle_format.SUMS, sums[bundle_format.MANIFEST]))
-    return bundle_format.parse_manifest(data), digest
+    return bundle_format.parse_manifest(data), digest, signer
 
 
 def _limited(data, limit, name):

@@ -43,11 +43,12 @@ def is_tree(sums):
     return set(sums) == {bundle_format.MANIFEST}
 
 
-def open_bundle(source, src_files='copy', workers=4):
-    """The bundle behind ``source`` (reader.DirSource or UrlSource), tar or tree form."""
+def open_bundle(source, src_files='copy', workers=4, trust=None):
+    """The bundle behind ``source`` (reader.DirSource or UrlSource), tar or tree form; with ``trust`` (a
+    signature.Trust) its manifest's signature is verified before the manifest is believed."""
     sums = read_sums(source)
     if is_tree(sums) and isinstance(source, DirSource):
-        return TreeBundle(source, sums, src_files, workers)
+        return TreeBundle(source, sums, src_files, workers, trust)
     if is_tree(sums):
         raise BundleError('%s is a bundle in tree form, which is read from a directory on this host; over http(s) '
                           'the bundle must hold tars (cache_bundle format=tar; the staging role\'s staging_bundle_format: tar)' % (
@@ -55,7 +56,7 @@ def open_bundle(source, src_files='copy', workers=4):
     if src_files != 'copy':
         raise BundleError('src_files=%s needs a bundle in tree form (cache_bundle format=tree; the staging role\'s '
                           'staging_bundle_format: tree) in a directory on this host; %s holds tars' % (src_files, source.location('')))
-    return Bundle(source, sums)
+    return Bundle(source, sums, trust)
 
 
 def _identity(st):
@@ -67,11 +68,11 @@ class TreeBundle:
 
     form = 'tree'
 
-    def __init__(self, source, sums, src_files='copy', workers=4):
+    def __init__(self, source, sums, src_files='copy', workers=4, trust=None):
         self.source = source
         self.src_files = src_files
         self.workers = workers
-        self.manifest, self.manifest_sha256 = read_manifest(source, sums)
+        self.manifest, self.manifest_sha256, self.signer = read_manifest(source, sums, trust)
         self.models = self.manifest['models']
         self.copies = src_files == 'copy'
         self.verb = {'copy': 'copied', 'link': 'hard-linked', 'move': 'moved'}[src_files]

@@ -13,6 +13,7 @@ import tempfile
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import SIGNATURE
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_writer import (
     BUFFER_SIZE,
     BUFFERS,
@@ -310,7 +311,8 @@ class BundlePlan:
                                 dir=parent if beside else self.dest)
         try:
             names = self._write_all(work, verify, buffer_size, buffers)
-            if beside and _link_rest(self.dest, work, set(names) | set(self.prune)):
+            # A signature of the old manifest does not hold for the new one: it is not carried over.
+            if beside and _link_rest(self.dest, work, set(names) | set(self.prune) | {SIGNATURE}):
                 copy_mode(self.dest, work)
                 fsync_dir(work)
                 # aside: where dest goes on kernels that cannot exchange, a name the next run also cleans up
@@ -322,6 +324,7 @@ class BundlePlan:
                     os.rename(os.path.join(work, name), os.path.join(self.dest, name))
                 for name in self.prune:
                     remove_tree(os.path.join(self.dest, name))
+                unlink(os.path.join(self.dest, SIGNATURE))
                 fsync_dir(self.dest)
         except OSError as exc:
             # The new files go (finally), the bundle stays as it was.

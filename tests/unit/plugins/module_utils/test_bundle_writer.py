@@ -312,6 +312,22 @@ def test_update_without_kernel_exchange_moves_the_old_bundle_aside(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ['c', 'dest']
 
 
+@pytest.mark.parametrize('swap', [True, False])
+def test_a_new_manifest_drops_the_signature_of_the_old_one(tmp_path, monkeypatch, swap):
+    """Signed for the old manifest, manifest.json.sig would only make trusting nodes refuse the new bundle."""
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    seed(tmp_path / 'c', 'models/o/m', {'a.bin': b'a' * 1000})
+    bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')]).apply()
+    (dest / 'manifest.json.sig').write_bytes(b'a signature of the first manifest')
+    assert not bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')]).changed  # unchanged: kept as it is
+    seed(tmp_path / 'c', 'models/o/m', {'a.bin': b'A' * 1000}, commit='d' * 40)
+    if not swap:
+        monkeypatch.setattr(bw, '_swappable', lambda dest: False)
+    bw.BundlePlan(str(dest), [entry_for(tmp_path / 'c', 'o/m')]).apply()
+    assert sorted(p.name for p in dest.iterdir()) == ['SHA256SUMS', 'manifest.json', 'o--m--master.tar']
+
+
 def test_tar_members_and_manifest_checks():
     model = {'id': 'o/m', 'revision': 'master', 'commit': 'c' * 40, 'created_at': 1, 'tar': 'o--m--master.tar',
              'tar_size': 10240, 'tar_sha256': 'a' * 64, 'bytes': 3, 'source_layout': 'models',
