@@ -358,7 +358,10 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
     })
     # Stage (nothing to do when an earlier test did), then carry the bundle to where the image build finds it.
     seed(fleet, inv, "--tags", "staging")
-    shutil.copytree(fleet.node(1).path / "srv/modelseed/bundle", node.path / "var/tmp/bundle", ignore=shutil.ignore_patterns(".*"))
+    # A tree bundle's model directories hold hidden files (.gitattributes, .msc): only the bundle's own top-level
+    # scratch names stay behind.
+    source = fleet.node(1).path / "srv/modelseed/bundle"
+    shutil.copytree(source, node.path / "var/tmp/bundle", ignore=lambda d, names: [n for n in names if n.startswith(".")] if Path(d) == source else [])
     (node.path / "var/tmp/image/etc").mkdir(parents=True)
     real_environment = (node.path / "etc/environment").read_text()
 
@@ -370,7 +373,7 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
             and p.name not in (".msc", ".mdl", ".mv")} == {p: sha256(d) for p, d in model_files().items()}
     assert (image / "etc/environment").read_text() == "MODELSCOPE_CACHE=/var/cache/modelscope\n"
     assert (node.path / "etc/environment").read_text() == real_environment  # the node's own /etc is not the image's
-    assert (node.path / "var/tmp/bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()  # local bundles stay
+    assert (node.path / "var/tmp/bundle/Qwen--Qwen2.5-0.5B-Test--master/config.json").is_file()  # local bundles stay
     row = json.loads((tmp_path / "report.json").read_text())["nodes"][0]
     assert (row["host"], row["complete"], row["ready"], row["image_root"]) == ("node3", True, None, "/var/tmp/image")
 
