@@ -75,7 +75,7 @@ def test_pins_honour_the_lock_unless_asked_otherwise():
 
 def test_changes_name_each_model():
     old = lock.parse(lock.render([ENTRY, OTHER]))
-    new = lock.parse(lock.render([dict(ENTRY, commit='d' * 40), dict(name='n/new', revision='master', commit='e' * 40, created_at=0,
-                                                                         files=OTHER['files'])]))
+    added = dict(name='n/new', revision='master', commit='e' * 40, created_at=0, files=OTHER['files'])
+    new = lock.parse(lock.render([dict(ENTRY, commit='d' * 40), added]))
     assert lock.changes(old, new) == ['a/first@v1.0 removed', 'n/new@master added at commit eeeeeeeeeeee',
                                       'o/m@v1.0 moved from commit cccccccccccc to dddddddddddd']
