@@ -91,8 +91,9 @@ def hub_lines(hub: MsHub, model: str, commit: str) -> list[str]:
     return lines
 
 
-def bundle_bytes(bundle: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())}
+def bundle_bytes(bundle: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of the bundle (the tree form's model directories included) with its bytes and mode."""
+    return {str(p.relative_to(bundle)): (p.read_bytes(), p.stat().st_mode) for p in sorted(bundle.rglob("*")) if p.is_file()}
 
 
 def downloads_at(hub: MsHub, mark: int) -> set[tuple[str, str, str]]:

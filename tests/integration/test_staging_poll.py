@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
-from support.sample_models import MODEL
+from support.sample_models import MODEL, model_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,4 +102,7 @@ def test_the_wait_ends_when_the_download_does(hub, tmp_path):
     assert last["search_regex"] and Path(last["path"]).name in jobs, last
     # One round before the wait, one after it: the wait ended once, on the job's end.
     assert len(task_results(records, CHECK_TASK)) == len(waits) + 1
-    assert (tmp_path / "bundle" / "Qwen--Qwen2.5-0.5B-Test--master.tar").is_file()
+    # The bundle was built after the wait: in tree form (the staging role's default with push), the model's files.
+    tree = tmp_path / "bundle" / "Qwen--Qwen2.5-0.5B-Test--master"
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name not in (".msc", ".mdl", ".mv")) == sorted(
+        model_files()), sorted(tree.rglob("*"))
