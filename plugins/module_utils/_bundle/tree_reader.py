@@ -202,16 +202,21 @@ def _hash(path):
     try:
         st = os.fstat(fd)
         digest = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = os.readv(fd, [view])
-            if not n:
-                break
-            digest.update(view[:n])
+        for chunk in _chunks(fd):
+            digest.update(chunk)
         return digest.hexdigest(), st
     finally:
         os.close(fd)
+
+
+def _chunks(fd):
+    """The bytes of ``fd`` to its end, as views of one reused buffer (each valid until the next)."""
+    view = memoryview(bytearray(CHUNK))
+    while True:
+        n = os.readv(fd, [view])
+        if not n:
+            return
+        yield view[:n]
 
 
 def _copy_into(sink, path, name, entry, mtime, what):
@@ -220,14 +225,9 @@ def _copy_into(sink, path, name, entry, mtime, what):
     handle = sink.open_file(name, entry['size'])
     try:
         digest = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = os.readv(fd, [view])
-            if not n:
-                break
-            digest.update(view[:n])
-            handle.write(view[:n])
+        for chunk in _chunks(fd):
+            digest.update(chunk)
+            handle.write(chunk)
         if handle.written != entry['size'] or digest.hexdigest() != entry['sha256']:
             raise BundleError('%s has sha256 %s (%d bytes), the manifest says %s (%d bytes)' % (
                 what, digest.hexdigest(), handle.written, entry['sha256'], entry['size']))
