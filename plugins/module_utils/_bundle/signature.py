@@ -32,6 +32,7 @@ METHODS = ('ssh', 'gpg')
 TOOL_TIMEOUT = 120
 # Where the tools live when the module's PATH is minimal.
 _SYSTEM_PATH = '/usr/local/bin:/usr/bin:/bin'
+_NO_MATCH = '%s does not match manifest.json: the manifest was changed after it was signed, or the signature is damaged' % SIGNATURE
 
 
 class SignatureError(BundleError):
@@ -104,8 +105,7 @@ class Trust:
                 raise SignatureError('ssh-keygen on this host cannot verify signatures (-Y verify): OpenSSH 8.1 or newer is needed%s' % (
                     openssh_version_note()))
             if 'incorrect signature' in err:
-                raise SignatureError('%s does not match manifest.json: the manifest was changed after it was signed, or the '
-                                     'signature is damaged' % SIGNATURE)
+                raise SignatureError(_NO_MATCH)
         # ssh-keygen says no more than "Could not verify signature." when the key is not listed for an identity.
         raise SignatureError('%s was made by %s key %s, which %s does not list for %s' % (
             SIGNATURE, facts['key_type'], facts['fingerprint'], self.allowed_signers, ' or '.join(self.identities)))
@@ -118,8 +118,7 @@ class Trust:
                                   manifest, env)
         status = parse_gpg_status(out)
         if 'BADSIG' in status:
-            raise SignatureError('%s does not match manifest.json: the manifest was changed after it was signed, or the '
-                                 'signature is damaged' % SIGNATURE)
+            raise SignatureError(_NO_MATCH)
         if 'NO_PUBKEY' in status:
             raise SignatureError('%s was made by OpenPGP key %s, which keyring %s does not hold' % (
                 SIGNATURE, status['NO_PUBKEY'][0], self.keyring))
