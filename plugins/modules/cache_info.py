@@ -237,27 +237,9 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.check impo
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import open_bundle
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import scan
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import describe_problem, scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.verify import bad_links, manifest_references
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import VERIFY_CHOICES, cache_root
-
-MAX_DEFECTS_SHOWN = 10
-
-
-def describe_problem(model):
-    issues = []
-    for key in ('missing', 'size_mismatch', 'corrupt', 'not_in_msc', 'modified'):
-        if model[key]:
-            issues.append('%d %s' % (len(model[key]), key.replace('_', ' ')))
-    if model['shadowed']:
-        issues.append('hidden from SDK >= 1.38 by the non-empty models/ directory of the same model')
-    if model['defects']:
-        shown = model['defects'][:MAX_DEFECTS_SHOWN]
-        more = len(model['defects']) - len(shown)
-        issues.append('checked against its %s: %s%s' % (model['verified_against'], '; '.join(shown), ' and %d more' % more if more else ''))
-    if not model['complete'] and not issues:
-        issues.append('no metadata or record describes its files')
-    return '%s (%s, %s): %s' % (model['id'], model['layout'], model['path'], ', '.join(issues)) if issues else None
 
 
 def manifests_of(bundle_dir, report):

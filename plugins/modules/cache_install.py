@@ -329,6 +329,14 @@ signer:
   returned: when the bundle could be read
   type: str
   sample: release@example.com (ssh-ed25519 key SHA256:nnZOe3tf0u1DAkUxlcAYxruAv8WlxDYRfS5ayfCZBeM)
+idle:
+  description:
+    - Whether there was nothing to do at all (in check mode, would be): every model installed and recorded, nothing
+      to fix or prune, and no pending install or trash that a killed run left in the cache.
+    - A caller that planned in check mode can skip the run itself when it is V(true).
+  returned: when the bundle could be read
+  type: bool
+  sample: true
 msg:
   description: What changed and why, or why nothing did.
   returned: always
@@ -362,6 +370,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts imp
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
     ModelState,
     empty_trash,
+    has_leftovers,
     lock_path,
     pending_models,
     prepare_state_dirs,
@@ -658,7 +667,7 @@ def main():
     layout = choose_layout(module, result)
     result.update(cache_dir=root, layout=layout, sdk_generations=generations(layout))
     source = make_source(module)
-    targets, error = [], None
+    targets, error, leftovers = [], None, False
     try:
         trust = Trust(**p['trust']) if p['trust'] else None
         bundle = open_bundle(source, p['src_files'], p['workers'], trust)
@@ -671,6 +680,7 @@ def main():
                     by_rel[target.rel], target.label, layout, target.rel), **result)
             by_rel[target.rel] = target.label
         prunes = [(rel, rec) for rel, rec in recorded_models(root, layout) if rel not in by_rel] if p['prune'] else []
+        leftovers = has_leftovers(root)
         if module.check_mode:
             run(module, bundle, root, layout, perms, targets, prunes, result)
         else:
@@ -701,6 +711,8 @@ def main():
         fail(module, error, result, what_changed(result))
     if result.get('signer'):
         result['msg'] += '; manifest.json signed by %s' % result['signer']
+    # What lets a caller that planned in check mode skip the run itself: the second module call of a push.
+    result['idle'] = not result['changed'] and not leftovers
     module.exit_json(**result)
 
 

@@ -108,6 +108,13 @@ systemd_changed:
   returned: always
   type: bool
   sample: true
+systemd_running:
+  description:
+    - Whether systemd runs the system under O(root) (C(/run/systemd/system) is a directory there), so that a
+      C(systemctl daemon-reload) or a restart can reach it.
+  returned: always
+  type: bool
+  sample: true
 conflicts:
   description: Other values found for the variables, with where they were set.
   returned: always
@@ -243,7 +250,9 @@ def main():
     systemd_dir = files.path('systemd')
     result = dict(
         changed=bool(changed_files), files=changed_files, conflicts=conflicts,
-        systemd_changed=any(path.startswith(systemd_dir + os.sep) for path in changed_files))
+        systemd_changed=any(path.startswith(systemd_dir + os.sep) for path in changed_files),
+        # Answered here rather than by a stat task of its own: one module call less per node.
+        systemd_running=os.path.isdir(os.path.join(p['root'], 'run', 'systemd', 'system')))
     for c in conflicts:
         module.warn('%s was %s in %s; %s' % (c['name'], c['value'], c['file'], 'kept' if p['conflict'] == 'keep' else 'replaced'))
     if changed_files:

@@ -76,6 +76,13 @@ options:
       - Fail when an interpreter with the SDK does not load every model.
     type: bool
     default: false
+  describe_cache:
+    description:
+      - Also read the cache after the probe, as M(modelseed.fleet.cache_info) does (O(modelseed.fleet.cache_info#module:verify=quick),
+        only the models of O(models)), and return it as RV(cache).
+      - Saves a node a second module call when both the proof and a description of its cache are wanted.
+    type: bool
+    default: false
 seealso:
   - module: modelseed.fleet.modelscope_env
   - module: modelseed.fleet.cache_info
@@ -115,6 +122,13 @@ stray_dirs_removed:
   returned: always
   type: list
   elements: str
+cache:
+  description:
+    - The cache after the probe, with C(cache_dir), C(models) and C(problems) as M(modelseed.fleet.cache_info)
+      returns them.
+  returned: when O(describe_cache=true)
+  type: dict
+  sample: {cache_dir: /var/cache/modelscope, models: [], problems: []}
 msg:
   description: Summary.
   returned: always
@@ -127,6 +141,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.scan import describe_problem, scan
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import record_files
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import read_bytes
 from ansible_collections.modelseed.fleet.plugins.module_utils._host.env_files import current_values
@@ -156,6 +171,7 @@ def main():
             environment=dict(type='dict', default={}),
             timeout=dict(type='int', default=300),
             fail_when_not_ready=dict(type='bool', default=False),
+            describe_cache=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -193,6 +209,9 @@ def main():
         r['error'] or '%s: %s' % (m['id'], m['error']) for m in r['models'] if r['error'] or not m['ok'])) for r in reports]
     msg = ' | '.join(lines) if reports else 'no interpreter with the modelscope SDK among %s' % ', '.join(p['pythons'])
     result = dict(changed=False, ready=ready, sdks=reports, without_sdk=without, stray_dirs_removed=removed, msg=msg)
+    if p['describe_cache']:
+        found = scan(cache, 'quick', [m['id'] for m in models]) if os.path.isdir(cache) else []
+        result['cache'] = dict(cache_dir=cache, models=found, problems=[d for d in (describe_problem(m) for m in found) if d])
     if p['fail_when_not_ready'] and reports and not ready:
         module.fail_json(**result)
     module.exit_json(**result)

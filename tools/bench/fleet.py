@@ -2,6 +2,10 @@
 and against ansible.builtin.copy of the model directory; then no-op re-runs with a big and a small model.
 
     python tools/bench/fleet.py [--runs 3] [--nodes 4] [--size-mib 1024] [--files 4] [--noop-big-mib 4096] [--noop-small-mib 4]
+                                [--noop-nodes 1 2 4]
+
+The no-op runs of the small model are repeated on the first 1, 2, ... nodes (--limit): what a run with nothing to
+do costs per node, apart from what it costs once.
 """
 
 from __future__ import annotations
@@ -122,6 +126,27 @@ def first_runs(world: World, model: str, runs: int) -> dict[str, list[tuple[floa
     return results
 
 
+def noop_by_nodes(world: World, inventory_dir: Path, counts: list[int], runs: int) -> dict[int, list[float]]:
+    """No-op runs on the first ``n`` nodes only (the staging host stays in), the counts alternating in order."""
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    for run in range(runs):
+        for n in counts if run % 2 == 0 else counts[::-1]:
+            limit = ",".join(["localhost"] + [node.name for node in world.fleet.nodes[:n]])
+            started = time.monotonic()
+            proc = seed(world.fleet, inventory_dir, "--limit", limit)
+            times[n].append(time.monotonic() - started)
+            if changed_hosts(proc):
+                raise SystemExit(f"the no-op run on {n} node(s) changed {changed_hosts(proc)}")
+            print(f"no-op run {run + 1}/{runs} on {n} node(s): {times[n][-1]:.2f} s", flush=True)
+    return times
+
+
+def slope(times: dict[int, list[float]]) -> float:
+    """Seconds per node: the least-squares line through the medians."""
+    xs, ys = list(times), [statistics.median(t) for t in times.values()]
+    return statistics.linear_regression(xs, ys).slope if len(xs) > 1 else float("nan")
+
+
 def noop_runs(world: World, models: dict[str, str], runs: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Seed each model once, then run seed_models.yml again and again: nothing may change, the hub serves nothing."""
     reset_nodes(world.fleet, world.environments)
@@ -142,7 +167,6 @@ def noop_runs(world: World, models: dict[str, str], runs: int) -> tuple[dict[str
             if changed_hosts(proc) or world.hub.log.downloads(mark):
                 raise SystemExit(f"the run again with {label} changed {changed_hosts(proc)} and downloaded {world.hub.log.downloads(mark)}")
             print(f"no-op run {run + 1}/{runs} {label}: {times[label][-1]:.2f} s", flush=True)
-    reset_nodes(world.fleet, world.environments)
     return times, setup
 
 
@@ -160,7 +184,7 @@ def spread(values: list[float]) -> str:
 
 
 def report(first: dict[str, list[tuple[float, int]]], noop: dict[str, list[float]], setup: dict[str, float],
-           args: argparse.Namespace, total: int) -> str:
+           by_nodes: dict[int, list[float]], args: argparse.Namespace, total: int) -> str:
     rows = []
     for name, results in first.items():
         seconds, served = [r[0] for r in results], [r[1] for r in results]
@@ -179,6 +203,8 @@ def report(first: dict[str, list[tuple[float, int]]], noop: dict[str, list[float
     noop_floor = statistics.median(noop["small"])
     table = "\n".join(rows)
     noop_table = "\n".join(noop_rows)
+    nodes_table = "\n".join(f"| {n} | {statistics.median(t):.2f} | {spread(t)} | {', '.join(f'{s:.2f}' for s in t)} |"
+                            for n, t in by_nodes.items())
     return f"""## Seeding a fleet
 
 {args.nodes} nodes, each a real sshd in a bubblewrap sandbox on this machine's loopback with its tree on disk;
@@ -213,8 +239,16 @@ than that (the {args.noop_small_mib} MiB median): the part that depends on the d
 |---|---|---|---|---|
 {noop_table}
 
+The same no-op run of the {args.noop_small_mib} MiB model on the first nodes only (`--limit`, the staging host
+included), {args.runs} runs of each count: the line through the medians rises {slope(by_nodes):.2f} s per node; the rest
+is what a run costs once (the staging half and the fleet report). See docs/scaling.md.
+
+| nodes | median s | spread s | runs (s) |
+|---|---|---|---|
+{nodes_table}
+
 Method: `python tools/bench/fleet.py --runs {args.runs} --nodes {args.nodes} --size-mib {args.size_mib} --files {args.files}
---noop-big-mib {args.noop_big_mib} --noop-small-mib {args.noop_small_mib}`; wall time of the whole
+--noop-big-mib {args.noop_big_mib} --noop-small-mib {args.noop_small_mib} --noop-nodes {' '.join(map(str, args.noop_nodes))}`; wall time of the whole
 ansible-playbook (or of all the ssh sessions) as the controller sees it. The page cache is not dropped
 between runs, so the hub reads its files from memory. Machine: {machine_details()}.
 """
@@ -228,7 +262,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4, help="weight shards of each model")
     parser.add_argument("--noop-big-mib", type=int, default=4096)
     parser.add_argument("--noop-small-mib", type=int, default=4)
+    parser.add_argument("--noop-nodes", type=int, nargs="+", default=[1, 2, 4], help="node counts of the no-op runs by size")
     args = parser.parse_args()
+    if not all(0 < n <= args.nodes for n in args.noop_nodes):
+        raise SystemExit(f"--noop-nodes: every count between 1 and --nodes ({args.nodes})")
     if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("bwrap", "rsync")) \
             or not os.path.exists(sandbox.SSHD):
         raise SystemExit("the fleet benchmark needs root, bubblewrap, rsync and openssh-server (make sysdeps)")
@@ -245,11 +282,14 @@ def main() -> None:
                 world = World(fleet, hub, sdk, environment_files(fleet))
                 first = first_runs(world, model, args.runs)
                 noop, setup = noop_runs(world, noop_models, args.runs)
+                small = inventory(fleet, "small", noop_models["small"], hub.url, sdk.python)
+                by_nodes = noop_by_nodes(world, small, args.noop_nodes, args.runs)
+                reset_nodes(world.fleet, world.environments)
             finally:
                 fleet.down()
     finally:
         drop_tree(HUB_ROOT)  # gigabytes of random bytes, quicker to write again than to keep
-    write_section("fleet", report(first, noop, setup, args, total))
+    write_section("fleet", report(first, noop, setup, by_nodes, args, total))
     print(REPORT.read_text())
 
 

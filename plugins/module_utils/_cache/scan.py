@@ -173,3 +173,23 @@ def scan(root, verify='quick', names=None, manifests=None, links=None):
             m['sdk_generations'] = []
             m['shadowed'] = True
     return models
+
+
+MAX_DEFECTS_SHOWN = 10
+
+
+def describe_problem(model):
+    """One line on what keeps a model of ``scan`` from being complete, or None when nothing does."""
+    issues = []
+    for key in ('missing', 'size_mismatch', 'corrupt', 'not_in_msc', 'modified'):
+        if model[key]:
+            issues.append('%d %s' % (len(model[key]), key.replace('_', ' ')))
+    if model['shadowed']:
+        issues.append('hidden from SDK >= 1.38 by the non-empty models/ directory of the same model')
+    if model['defects']:
+        shown = model['defects'][:MAX_DEFECTS_SHOWN]
+        more = len(model['defects']) - len(shown)
+        issues.append('checked against its %s: %s%s' % (model['verified_against'], '; '.join(shown), ' and %d more' % more if more else ''))
+    if not model['complete'] and not issues:
+        issues.append('no metadata or record describes its files')
+    return '%s (%s, %s): %s' % (model['id'], model['layout'], model['path'], ', '.join(issues)) if issues else None

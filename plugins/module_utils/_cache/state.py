@@ -388,6 +388,15 @@ def pending_models(root):
     return sorted(unquote(n[:-len(PENDING_SUFFIX)]) for n in names if n.endswith(PENDING_SUFFIX))
 
 
+def has_leftovers(root):
+    """Whether killed runs left work in the cache: a pending install to finish, or trash to delete."""
+    try:
+        trash = os.listdir(os.path.join(root, STATE_DIR, TRASH))
+    except (FileNotFoundError, NotADirectoryError):
+        trash = []
+    return bool(trash or pending_models(root))
+
+
 def record_files(root):
     """Paths of every record of the cache."""
     top = os.path.join(root, STATE_DIR, RECORDS)
