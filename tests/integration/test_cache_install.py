@@ -186,9 +186,14 @@ def test_check_real_check_real(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     cache = tmp_path / "cache"
     task = install(bundle, cache)
-    run = run_tasks([{**task, "check_mode": True, "diff": True}, task, {**task, "check_mode": True}, task])
-    assert [r["changed"] for r in run.results] == [True, True, False, False], [r.get("msg") for r in run.results]
+    # Then trash a killed run left: the cache holds every model, and still the run outside check mode has work.
+    trash = {"ansible.builtin.file": {"path": str(cache / ".modelseed/trash/Qwen%2FQwen2.5-Tiny.1.1"), "state": "directory"}}
+    run = run_tasks([{**task, "check_mode": True, "diff": True}, task, {**task, "check_mode": True}, task,
+                     trash, {**task, "check_mode": True}, task, {**task, "check_mode": True}])
+    assert [r["changed"] for r in run.results[:4]] == [True, True, False, False], [r.get("msg") for r in run.results]
     assert not any(r.get("failed") for r in run.results)
+    assert [r["idle"] for r in run.results[:4] + run.results[5:]] == [False, False, True, True, False, False, True]
+    assert not (cache / ".modelseed/trash/Qwen%2FQwen2.5-Tiny.1.1").exists()
     check, real, again = run.results[0], run.results[1], run.results[3]
     total = sum(len(v) for v in files_v1().values())
     assert check["bytes_installed"] == total and real["bytes_installed"] == total and again["bytes_installed"] == 0
