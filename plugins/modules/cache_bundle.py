@@ -126,6 +126,7 @@ options:
         fetched from where a node installed it). The bundle written is then a delta against it (see above).
       - The base manifest's sha256 is written into the new manifest as C(base_manifest_sha256). A base holding
         several revisions of a model and not the one bundled fails the task, as it does not say which is installed.
+      - It must not be in O(dest), whose C(manifest.json) this module rewrites.
     type: path
   lock_timeout:
     description:
@@ -448,6 +449,11 @@ def main():
         module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
     if module.params['lock_timeout'] < 0:
         module.fail_json(msg='lock_timeout must be >= 0', **result)
+    base = module.params['base_manifest']
+    if base and os.path.realpath(os.path.dirname(os.path.abspath(base))) == os.path.realpath(dest):
+        # This run rewrites that manifest: the next run would take the delta for its own base.
+        module.fail_json(msg='base_manifest %s is in dest: keep a copy of the manifest the other side installed '
+                             'outside the bundle directory' % base, **result)
     error = None
     try:
         base_models = None
