@@ -38,7 +38,7 @@ description:
     change under the cache's record), else copied with mode 0644 and the commit's time. Each model directory is
     built beside its place and swapped in whole; C(manifest.json) and C(SHA256SUMS) follow.
   - With O(base_manifest), the bundle is a delta against the bundle whose C(manifest.json) that is (the one the other
-    side installed): for each model the base holds, the tar (or tree directory) carries only the files whose size or
+    side installed). For each model the base holds, the tar (or tree directory) carries only the files whose size or
     sha256 differs from the base's, and the SDK metadata; its manifest entry still lists every file, and names the
     base revision, commit and the files taken from it. M(modelseed.fleet.cache_install) applies such a model only on
     top of exactly that base. Models the base does not hold travel whole.

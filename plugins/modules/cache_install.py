@@ -27,7 +27,7 @@ description:
     C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
-  - A delta bundle (M(modelseed.fleet.cache_bundle) with C(base_manifest)) is recognised by its manifest: a model
+  - A delta bundle (M(modelseed.fleet.cache_bundle) with C(base_manifest)) is recognised by its manifest. A model
     there that names a base is installed only on top of exactly that base, the model recorded in the target layout
     at the base's revision and commit, with every file the delta does not carry as it was verified (size, sha256 and
     modification time; re-hashed with O(verify=full)). The carried files are streamed and checked as in a full
