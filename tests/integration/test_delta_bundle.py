@@ -22,11 +22,14 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_writer
 from support.bundles import ModelSpec, write_bundle
 from support.cache_audit import lying_records
 from support.judging import judge
-from support.module_process import run_module
+from support.module_process import run_module, run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.sample_models import MODEL, model_files
 from support.table_play import Row, table_play
+
+# One worker runs the module: the staging play and the nodes' play are made once, for every test.
+pytestmark = [pytest.mark.slow, table_play("delta bundles")]
 
 NEW_CONFIG = b'{"model_type": "qwen2", "rope_theta": 1000000}'
 MODELS_DIR = "models/Qwen/Qwen2___5-0___5B-Test"
@@ -54,7 +57,8 @@ def delta_tls_hub(delta_hub_root, tls):
 
 @pytest.fixture(scope="module")
 def staged(delta_hub_root, tmp_path_factory):
-    """One play on the staging host: v1 and v2 downloaded, a full bundle of v1, deltas of v2 against it."""
+    """The staging host, as module processes (ansible-playbook's start-up spared): v1 and v2 downloaded, a full
+    bundle of v1, deltas of v2 against it, and the tar delta written again (nothing to do)."""
     top = tmp_path_factory.mktemp("delta-staging")
     cache = top / "cache"
     dirs = {name: top / name for name in ("full", "delta-tar", "delta-tree")}
@@ -68,10 +72,10 @@ def staged(delta_hub_root, tmp_path_factory):
                                                      "models": [{"name": MODEL, "revision": revision}], **options}}
 
         base = str(dirs["full"] / "manifest.json")
-        results = run_tasks([download("v1"), download("v2"), bundle(dirs["full"], "v1"),
-                             bundle(dirs["delta-tar"], "v2", base_manifest=base),
-                             bundle(dirs["delta-tree"], "v2", base_manifest=base, format="tree"),
-                             bundle(dirs["delta-tar"], "v2", base_manifest=base)]).results
+        results = run_modules([download("v1"), download("v2"), bundle(dirs["full"], "v1"),
+                               bundle(dirs["delta-tar"], "v2", base_manifest=base),
+                               bundle(dirs["delta-tree"], "v2", base_manifest=base, format="tree"),
+                               bundle(dirs["delta-tar"], "v2", base_manifest=base)], top)
     for result in results:
         assert not result.get("failed"), result.get("msg")
     return dirs, results
@@ -121,7 +125,7 @@ def digest(top: Path) -> dict[str, str]:
 CASES = {
     "all, tar": ("all", "delta-tar", "v1"),
     "snapshots, tree": ("snapshots", "delta-tree", "v1"),
-    "models, tar, check mode": ("models", "delta-tar", "v1"),
+    "all, tar, check mode": ("all", "delta-tar", "v1"),
     "no base": ("models", "delta-tar", None),
     "another commit at v1": ("snapshots", "delta-tar", "other"),
 }
@@ -129,32 +133,38 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def applied(staged, tmp_path_factory):
-    """The bases installed by module processes, then every delta case in one play, then the same play again."""
+    """The bases installed (module processes), every delta case in one play, then some cases again."""
     dirs, _results = staged
     top = tmp_path_factory.mktemp("delta-nodes")
     other = write_bundle(top / "other", [ModelSpec(MODEL, {"config.json": b"{}"}, revision="v1")])
     caches = {case: top / case.replace(" ", "-").replace(",", "") for case in CASES}
+    templates = {}  # one install per (bundle, layout), copied to each case that starts from it
     for case, (layout, _form, base) in CASES.items():
-        caches[case].mkdir()
-        if base:
-            src = dirs["full"] if base == "v1" else other
-            assert not run_module("cache_install", {"src": str(src), "cache_dir": str(caches[case]), "layout": layout}, top).get("failed")
+        if not base:
+            caches[case].mkdir()
+            continue
+        if (base, layout) not in templates:
+            templates[base, layout] = top / f"template-{base}-{layout}"
+            args = {"src": str(dirs["full"] if base == "v1" else other), "cache_dir": str(templates[base, layout]), "layout": layout}
+            assert not run_module("cache_install", args, top).get("failed")
+        subprocess.run(["cp", "-a", str(templates[base, layout]), str(caches[case])], check=True)
     tasks = {}
     for case, (layout, form, _base) in CASES.items():
         tasks[case] = {**install(dirs[form], caches[case], layout=layout), "check_mode": "check mode" in case, "diff": True}
     before = {case: digest(caches[case]) for case in CASES}
     weights = caches["all, tar"] / MODELS_DIR / WEIGHTS
     inode = weights.stat().st_ino
-    # One play: every case, then the applied ones again (nothing left to do) and a refused one (refused again).
+    # One play: every case. Then, as module processes, the applied ones again (nothing left to do) and a refused one
+    # (refused again).
     repeated = ["all, tar", "snapshots, tree", "another commit at v1"]
-    results = run_tasks(list(tasks.values()) + [tasks[case] for case in repeated]).results
-    rows = {case: Row(result, before[case], digest(caches[case])) for case, result in zip(CASES, results, strict=False)}
+    results = run_tasks(list(tasks.values())).results
+    rows = {case: Row(result, before[case], digest(caches[case])) for case, result in zip(CASES, results, strict=True)}
+    again = run_modules([tasks[case] for case in repeated], top)
     # models/ is replaced in place: the unchanged files are the very inodes of v1.
     assert weights.stat().st_ino == inode
-    return rows, dict(zip(repeated, results[len(CASES):], strict=True)), caches
+    return rows, dict(zip(repeated, again, strict=True)), caches
 
 
-@table_play("delta bundles applied on nodes")
 @pytest.mark.parametrize("case", ["all, tar", "snapshots, tree"])
 def test_delta_on_its_base_loads_offline_with_every_sdk(applied, delta_tls_hub, tls, sdk, case):
     rows, again, caches = applied
@@ -174,16 +184,14 @@ def test_delta_on_its_base_loads_offline_with_every_sdk(applied, delta_tls_hub, 
     judge(sdk("1.40.2"), cache, delta_tls_hub, tls, files=new_files(), revision="v2")
 
 
-@table_play("delta bundles applied on nodes")
 def test_check_mode_reports_the_delta_and_changes_nothing(applied):
     rows, _again, _caches = applied
-    row = rows["models, tar, check mode"]
+    row = rows["all, tar, check mode"]
     assert row.result["changed"] and "would replace 1" in row.result["msg"] and "delta on v1" in row.result["msg"]
     assert "v2 commit" in row.result["diff"]["after"] and "v1 commit" in row.result["diff"]["before"]
     assert row.before == row.after
 
 
-@table_play("delta bundles applied on nodes")
 @pytest.mark.parametrize("case, says", [("no base", "which is not installed in layout models"),
                                         ("another commit at v1", "holds Qwen/Qwen2.5-0.5B-Test@v1 commit")])
 def test_delta_on_a_wrong_base_is_refused_and_changes_nothing(applied, case, says):
