@@ -3,8 +3,9 @@
 The hub holds the sample model at v1 and at v2, which changes one small file. The staging host downloads both and
 writes a full bundle of v1 and deltas of v2 against it (tar and tree form). Nodes that installed the full bundle get
 the delta: the real SDKs load the result offline and download nothing online; the unchanged files are the base's
-inodes. A cache without the base, or with another commit at the base's revision, refuses the delta and stays as it
-was. A run killed just before and just after the swap leaves the model old or new, and the next run completes.
+inodes. A signed delta is verified against a trust list as a full bundle is. A cache without the base, or with
+another commit at the base's revision, refuses the delta and stays as it was. A run killed just before and just after
+the swap leaves the model old or new, and the next run completes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from support.module_process import run_module, run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.sample_models import MODEL, model_files
+from support.signing import allowed_signers, ssh_key, ssh_sign
 from support.table_play import Row, table_play
 
 # One worker runs the module: the staging play and the nodes' play are made once, for every test.
@@ -78,6 +80,11 @@ def staged(delta_hub_root, tmp_path_factory):
                                bundle(dirs["delta-tar"], "v2", base_manifest=base)], top)
     for result in results:
         assert not result.get("failed"), result.get("msg")
+    # The tar delta signed where the key is, as bundle_sign does it: nodes verify it as they verify a full bundle.
+    key = ssh_key(top / "release")
+    manifest_path = dirs["delta-tar"] / "manifest.json"
+    (dirs["delta-tar"] / "manifest.json.sig").write_bytes(ssh_sign(key, manifest_path.read_bytes()))
+    dirs["allowed_signers"] = allowed_signers(top / "allowed_signers", {"release@example.com": key})
     return dirs, results
 
 
@@ -128,6 +135,8 @@ CASES = {
     "all, tar, check mode": ("all", "delta-tar", "v1"),
     "no base": ("models", "delta-tar", None),
     "another commit at v1": ("snapshots", "delta-tar", "other"),
+    "all, tar, signed": ("all", "delta-tar", "v1"),
+    "all, tree, unsigned": ("all", "delta-tree", "v1"),
 }
 
 
@@ -150,7 +159,8 @@ def applied(staged, tmp_path_factory):
         subprocess.run(["cp", "-a", str(templates[base, layout]), str(caches[case])], check=True)
     tasks = {}
     for case, (layout, form, _base) in CASES.items():
-        tasks[case] = {**install(dirs[form], caches[case], layout=layout), "check_mode": "check mode" in case, "diff": True}
+        trust = {"trust": {"allowed_signers": str(dirs["allowed_signers"]), "identities": ["release@example.com"]}} if "signed" in case else {}
+        tasks[case] = {**install(dirs[form], caches[case], layout=layout, **trust), "check_mode": "check mode" in case, "diff": True}
     before = {case: digest(caches[case]) for case in CASES}
     weights = caches["all, tar"] / MODELS_DIR / WEIGHTS
     inode = weights.stat().st_ino
@@ -204,6 +214,15 @@ def test_delta_on_a_wrong_base_is_refused_and_changes_nothing(applied, case, say
         assert again[case].get("failed") and "is a delta bundle on" in again[case]["msg"]
     if case == "no base":
         assert not (caches[case] / MODELS_DIR).exists()
+
+
+def test_a_signed_delta_is_verified_like_a_full_bundle(applied):
+    rows, _again, _caches = applied
+    signed, unsigned = rows["all, tar, signed"], rows["all, tree, unsigned"]
+    assert signed.result["changed"] and signed.result["signer"].startswith("release@example.com (ssh-ed25519 key SHA256:")
+    assert "delta on v1" in signed.result["msg"], signed.result["msg"]
+    assert unsigned.result.get("failed") and "the bundle is not signed" in unsigned.result["msg"], unsigned.result["msg"]
+    assert unsigned.before == unsigned.after
 
 
 # The swap that publishes the model: killed just before it the node has v1, just after it v2.
