@@ -16,6 +16,7 @@ import os
 import stat
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import model_signatures
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import METADATA_LAYOUTS, absolute
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import CacheError, Perms, ensure_dirs
@@ -181,6 +182,7 @@ class ModelInstall(ModelState):
         self.label = bundle_format.model_label(model)
         self.plan = None
         self.staged = None
+        self.model_signature = None
 
     @property
     def files(self):
@@ -309,6 +311,7 @@ class ModelInstall(ModelState):
         try:
             kwargs = {'buffer_size': buffer_size} if buffer_size else {}
             bundle.extract(self.model, sink, **kwargs)
+            self.model_signature = model_signatures.read_from_bundle(bundle.source, self.model)
             for name, data in sorted(self.wanted_metadata().items()):
                 sink.write_metadata(name, data, self.model['created_at'])
             sink.finish()
@@ -326,6 +329,7 @@ class ModelInstall(ModelState):
     def commit(self):
         """Move the staged model into place, promote its record, make its links, drop the old copy."""
         self.swap_in()
+        model_signatures.place_beside(self.dir, self.model_signature, self.perms, self.sync)
         self.staged = None
 
     def fix(self):
