@@ -21,6 +21,7 @@ import pathlib
 import tempfile
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import tree_dir_name
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import signature_beside
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, unlink
 
@@ -113,15 +114,10 @@ def read_from_bundle(source, model):
     return data
 
 
-def installed_path(model_dir):
-    """Where an installed model's signature is kept: beside its directory, ``<model directory>.sig``."""
-    return model_dir.rstrip(os.sep) + SUFFIX
-
-
 def place_beside(model_dir, data, perms, sync=True):
     """Put ``data`` beside the installed model, or remove a signature there when the bundle carries none for it:
     a signature of the files replaced no longer holds."""
-    path = installed_path(model_dir)
+    path = signature_beside(model_dir)
     if data is None:
         unlink(path)
         return

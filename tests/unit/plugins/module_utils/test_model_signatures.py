@@ -5,6 +5,7 @@ import pytest
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import model_signatures
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.model_signatures import ModelSigner, ModelSigningError
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import Perms
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import ModelState
 from support.bundles import ModelSpec
 from support.signing import ec_key, ssh_key
 
@@ -41,3 +42,12 @@ def test_beside_the_model_the_signature_is_placed_and_removed_again(tmp_path):
     assert placed.read_bytes() == b'sig' and placed.stat().st_mode & 0o777 == 0o640
     model_signatures.place_beside(str(model_dir), None, perms, sync=False)
     assert not placed.exists() and model_dir.is_dir()
+
+
+def test_removing_a_model_removes_the_signature_beside_it(tmp_path):
+    state = ModelState(str(tmp_path), 'models', 'o/m', 'master')
+    (tmp_path / 'models' / 'o' / 'm').mkdir(parents=True)
+    (tmp_path / 'models' / 'o' / 'm.sig').write_bytes(b'sig')
+    (tmp_path / 'models' / 'o' / 'other.sig').write_bytes(b'sig')
+    assert state.remove()
+    assert sorted(p.name for p in (tmp_path / 'models' / 'o').iterdir()) == ['other.sig']
