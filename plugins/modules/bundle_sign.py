@@ -135,7 +135,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.model_signatures import HAS_MODEL_SIGNING, PACKAGE, ModelSigner, signature_name
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.model_signatures import PACKAGE, ModelSigner, available, signature_name
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import DEFAULT_NAMESPACE, MAX_SIGNATURE_BYTES, METHODS, SIGNATURE
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signer import Signer
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
@@ -196,7 +196,7 @@ def main():
         module.fail_json(msg='namespace must not be empty', **result)
     if p['method'] == 'ssh' and not os.path.isfile(p['key']):
         module.fail_json(msg='key %s is not a file on this host' % p['key'], **result)
-    if p['model_signing_key'] and not HAS_MODEL_SIGNING:
+    if p['model_signing_key'] and not available():
         module.fail_json(msg=missing_required_lib(PACKAGE, reason='model_signing_key (per-model signatures)'), **result)
     if p['model_signing_key'] and not os.path.isfile(p['model_signing_key']):
         module.fail_json(msg='model_signing_key %s is not a file on this host' % p['model_signing_key'], **result)

@@ -25,16 +25,6 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, unlink
 
-try:
-    from cryptography.hazmat.primitives import serialization
-    from model_signing import manifest as ms_manifest
-    from model_signing._hashing.hashing import Digest
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
-except ImportError:
-    HAS_MODEL_SIGNING = False
-else:
-    HAS_MODEL_SIGNING = True
-
 PACKAGE = 'model-signing'
 SUFFIX = '.sig'
 # Rewritten per cache layout on the node: not the model's content.
@@ -46,6 +36,33 @@ MAX_MODEL_SIGNATURE_BYTES = 64 * 1024 * 1024
 
 class ModelSigningError(ModelseedError):
     """A model signature cannot be made or read."""
+
+
+class _Lib:
+    """The parts of model-signing used here, imported on first use: the import takes most of a second of CPU, which
+    nothing that does not sign models (cache_install, bundle_sign without model_signing_key) should pay."""
+
+    loaded = None
+
+    @classmethod
+    def get(cls):
+        if cls.loaded is None:
+            from cryptography.hazmat.primitives import serialization
+            from model_signing import manifest
+            from model_signing._hashing.hashing import Digest
+            from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
+            cls.loaded = dict(serialization=serialization, manifest=manifest, Digest=Digest, sign_ec_key=sign_ec_key,
+                              sign_sigstore_pb=sign_sigstore_pb, signing=signing)
+        return cls.loaded
+
+
+def available():
+    """True when the model-signing package can be imported here."""
+    try:
+        _Lib.get()
+    except ImportError:
+        return False
+    return True
 
 
 def signature_name(model):
@@ -62,12 +79,15 @@ class ModelSigner:
     """An elliptic-curve private key (PEM, no passphrase) that signs models of a manifest."""
 
     def __init__(self, key_path):
-        if not HAS_MODEL_SIGNING:
+        if not available():
             raise ModelSigningError('writing model signatures needs the Python package %s (pip install %s) on the host '
                                     'that signs; it is not importable here' % (PACKAGE, PACKAGE))
+        lib = self.lib = _Lib.get()
+        serialization = lib['serialization']
         try:
-            self._signer = sign_ec_key.Signer(pathlib.Path(key_path))
-            public = self._signer._private_key.public_key()
+            self._signer = lib['sign_ec_key'].Signer(pathlib.Path(key_path))
+            with open(key_path, 'rb') as handle:
+                public = serialization.load_pem_private_key(handle.read(), None).public_key()
         except (OSError, ValueError, TypeError) as exc:
             raise ModelSigningError('model signing key %s is not an elliptic-curve private key (PEM, without a passphrase) '
                                     'that %s accepts: %s' % (key_path, PACKAGE, exc))
@@ -75,7 +95,7 @@ class ModelSigner:
 
     def sign(self, model):
         """The signature (bytes, the JSON model-signing writes) of a manifest model entry."""
-        signature = self._signer.sign(signing.Payload(expected_manifest(model)))
+        signature = self._signer.sign(self.lib['signing'].Payload(expected_manifest(model)))
         return signature.bundle.to_json().encode('utf-8')
 
     def signed(self, model, path):
@@ -85,9 +105,9 @@ class ModelSigner:
         with tempfile.NamedTemporaryFile(prefix='modelseed-public-', suffix='.pem') as public:
             public.write(self.public_pem)
             public.flush()
-            verifier = sign_ec_key.Verifier(pathlib.Path(public.name))
+            verifier = self.lib['sign_ec_key'].Verifier(pathlib.Path(public.name))
             try:
-                found = verifier.verify(sign_sigstore_pb.Signature.read(pathlib.Path(path)))
+                found = verifier.verify(self.lib['sign_sigstore_pb'].Signature.read(pathlib.Path(path)))
             except (ValueError, KeyError, TypeError, json.JSONDecodeError):
                 return False
         wanted = expected_manifest(model)
@@ -96,10 +116,11 @@ class ModelSigner:
 
 def expected_manifest(model):
     """The model-signing manifest of a manifest model entry: its covered files' sha256, the SDK metadata ignored."""
-    items = [ms_manifest.FileManifestItem(path=pathlib.PurePosixPath(path), digest=Digest('sha256', bytes.fromhex(sha)))
-             for path, sha in covered_files(model)]
-    serialization_type = ms_manifest._FileSerialization('sha256', False, [pathlib.PurePosixPath(name) for name in SDK_METADATA])
-    return ms_manifest.Manifest(model['id'].split('/', 1)[1], items, serialization_type)
+    lib = _Lib.get()
+    serialization_type = lib['manifest'].SerializationType.from_args(
+        {'method': 'files', 'hash_type': 'sha256', 'allow_symlinks': False, 'ignore_paths': list(SDK_METADATA)})
+    items = [serialization_type.new_item(path, lib['Digest']('sha256', bytes.fromhex(sha))) for path, sha in covered_files(model)]
+    return lib['manifest'].Manifest(model['id'].split('/', 1)[1], items, serialization_type)
 
 
 # -- on the node: the signature travels with the bundle and lands beside the installed model ---------------------
