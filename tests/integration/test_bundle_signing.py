@@ -6,6 +6,7 @@ model-signing verifier accepts the model directory, and refuses it once a file c
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import pytest
 from integration.test_cache_install import BundleServer
 
 from support.bundles import ModelSpec, write_bundle
+from support.leak_scan import Secrets
 from support.module_process import run_modules
 from support.playbook import run_tasks
-from support.signing import GpgKey, allowed_signers, ec_key, ssh_key
+from support.signing import GpgKey, allowed_signers, ec_key, ec_key_material, ssh_key
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not (shutil.which("ssh-keygen") and shutil.which("gpg") and shutil.which("gpgv")),
@@ -108,3 +110,7 @@ def test_sign_and_install_only_what_verifies(tmp_path):
     refused_model = model_signing_verify(tmp_path / "cache/models/o/signed", model_key.with_suffix(".pub"))
     assert refused_model.returncode == 1 and "Signature mismatch: ['Hash mismatch for \\'config.json\\'" in refused_model.stderr, refused_model
     assert without_package["failed"] and "model-signing" in without_package["msg"], without_package
+    # The model-signing key is read by the signing host only: none of it in any output or file of the run.
+    secrets = Secrets(**ec_key_material(model_key))
+    assert secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "results": json.dumps([*run.results, *repeated])}) == []
+    assert secrets.in_trees(tmp_path, skip=(tmp_path / "keys",)) == []

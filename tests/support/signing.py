@@ -37,6 +37,15 @@ def ec_key(path: Path) -> Path:
     return path
 
 
+def ec_key_material(key: Path) -> dict[str, str | bytes]:
+    """The secret parts of an ec_key: its private scalar and each line of the PEM body, for support.leak_scan.Secrets."""
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    body = [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
+    secrets: dict[str, str | bytes] = {"ec private scalar": private.private_numbers().private_value.to_bytes(32, "big")}
+    secrets.update((f"ec key file line {number}", line) for number, line in enumerate(body, 1) if len(line) >= 16)
+    return secrets
+
+
 def public_key(key: Path) -> str:
     """``ssh-ed25519 AAAA...`` of ``key``."""
     return " ".join(Path(f"{key}.pub").read_text().split()[:2])
