@@ -21,12 +21,11 @@ import pathlib
 import tempfile
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import tree_dir_name
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import signature_beside
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import SIGNATURE_SUFFIX, signature_beside
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, unlink
 
 PACKAGE = 'model-signing'
-SUFFIX = '.sig'
 # Rewritten per cache layout on the node: not the model's content.
 SDK_METADATA = ('.msc', '.mdl', '.mv')
 # model-signing's verifier leaves these out of every model it hashes.
@@ -67,7 +66,7 @@ def available():
 
 def signature_name(model):
     """The file name of a manifest model's signature in the bundle directory."""
-    return tree_dir_name(model) + SUFFIX
+    return tree_dir_name(model) + SIGNATURE_SUFFIX
 
 
 def covered_files(model):
@@ -88,7 +87,7 @@ class ModelSigner:
             self._signer = lib['sign_ec_key'].Signer(pathlib.Path(key_path))
             with open(key_path, 'rb') as handle:
                 public = serialization.load_pem_private_key(handle.read(), None).public_key()
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # AttributeError: a key without a curve (RSA)
             raise ModelSigningError('model signing key %s is not an elliptic-curve private key (PEM, without a passphrase) '
                                     'that %s accepts: %s' % (key_path, PACKAGE, exc))
         self.public_pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
