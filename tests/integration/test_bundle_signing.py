@@ -41,7 +41,8 @@ def test_sign_and_install_only_what_verifies(tmp_path):
     trust = {"allowed_signers": str(allowed_signers(tmp_path / "allowed_signers", {RELEASE: key})), "identities": [RELEASE]}
     signed, unsigned = write_bundle(tmp_path / "signed", [SPEC]), write_bundle(tmp_path / "unsigned", [SPEC])
     model_key = ec_key(tmp_path / "keys" / "model-signing.pem")
-    sign = {"modelseed.fleet.bundle_sign": {"path": str(signed), "key": str(key), "model_signing_key": str(model_key)}}
+    sign_manifest_only = {"modelseed.fleet.bundle_sign": {"path": str(signed), "key": str(key)}}
+    sign = {"modelseed.fleet.bundle_sign": {**sign_manifest_only["modelseed.fleet.bundle_sign"], "model_signing_key": str(model_key)}}
     gpg = GpgKey.create(tmp_path / "gnupg", f"Release <{RELEASE}>")
     gpg_bundle = write_bundle(tmp_path / "gpg-bundle", [SPEC])
     gpg_sign = {"modelseed.fleet.bundle_sign": {"path": str(gpg_bundle), "method": "gpg", "key": gpg.fingerprint, "gpg_homedir": str(gpg.home)}}
@@ -59,7 +60,7 @@ def test_sign_and_install_only_what_verifies(tmp_path):
                 {**sign, "vars": {"ansible_python_interpreter": "/usr/bin/python3"}},
             ])
             repeated = run_modules([
-                {**sign, "check_mode": True},
+                {**sign_manifest_only, "check_mode": True},
                 sign,
                 {"modelseed.fleet.cache_install": {"src": bare.url, "cache_dir": str(tmp_path / "refused"), "layout": "all", "trust": trust}},
                 {"modelseed.fleet.cache_install": {"src": bare.url, "cache_dir": str(tmp_path / "trusting"), "layout": "all"}},
@@ -78,8 +79,9 @@ def test_sign_and_install_only_what_verifies(tmp_path):
     assert again["msg"].startswith("manifest.json.sig is signed already by ssh key ")
     assert (signed / "manifest.json.sig").read_text().startswith("-----BEGIN SSH SIGNATURE-----")
     model_sig = str(signed / "o--signed--master.sig")
-    assert [r["model_signatures"] for r in (check, first, check_again, again)] == [
-        [{"model": "o/signed", "revision": "master", "path": model_sig, "changed": changed}] for changed in (True, True, False, False)]
+    assert [r["model_signatures"] for r in (check, first, again)] == [
+        [{"model": "o/signed", "revision": "master", "path": model_sig, "changed": changed}] for changed in (True, True, False)]
+    assert check_again["model_signatures"] == [] and "model-signing" not in check_again["msg"], check_again
     assert "wrote model-signing signature(s) of o/signed@master" in first["msg"], first
 
     assert not installed.get("failed") and installed["signer"].startswith(f"{RELEASE} (ssh-ed25519 key SHA256:"), installed
