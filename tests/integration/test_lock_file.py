@@ -66,7 +66,9 @@ def run_staging(tmp_path: Path, hub: MsHub, name: str, lock: Path, *, update=Non
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "vars": play_vars,
                                          "roles": [{"role": "modelseed.fleet.staging"}]}], sort_keys=False))
     cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook), "--tags", tags]
-    return subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False,
+    # Pipelining: each task's module goes to its Python on stdin, without the shells that make, fill and remove a
+    # temporary directory for it.
+    return subprocess.run(cmd, env=ansible_env(ANSIBLE_PIPELINING="1"), capture_output=True, text=True, timeout=300, check=False,
                           preexec_fn=lambda: os.umask(umask))
 
 
