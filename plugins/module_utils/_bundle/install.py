@@ -15,9 +15,8 @@ import json
 import os
 import stat
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import delta
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import delta, model_signatures
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import model_signatures
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import METADATA_LAYOUTS, absolute
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import CacheError, Perms, ensure_dirs
