@@ -27,6 +27,7 @@ description:
     C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
+    In check mode, which reads only the manifest, such a bundle may also be behind an http(s) URL.
   - The verified size, sha256 and modification time of every installed file are recorded under
     C(<cache_dir>/.modelseed/), so a second run with the same bundle decides from C(stat) alone, without reading
     file contents.
@@ -661,7 +662,7 @@ def main():
     targets, error = [], None
     try:
         trust = Trust(**p['trust']) if p['trust'] else None
-        bundle = open_bundle(source, p['src_files'], p['workers'], trust)
+        bundle = open_bundle(source, p['src_files'], p['workers'], trust, plan_only=module.check_mode)
         result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form, signer=bundle.signer)
         targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}
