@@ -111,11 +111,17 @@ def play(transport: str) -> Callable[[World], dict]:
                "MODELSEED_BENCH_TIMELINE": str(timeline)}
         extra = [arg for var in world.play_vars for arg in ("-e", var)]
         seed(world.site.fleet, inventory(world, transport), "--forks", str(len(world.nodes) + 1), *extra, env=env)
-        # Where a play's time goes: the slowest tasks, each at its slowest host.
+        # Where a play's time goes: the slowest tasks, each at its slowest host, and each play's span.
+        tasks = [json.loads(line) for line in timeline.read_text().splitlines()]
         slowest: dict[str, float] = {}
-        for task in (json.loads(line) for line in timeline.read_text().splitlines()):
+        spans: dict[str, list[float]] = {}
+        for task in tasks:
             slowest[task["task"]] = max(slowest.get(task["task"], 0.0), task["end"] - task["start"])
-        return {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8])}
+            span = spans.setdefault(task.get("play", ""), [task["start"], task["end"]])
+            span[:] = [min(span[0], task["start"]), max(span[1], task["end"])]
+        return {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8]),
+                "play_seconds": {play: round(end - start, 1) for play, (start, end) in spans.items()},
+                "tasks_run": len(tasks)}
     return run
 
 
@@ -157,7 +163,10 @@ def inventory(world: World, transport: str) -> Path:
         # The staging host makes the torrent with torf, which this Python has and the nodes' /usr/bin/python3 lacks
         # (the nodes see this Python's installation and virtualenv: SHARED).
         (directory / "host_vars").mkdir()
-        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": sys.executable}))
+        # Named through the virtualenv's real directory: a checkout whose .venv is a link to another one's is not
+        # mounted in the nodes.
+        python = Path(sys.prefix).resolve() / "bin" / Path(sys.executable).name
+        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": str(python)}))
     return directory
 
 
@@ -191,8 +200,10 @@ def measure(world: World, way: Way, wan: int) -> dict:
 
 
 def failure_reason(text: str) -> str:
-    """The first error message a failed run gave (a failed task's msg), else its first line."""
-    found = re.search(r'FAILED! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text)
+    """The first error message a failed run gave (a failed task's msg, an unreachable host, an Ansible error), else its
+    first line."""
+    found = re.search(r'(?:FAILED|UNREACHABLE)! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text) \
+        or re.search(r"^(?:ERROR!|\[ERROR\]:) (.*)$", text, re.MULTILINE)
     return (found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "no message")[:400]
 
 
