@@ -93,9 +93,12 @@ def time_spent(ways, cells: dict[tuple[str, int], list[dict]], sizes: list[int])
     for way in ways:
         ns = [n for n in sizes if cells.get((way.name, n)) and cells[(way.name, n)][0].get("slowest_tasks")]
         if ns:
-            tasks = cells[(way.name, ns[-1])][0]["slowest_tasks"]
-            shown = "; ".join(f"{name.split(' : ')[-1]} {seconds:.1f} s" for name, seconds in list(tasks.items())[:4])
-            lines.append(f"- `{way.name}`, N={ns[-1]}: {shown}.")
+            cell = cells[(way.name, ns[-1])][0]
+            shown = "; ".join(f"{name.split(' : ')[-1]} {seconds:.1f} s" for name, seconds in list(cell["slowest_tasks"].items())[:4])
+            # Each play from its first task's start to its last task's end, and how many task results all hosts gave.
+            plays = "; ".join(f"{play} {seconds:.1f} s" for play, seconds in cell.get("play_seconds", {}).items())
+            counted = f" Plays: {plays} ({cell['tasks_run']} task results in all)." if plays else ""
+            lines.append(f"- `{way.name}`, N={ns[-1]}: {shown}.{counted}")
     return "\n".join(lines) or "- No play recorded its tasks."
 
 
