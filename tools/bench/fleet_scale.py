@@ -1,7 +1,7 @@
 """Fleet-scale benchmark: a site of N nodes behind rate-limited links, each way of seeding them, N = 2 to 16.
 
     python tools/bench fleet-scale [--nodes 2 4 8 16] [--runs 3] [--size-mib 256] [--files 4] [--wan-mib 20] [--lan-mib 100]
-                                  [--ways cli push pull p2p] [--play-var KEY=VALUE ...] [--results FILE] [--fresh]
+                                  [--web-seed-mib 40] [--ways cli push pull p2p] [--play-var KEY=VALUE ...] [--results FILE] [--fresh]
 
 The hub sits in a namespace of its own behind one shared WAN link; the staging host and every node have a LAN
 link each (support.fleet.site); node trees are on tmpfs. Each cell (way, N, run) is appended to the results file
@@ -233,7 +233,9 @@ def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
             print(f"N={n}: links alone (MiB/s in/out): " + ", ".join(f"{k} {v['in'] / 2**20:.0f}/{v['out'] / 2**20:.0f}"
                                                                      for k, v in links.items()), flush=True)
             give_staging_ssh(site.fleet, STAGING)
-            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), args.play_var)
+            # The web seed's cap is the site's setting of the p2p transport; push and pull do not read it.
+            play_vars = [f"staging_p2p_web_seed_rate={config['web_seed']}", *args.play_var]
+            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), play_vars)
             failed: set[str] = set()
             for run, name in cells:
                 if name in failed:
