@@ -37,6 +37,11 @@ description:
     file system and the file has mode 0644 (it then keeps the modification time it has in the cache, which must not
     change under the cache's record), else copied with mode 0644 and the commit's time. Each model directory is
     built beside its place and swapped in whole; C(manifest.json) and C(SHA256SUMS) follow.
+  - With O(base_manifest), the bundle is a delta against the bundle whose C(manifest.json) that is (the one the other
+    side installed). For each model the base holds, the tar (or tree directory) carries only the files whose size or
+    sha256 differs from the base's, and the SDK metadata; its manifest entry still lists every file, and names the
+    base revision, commit and the files taken from it. M(modelseed.fleet.cache_install) applies such a model only on
+    top of exactly that base. Models the base does not hold travel whole.
   - Uses only the Python standard library.
 author:
   - modelseed.fleet team (@modelseed)
@@ -115,6 +120,14 @@ options:
         such as models no longer bundled.
     type: bool
     default: true
+  base_manifest:
+    description:
+      - Path of the C(manifest.json) of a bundle the nodes already installed (kept from when it was written, or
+        fetched from where a node installed it). The bundle written is then a delta against it (see above).
+      - The base manifest's sha256 is written into the new manifest as C(base_manifest_sha256). A base holding
+        several revisions of a model and not the one bundled fails the task, as it does not say which is installed.
+      - It must not be in O(dest), whose C(manifest.json) this module rewrites.
+    type: path
   lock_timeout:
     description:
       - Seconds to wait for another run writing the same O(dest).
@@ -147,6 +160,12 @@ EXAMPLES = r'''
       - name: Qwen/Qwen2.5-7B-Instruct
         revision: v1.0
   register: bundle
+
+- name: Bundle only what changed since the bundle the air-gapped site installed last
+  modelseed.fleet.cache_bundle:
+    cache_dir: /srv/modelscope
+    dest: /srv/bundles/delta
+    base_manifest: /srv/bundles/installed/manifest.json
 
 - name: Bundle every complete model of the cache, re-hashing each file first
   modelseed.fleet.cache_bundle:
@@ -215,6 +234,10 @@ models:
     changed:
       description: Whether the tar was (or in check mode would be) written by this run.
       type: bool
+    from_base:
+      description: With O(base_manifest), the number of files the tar does not carry because the base has them.
+      type: int
+      sample: 11
 bytes:
   description: Total size of the files of every model in the bundle.
   returned: success
@@ -232,6 +255,11 @@ bytes_copied:
   returned: success
   type: int
   sample: 0
+base_manifest_sha256:
+  description: With O(base_manifest), the sha256 of that manifest, which the new manifest names.
+  returned: when O(base_manifest) is set
+  type: str
+  sample: 0c5b7e0f8a1c0bd3d5b6f4d3a2e1f0c9b8a7d6e5f4c3b2a1908f7e6d5c4b3a21
 removed:
   description: Tars and model directories removed from O(dest) (or that would be) because the manifest no longer lists them.
   returned: success
@@ -250,6 +278,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.delta import read_base_manifest, rebase
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_writer import TreePlan
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.writer import (
     BundlePlan,
@@ -282,6 +311,7 @@ def create_module():
             verify=dict(type='str', default='none', choices=['none', 'full']),
             format=dict(type='str', default='tar', choices=['tar', 'tree']),
             prune=dict(type='bool', default=True),
+            base_manifest=dict(type='path'),
             lock_timeout=dict(type='int', default=3600),
         ),
         supports_check_mode=True,
@@ -319,8 +349,9 @@ def _some(items):
     return ', '.join(items[:SHOWN]) + (', ...' if len(items) > SHOWN else '')
 
 
-def collect(module, root):
-    """[(manifest entry, Source)] for every requested model, each checked against its record."""
+def collect(module, root, base_models=None):
+    """[(manifest entry, Source)] for every requested model, each checked against its record; with ``base_models``
+    (delta.read_base_manifest), each a delta on its model there."""
     entries = []
     verify = module.params['verify']
     for model_id, revision in requested(module, root):
@@ -334,7 +365,7 @@ def collect(module, root):
                 '%s@%s: %d file(s) of %s changed since they were verified (%s); run modelseed.fleet.modelscope_model for '
                 'it to verify them again, or bundle with verify=full' % (
                     model_id, revision, len(problems), source.dir, _some(['%s: %s' % item for item in problems])))
-        entries.append((entry, source))
+        entries.append((rebase(entry, base_models) if base_models is not None else entry, source))
     return entries
 
 
@@ -359,6 +390,8 @@ def summary(plan, writing):
             id=model['id'], revision=model['revision'], commit=model['commit'], source_layout=model['source_layout'],
             source=plan.sources[key].dir, tar=model['tar'], tar_size=model['tar_size'], tar_sha256=model['tar_sha256'],
             files=len(model['files']), bytes=model['bytes'], changed=key in writing))
+        if 'base' in model:
+            models[-1]['from_base'] = len(model['base']['files'])
     return models
 
 
@@ -370,12 +403,17 @@ def diff(plan):
 
 
 def run(module, entries, dest, result):
-    plan = (TreePlan if module.params['format'] == 'tree' else BundlePlan)(dest, entries, prune=module.params['prune'])
+    plan = (TreePlan if module.params['format'] == 'tree' else BundlePlan)(
+        dest, entries, prune=module.params['prune'], base_manifest_sha256=result.get('base_manifest_sha256'))
     if module.params['verify'] == 'full':
         verify_reused(plan)
     writing = set((m['id'], m['revision']) for m in plan.write)
     changed = plan.changed
     reasons = plan.reason_list() or (['manifest or %s out of date' % bundle_format.SUMS] if changed else [])
+    if changed and 'base_manifest_sha256' in result:
+        reasons.append('a delta against manifest %s (%d of %d file(s) taken from it)' % (
+            result['base_manifest_sha256'][:12], sum(len(m['base']['files']) for m in plan.models if 'base' in m),
+            sum(len(m['files']) for m in plan.models)))
     if module._diff:
         result['diff'] = diff(plan)
     if not module.check_mode:
@@ -411,10 +449,18 @@ def main():
         module.fail_json(msg='dest must be a directory of its own, not %s' % dest, **result)
     if module.params['lock_timeout'] < 0:
         module.fail_json(msg='lock_timeout must be >= 0', **result)
+    base = module.params['base_manifest']
+    if base and os.path.realpath(os.path.dirname(os.path.abspath(base))) == os.path.realpath(dest):
+        # This run rewrites that manifest: the next run would take the delta for its own base.
+        module.fail_json(msg='base_manifest %s is in dest: keep a copy of the manifest the other side installed '
+                             'outside the bundle directory' % base, **result)
     error = None
     try:
+        base_models = None
+        if module.params['base_manifest']:
+            base_models, result['base_manifest_sha256'] = read_base_manifest(module.params['base_manifest'])
         # The cache alone decides what goes in: a wrong model fails before dest is created.
-        entries = collect(module, root)
+        entries = collect(module, root, base_models)
         if module.check_mode:
             run(module, entries, dest, result)
         else:

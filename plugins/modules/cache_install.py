@@ -28,6 +28,15 @@ description:
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
     In check mode, which reads only the manifest, such a bundle may also be behind an http(s) URL.
+  - A delta bundle (M(modelseed.fleet.cache_bundle) with C(base_manifest)) is recognised by its manifest. A model
+    there that names a base is installed only on top of exactly that base, the model recorded in the target layout
+    at the base's revision and commit, with every file the delta does not carry as it was verified (size, sha256 and
+    modification time; re-hashed with O(verify=full)). The carried files are streamed and checked as in a full
+    bundle, the others hard-linked from the base (copied and hashed where a link cannot be made), and the model is
+    swapped in whole. A delta on another base, or on none, fails the task before anything changes, saying what the
+    cache holds instead. A model already installed at the delta's commit needs no base. A directory without a record
+    (a run killed while replacing it drops the record first) is taken as the base only when every file the delta
+    takes from it has the manifest's sha256, hashed then.
   - The verified size, sha256 and modification time of every installed file are recorded under
     C(<cache_dir>/.modelseed/), so a second run with the same bundle decides from C(stat) alone, without reading
     file contents.
@@ -307,7 +316,7 @@ models:
 bytes_installed:
   description:
     - Bytes of model files extracted into the cache, or copied, hard-linked or moved from a tree-form bundle
-      (in check mode, that would be).
+      (in check mode, that would be). Files a delta bundle takes from the installed base are not counted.
     - When the task fails, only the bytes of the models that were moved into place before the failure; V(0)
       when a rejected bundle left the cache as it was.
   returned: always
@@ -347,6 +356,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.delta import carried_bytes
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import BundleError
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install import (
     Locks,
@@ -551,7 +561,7 @@ def run(module, bundle, root, layout, perms, targets, prunes, result):
     result['models'].extend(dict(id=rec.data.get('model'), revision=rec.data.get('revision'), layout=layout,
                                  path=absolute(root, rel), bytes=sum(f.get('size', 0) for f in rec.files.values()),
                                  action='remove') for rel, rec in prunes)
-    result['bytes_installed'] = sum(t.model['bytes'] for t in to_stage)
+    result['bytes_installed'] = sum(carried_bytes(t.model) for t in to_stage)
     result['changed'] = bool(prunes or runtime_fix or any(t.plan.action != 'none' for t in targets))
     if module._diff:
         before, after = [], []
@@ -607,7 +617,7 @@ def apply(bundle, root, layout, perms, targets, prunes, runtime_fix, result):
                     later.unstage()
                 raise
             entries[id(current)]['action'] = planned[id(current)]
-            result.update(changed=True, bytes_installed=result['bytes_installed'] + current.model['bytes'])
+            result.update(changed=True, bytes_installed=result['bytes_installed'] + carried_bytes(current.model))
         for current in targets:
             if current.plan.action == 'fix':
                 current.fix()

@@ -26,16 +26,17 @@ def expected(legacy: bool, files: dict[str, bytes] | None = None) -> dict[str, s
 
 
 def judge(sdk_env, cache, hub, tls, *, model: str = MODEL, files: dict[str, bytes] | None = None, user: str | None = None,
-          online: bool = True):
-    """Offline: every file, right bytes. Online (unless ``online=False``): zero downloads. ``user`` runs the SDK as that user."""
-    offline = sdk_env.snapshot(model, cache, hub, local_files_only=True, ca_bundle=tls.ca, user=user)
+          online: bool = True, revision: str | None = None):
+    """Offline: every file, right bytes. Online (unless ``online=False``): zero downloads. ``user`` runs the SDK as that user;
+    ``revision``: the one asked for (the SDK's default otherwise)."""
+    offline = sdk_env.snapshot(model, cache, hub, local_files_only=True, ca_bundle=tls.ca, user=user, revision=revision)
     assert offline.ok, offline.error or offline.stderr
     found = {path: info["sha256"] for path, info in offline.files.items() if path not in SDK_METADATA}
     want = expected(sdk_env.legacy, files)
     assert {p: found.get(p) for p in want} == want
     if online:
         mark = len(hub.log)
-        result = sdk_env.snapshot(model, cache, hub, ca_bundle=tls.ca, user=user)
+        result = sdk_env.snapshot(model, cache, hub, ca_bundle=tls.ca, user=user, revision=revision)
         assert result.ok, result.error or result.stderr
         assert hub.log.downloads(mark) == {}, hub.log.api_calls(mark)
     return offline

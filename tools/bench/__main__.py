@@ -1,7 +1,7 @@
 """make bench: every benchmark, each writing its own section of docs/benchmarks.md.
 
     python tools/bench [ARGS...]              every benchmark, each given ARGS
-    python tools/bench NAME [ARGS...]         one of them: download, bundle_install, fleet, fleet-scale, swarm
+    python tools/bench NAME [ARGS...]         one of them: download, bundle_install, delta, fleet, fleet-scale, swarm
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("download", "bundle_install", "fleet", "fleet_scale", "swarm")
+BENCHMARKS = ("download", "bundle_install", "delta", "fleet", "fleet_scale", "swarm")
 
 # Ctrl-C reaches the running benchmark too, which takes down what it made: wait for it rather than kill it
 # (a handler, not SIG_IGN, which the benchmark would inherit).

@@ -34,6 +34,11 @@ A model entry of the manifest (checked by ``validate_model``)::
                             per-file commit the SDK's ``.msc`` lists
     metadata                [{path, size, sha256}] of the ``.msc``/``.mdl``/``.mv`` in the tar,
                             exactly ``metadata_list(model)`` (they follow from the fields above)
+    base                    only in a delta bundle (see delta.py): {revision, commit, files}, the installed
+                            model the delta applies to and the paths of ``files`` taken from it, which the
+                            tar does not hold (``carried_files`` are the ones it holds)
+
+A delta bundle's manifest also names the manifest it was made against, ``base_manifest_sha256``.
 
 ``tar_members(model)`` is the complete, ordered member list of a model's tar; an
 installer must accept no other member.
@@ -97,22 +102,32 @@ def tar_members(model):
     slash here, ``name/`` in the tar), 'file' (the ``files`` list) or 'metadata'
     (the ``metadata`` list, regular files at the top). Sorted by name.
     """
-    members = dict((name, ('dir', 0)) for name in parent_dirs(f['path'] for f in model['files']))
-    for entry in model['files']:
+    carried = carried_files(model)
+    members = dict((name, ('dir', 0)) for name in parent_dirs(f['path'] for f in carried))
+    for entry in carried:
         members[entry['path']] = ('file', entry['size'])
     for entry in model['metadata']:
         members[entry['path']] = ('metadata', entry['size'])
     return [(name, kind, size) for name, (kind, size) in sorted(members.items())]
 
 
-def manifest_bytes(models):
-    """Deterministic manifest.json for a list of model entries (see validate_model for their shape)."""
+def carried_files(model):
+    """The ``files`` entries a model's tar holds: all of them, but in a delta those its ``base`` lends."""
+    lent = set(model.get('base', {}).get('files', ()))
+    return [f for f in model['files'] if f['path'] not in lent]
+
+
+def manifest_bytes(models, base_manifest_sha256=None):
+    """Deterministic manifest.json for a list of model entries (see validate_model for their shape); a delta
+    bundle's names the sha256 of the manifest it was made against."""
     doc = {
         'format': FORMAT,
         'version': VERSION,
         'models': sorted(models, key=lambda m: (m['id'], m['revision'])),
         'total_bytes': sum(m['bytes'] for m in models),
     }
+    if base_manifest_sha256 is not None:
+        doc['base_manifest_sha256'] = base_manifest_sha256
     return (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + '\n').encode('utf-8')
 
 
@@ -188,7 +203,23 @@ def validate_model(model):
     clashes = sorted(parent_dirs(seen) & seen)
     _require(not clashes, '%s lists %s both as a file and as a directory' % (label, clashes[0] if clashes else ''))
     _require(model.get('metadata') == metadata_list(model), '%s metadata does not describe the .msc/.mdl/.mv its files imply' % label)
+    if 'base' in model:
+        _validate_base(model['base'], seen, label)
     return model
+
+
+def _validate_base(base, paths, label):
+    """A delta's base: the revision and commit installed before, and the sorted paths of files it lends."""
+    _require(isinstance(base, dict), '%s base is not an object' % label)
+    try:
+        check_revision(base.get('revision'))
+    except InvalidName as exc:
+        raise BundleError('manifest: %s base: %s' % (label, exc))
+    _require(isinstance(base.get('commit'), str) and base['commit'], '%s base has no commit' % label)
+    lent = base.get('files')
+    _require(isinstance(lent, list) and all(isinstance(p, str) for p in lent), '%s base files must be a list of paths' % label)
+    _require(lent == sorted(set(lent)), '%s base files must be sorted and listed once' % label)
+    _require(set(lent) <= paths, '%s base lends files the model does not list' % label)
 
 
 def parse_manifest(data):
@@ -205,12 +236,15 @@ def parse_manifest(data):
     _require(doc.get('version') == VERSION, 'version %r is not supported (this collection reads %d)' % (doc.get('version'), VERSION))
     models = doc.get('models')
     _require(isinstance(models, list) and models, 'lists no models')
+    base = doc.get('base_manifest_sha256')
+    _require(base is None or (isinstance(base, str) and _SHA256.match(base)), 'base_manifest_sha256 must be a lowercase sha256')
     keys = set()
     for model in models:
         validate_model(model)
         # A tar stores its files uncompressed: claims beyond its size are lies, refused before any space is reserved.
-        _require(model['bytes'] <= model['tar_size'], '%s@%s lists %d bytes of files, more than its %d-byte tar can hold' % (
-            model['id'], model['revision'], model['bytes'], model['tar_size']))
+        carried = sum(f['size'] for f in carried_files(model))
+        _require(carried <= model['tar_size'], '%s@%s lists %d bytes of files, more than its %d-byte tar can hold' % (
+            model['id'], model['revision'], carried, model['tar_size']))
         _require(model['tar'] not in keys, 'lists %s twice' % model['tar'])
         keys.add(model['tar'])
     return doc

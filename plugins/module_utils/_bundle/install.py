@@ -15,6 +15,7 @@ import json
 import os
 import stat
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import delta
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import METADATA_LAYOUTS, absolute
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
@@ -181,6 +182,7 @@ class ModelInstall(ModelState):
         self.label = bundle_format.model_label(model)
         self.plan = None
         self.staged = None
+        self.base = None  # a delta's installed base: (directory, {path: identity}) from delta.find_base
 
     @property
     def files(self):
@@ -205,6 +207,10 @@ class ModelInstall(ModelState):
 
     def decide(self, verify='quick', workers=4):
         self.plan = self._decide(self.perms, verify, workers)
+        if self.plan.action in ('install', 'replace') and 'base' in self.model:
+            # Before anything is staged: a delta on another base is refused with the cache as it is.
+            self.base = delta.find_base(self.root, self.layout, self.model, verify, workers)
+            self.plan.reasons.append(delta.describe(self.model))
         return self.plan
 
     def _decide(self, perms, verify, workers):
@@ -309,6 +315,8 @@ class ModelInstall(ModelState):
         try:
             kwargs = {'buffer_size': buffer_size} if buffer_size else {}
             bundle.extract(self.model, sink, **kwargs)
+            if self.base is not None:
+                delta.lend(self.base[0], self.base[1], self.model, sink)
             for name, data in sorted(self.wanted_metadata().items()):
                 sink.write_metadata(name, data, self.model['created_at'])
             sink.finish()
@@ -393,7 +401,9 @@ def check_free_space(root, models, copies=True):
     inodes = 0
     for model in models:
         files = model['files']
-        needed += sum((f['size'] + block - 1) // block * block for f in files) if copies else 0
+        # Files a delta's base lends are hard-linked: no room for them.
+        carried = bundle_format.carried_files(model) if copies else ()
+        needed += sum((f['size'] + block - 1) // block * block for f in carried)
         dirs = len(parent_dirs(f['path'] for f in files)) + 1
         needed += (dirs + len(bundle_format.metadata_entries(model))) * block
         inodes += len(files) + dirs + 3

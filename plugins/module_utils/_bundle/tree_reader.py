@@ -129,11 +129,12 @@ class TreeBundle:
     def verify_files(self, model):
         """{path: identity of the inode hashed}; refuses the model at the first file whose sha256 differs."""
         label, top = bundle_format.model_label(model), self.top(model)
-        paths = [os.path.join(top, *f['path'].split('/')) for f in model['files']]
+        carried = bundle_format.carried_files(model)
+        paths = [os.path.join(top, *f['path'].split('/')) for f in carried]
         with concurrent.futures.ThreadPoolExecutor(max(1, self.workers)) as pool:
             results = list(pool.map(_hash, paths))
         verified = {}
-        for entry, path, (digest, st) in zip(model['files'], paths, results):
+        for entry, path, (digest, st) in zip(carried, paths, results):
             if digest != entry['sha256']:
                 if self.src_files == 'move':
                     unlink(path)  # else the transport would take it for done
@@ -152,7 +153,7 @@ class TreeBundle:
         for name, kind, _size in bundle_format.tar_members(model):
             if kind == 'dir':
                 sink.directory(name)
-        files = dict((f['path'], f) for f in model['files'])
+        files = dict((f['path'], f) for f in bundle_format.carried_files(model))
         verified = self._verified.get((model['id'], model['revision']))
         for name in sorted(files):
             path = os.path.join(top, *name.split('/'))

@@ -51,8 +51,8 @@ class TreePlan(BundlePlan):
     def _on_disk(self, model):
         return tree_is_complete(self.dest, model)
 
-    def __init__(self, dest, entries, prune=True):
-        BundlePlan.__init__(self, dest, entries, prune)
+    def __init__(self, dest, entries, prune=True, base_manifest_sha256=None):
+        BundlePlan.__init__(self, dest, entries, prune, base_manifest_sha256)
         self.copied = 0  # bytes copied rather than hard-linked
 
     def sums(self, manifest):
@@ -60,7 +60,7 @@ class TreePlan(BundlePlan):
 
     def bytes_to_write(self):
         """Upper bound: every file copied (hard links take no room)."""
-        return sum(m['bytes'] for m in self.write)
+        return sum(f['size'] for m in self.write for f in bundle_format.carried_files(m))
 
     def apply(self, verify='none', buffer_size=BUFFER_SIZE, buffers=BUFFERS):
         """Build each model's new directory beside its place and swap it in, then write manifest.json and

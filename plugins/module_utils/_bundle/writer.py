@@ -197,9 +197,11 @@ def _tar_size_on_disk(dest, name):
 class BundlePlan:
     """What a run would do to ``dest``: models to write or reuse, files to prune, why."""
 
-    def __init__(self, dest, entries, prune=True):
-        """``entries``: [(manifest entry without tar fields, Source)]."""
+    def __init__(self, dest, entries, prune=True, base_manifest_sha256=None):
+        """``entries``: [(manifest entry without tar fields, Source)]; ``base_manifest_sha256``: of the manifest a
+        delta bundle is made against (delta.py gave the entries their ``base``)."""
         self.dest = dest
+        self.base_manifest_sha256 = base_manifest_sha256
         self.old, problem = read_old_manifest(dest)
         self.reasons = {}
         self.notes = [problem] if problem else []
@@ -250,7 +252,7 @@ class BundlePlan:
         return None
 
     def manifest(self):
-        return bundle_format.manifest_bytes(self.models)
+        return bundle_format.manifest_bytes(self.models, self.base_manifest_sha256)
 
     def sums(self, manifest):
         entries = [(hashlib.sha256(manifest).hexdigest(), bundle_format.MANIFEST)]
