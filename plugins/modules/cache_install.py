@@ -27,6 +27,7 @@ description:
     C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
+    In check mode, which reads only the manifest, such a bundle may also be behind an http(s) URL.
   - A delta bundle (M(modelseed.fleet.cache_bundle) with C(base_manifest)) is recognised by its manifest. A model
     there that names a base is installed only on top of exactly that base, the model recorded in the target layout
     at the base's revision and commit, with every file the delta does not carry as it was verified (size, sha256 and
@@ -680,7 +681,7 @@ def main():
     targets, error, leftovers = [], None, False
     try:
         trust = Trust(**p['trust']) if p['trust'] else None
-        bundle = open_bundle(source, p['src_files'], p['workers'], trust)
+        bundle = open_bundle(source, p['src_files'], p['workers'], trust, plan_only=module.check_mode)
         result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form, signer=bundle.signer)
         targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
         by_rel = {}

@@ -16,7 +16,9 @@ description:
     every socket to O(address).
   - V(finished) waits until the download is complete (the files are all there and match the torrent's piece hashes).
     That is no verification of the model; check each file against the manifest's sha256 before it moves into the cache.
+    V(started) with O(wait) starts the peer and waits in the same call.
   - V(stopped) stops the peer (SIGINT, which tells the tracker that the peer leaves, then SIGKILL after O(stop_timeout) seconds) and returns once it has gone.
+    V(absent) stops it too, then removes O(dest) and the peer's state; without O(torrent) on the host only O(dest) goes.
   - Keeps its pid, log and markers in C(<state_dir>/<info hash>/). Uses only the Python standard library.
 author:
   - modelseed.fleet team (@modelseed)
@@ -36,16 +38,29 @@ options:
   state:
     description: What to do with the peer of O(torrent).
     type: str
-    choices: [started, finished, stopped]
+    choices: [started, finished, stopped, absent]
     default: started
   torrent:
     description: The C(.torrent) file on the host.
     type: path
     required: true
+  url:
+    description:
+      - Where to fetch O(torrent) from (http or https) before V(started) starts the peer; it replaces a file of other
+        content. Not fetched in check mode.
+    type: str
+  url_timeout:
+    description: Seconds the fetch of O(url) may take.
+    type: int
+    default: 30
+  wait:
+    description: With V(started), return only once the download is complete, as V(finished) does, within O(timeout).
+    type: bool
+    default: false
   dest:
     description:
       - Directory to download into; put it on the cache's file system, so that the files can be renamed or
-        hard-linked into the cache. Needed for V(started).
+        hard-linked into the cache. Needed for V(started) and V(absent).
     type: path
   state_dir:
     description: Where the peer's pid, log and markers go (one directory per info hash).
@@ -86,7 +101,7 @@ options:
     type: int
     default: 21600
   timeout:
-    description: Seconds V(finished) waits for the download.
+    description: Seconds V(finished), or V(started) with O(wait), waits for the download.
     type: int
     default: 3600
   stop_timeout:
@@ -110,10 +125,24 @@ EXAMPLES = r'''
     torrent: /var/cache/modelscope/.incoming/models.torrent
     timeout: 7200
 
+- name: Fetch the torrent, join the swarm and wait for the whole tree, in one round trip
+  modelseed.fleet.p2p_peer:
+    url: http://staging.example.com:8080/p2p/bundle.torrent
+    torrent: /var/cache/modelscope/.incoming/bundle.torrent
+    dest: /var/cache/modelscope/.incoming
+    address: "{{ ansible_default_ipv4.address }}"
+    wait: true
+
 - name: Stop seeding once the whole batch has its files
   modelseed.fleet.p2p_peer:
     state: stopped
     torrent: /var/cache/modelscope/.incoming/models.torrent
+
+- name: Stop seeding and remove the downloaded tree
+  modelseed.fleet.p2p_peer:
+    state: absent
+    torrent: /var/cache/modelscope/.incoming/models.torrent
+    dest: /var/cache/modelscope/.incoming
 '''
 
 RETURN = r'''
@@ -132,7 +161,7 @@ complete:
   type: bool
 tree:
   description: Where the tree is (C(<dest>/<torrent name>)), once known.
-  returned: when O(state=started) or O(state=finished)
+  returned: when O(state=started)
   type: str
 exit_code:
   description: C(aria2c)'s exit status once it has ended (V(null) while it runs).
@@ -141,10 +170,12 @@ exit_code:
 '''
 
 import os
+import shutil
 import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
 HOOK = "#!/bin/sh\n# aria2 runs this once the torrent is complete and hash-checked: $1 GID, $2 files, $3 first file.\n: > {marker}\n"
 LOG_TAIL = 3000
@@ -280,7 +311,7 @@ def start(module, aria2c, run_dir, info_hash, name):
     pid = running_pid(run_dir)
     complete = os.path.exists(os.path.join(run_dir, "complete"))
     if pid or module.check_mode:
-        module.exit_json(changed=not pid, pid=pid, complete=complete and bool(pid), **result)
+        return dict(changed=not pid, pid=pid, complete=complete and bool(pid), **result)
     if not os.path.isdir(params["dest"]):
         os.makedirs(params["dest"], 0o755)
     if not os.path.isdir(run_dir):
@@ -304,10 +335,11 @@ def start(module, aria2c, run_dir, info_hash, name):
         pid = running_pid(run_dir)
     if not pid:
         module.fail_json(msg="aria2c did not start within 10 s", **result)
-    module.exit_json(changed=True, pid=pid, complete=False, **result)
+    return dict(changed=True, pid=pid, complete=False, **result)
 
 
-def wait_finished(module, run_dir, info_hash, name):
+def wait_finished(module, run_dir, info_hash):
+    """Returns once the download is complete; fails when the peer ended before, or after ``timeout`` seconds."""
     deadline = time.time() + module.params["timeout"]
     complete = os.path.join(run_dir, "complete")
     while not os.path.exists(complete):
@@ -319,14 +351,14 @@ def wait_finished(module, run_dir, info_hash, name):
             module.fail_json(msg="the download was not complete after %d s: %s" % (module.params["timeout"], log_tail(run_dir)),
                              info_hash=info_hash, pid=running_pid(run_dir), complete=False, exit_code=None)
         time.sleep(0.2)
-    module.exit_json(changed=False, info_hash=info_hash, pid=running_pid(run_dir), complete=True, exit_code=read_int(os.path.join(run_dir, "exit")))
+    return dict(changed=False, info_hash=info_hash, pid=running_pid(run_dir), complete=True, exit_code=read_int(os.path.join(run_dir, "exit")))
 
 
 def stop(module, run_dir, info_hash):
     pid = running_pid(run_dir)
     complete = os.path.exists(os.path.join(run_dir, "complete"))
     if not pid or module.check_mode:
-        module.exit_json(changed=bool(pid), info_hash=info_hash, pid=pid, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
+        return dict(changed=bool(pid), info_hash=info_hash, pid=pid, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
     # SIGINT is aria2's graceful halt: it tells the tracker it leaves. SIGTERM would skip that.
     os.kill(pid, signal.SIGINT)
     deadline = time.time() + module.params["stop_timeout"]
@@ -338,14 +370,51 @@ def stop(module, run_dir, info_hash):
     deadline = time.time() + 10
     while read_int(os.path.join(run_dir, "exit")) is None and time.time() < deadline:
         time.sleep(0.05)
-    module.exit_json(changed=True, info_hash=info_hash, pid=0, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
+    return dict(changed=True, info_hash=info_hash, pid=0, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
+
+
+def remove(module, run_dir, result):
+    """After stop: the peer's state and the download directory go; ``result`` says whether anything did."""
+    for path in (run_dir, module.params["dest"]):
+        if path and os.path.lexists(path):
+            result["changed"] = True
+            if not module.check_mode:
+                shutil.rmtree(path)
+    return result
+
+
+def fetch_torrent(module):
+    """Fetches ``url`` into ``torrent`` (atomically), unless the file there holds the same bytes already."""
+    params = module.params
+    try:
+        body = open_url(params["url"], timeout=params["url_timeout"]).read()
+    except Exception as exc:  # pylint: disable=broad-except  # urllib, http.client and ssl errors alike
+        module.fail_json(msg="cannot fetch the torrent from %s: %s" % (params["url"], exc))
+    try:
+        with open(params["torrent"], "rb") as handle:
+            if handle.read() == body:
+                return False
+    except OSError:
+        pass
+    directory = os.path.dirname(params["torrent"])
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    temp = params["torrent"] + ".tmp"
+    with open(temp, "wb") as handle:
+        handle.write(body)
+    os.chmod(temp, 0o644)
+    os.rename(temp, params["torrent"])
+    return True
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", default="started", choices=["started", "finished", "stopped"]),
+            state=dict(type="str", default="started", choices=["started", "finished", "stopped", "absent"]),
             torrent=dict(type="path", required=True),
+            url=dict(type="str"),
+            url_timeout=dict(type="int", default=30),
+            wait=dict(type="bool", default=False),
             dest=dict(type="path"),
             state_dir=dict(type="path", default="/var/lib/modelseed/p2p"),
             address=dict(type="str"),
@@ -359,23 +428,36 @@ def main():
             timeout=dict(type="int", default=3600),
             stop_timeout=dict(type="int", default=20),
         ),
-        required_if=[("state", "started", ("dest", "address"))],
+        required_if=[("state", "started", ("dest", "address")), ("state", "absent", ("dest",))],
         supports_check_mode=True,
     )
+    params = module.params
+    state = params["state"]
+    fetched = False
+    if params["url"] and state == "started" and not module.check_mode:
+        fetched = fetch_torrent(module)
+    if state == "absent" and not os.path.exists(params["torrent"]):
+        # No torrent, so no peer was started from it: only the download directory may be left.
+        module.exit_json(**remove(module, None, dict(changed=False, info_hash=None, pid=0, complete=False, exit_code=None)))
     aria2c = module.get_bin_path("aria2c", required=True)
-    if module.check_mode and not os.path.exists(module.params["torrent"]):
+    if module.check_mode and not os.path.exists(params["torrent"]):
         # The task that fetches the torrent did not run for real: say what would happen.
-        module.exit_json(changed=module.params["state"] == "started", info_hash=None, pid=0, complete=False, exit_code=None,
-                         msg="%s does not exist yet" % module.params["torrent"])
-    info_hash, name = torrent_facts(module, aria2c, module.params["torrent"])
-    run_dir = os.path.join(module.params["state_dir"], info_hash)
-    state = module.params["state"]
+        module.exit_json(changed=state == "started", info_hash=None, pid=0, complete=False, exit_code=None,
+                         msg="%s does not exist yet" % params["torrent"])
+    info_hash, name = torrent_facts(module, aria2c, params["torrent"])
+    run_dir = os.path.join(params["state_dir"], info_hash)
     if state == "started":
-        start(module, aria2c, run_dir, info_hash, name)
+        result = start(module, aria2c, run_dir, info_hash, name)
+        if params["wait"] and not module.check_mode:
+            result.update(complete=wait_finished(module, run_dir, info_hash)["complete"])
+        result["changed"] = result["changed"] or fetched
     elif state == "finished":
-        wait_finished(module, run_dir, info_hash, name)
+        result = wait_finished(module, run_dir, info_hash)
+    elif state == "stopped":
+        result = stop(module, run_dir, info_hash)
     else:
-        stop(module, run_dir, info_hash)
+        result = remove(module, run_dir, stop(module, run_dir, info_hash))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

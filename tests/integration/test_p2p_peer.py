@@ -1,16 +1,22 @@
 """p2p_peer through ansible-playbook on loopback: a seeder and a downloader of one torrent, opentracker between them.
 
 Check mode, then for real, then each again: started, finished and stopped say what they change and change only
-that; a peer reaches its deadline by itself; a second download finds the files complete without fetching them.
+that; a peer reaches its deadline by itself; a second download finds the files complete without fetching them; the
+torrent fetched, the peer started and its download waited for in one call, and the peer and its files gone in one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import os
 import shutil
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,3 +116,45 @@ def test_a_peer_stops_by_itself_at_its_deadline(swarm, tmp_path: Path):
     assert aria2_processes(str(state)) == []
     waited = run_tasks([peer(torrent, state, state="finished", timeout=5)])[0]
     assert waited["failed"] and "ended before the download was complete" in waited["msg"], waited
+
+
+@contextlib.contextmanager
+def served(directory: Path) -> Iterator[str]:
+    """An HTTP server on loopback for the files of ``directory``, as the staging host's nginx serves the torrent."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_join_and_wait_in_one_call_then_absent_removes_the_peer_and_its_files(swarm, tmp_path: Path):
+    tree, torrent, info_hash, tracker = swarm
+    seeder_state, dest = tmp_path / "seeder-state", tmp_path / "incoming"
+    state, fetched = dest / "peers", dest / "models.torrent"
+    assert not run_tasks([peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)])[0].get("failed")
+    with served(torrent.parent) as url:
+        missing = run_tasks([peer(fetched, state, url=f"{url}/nothing.torrent", dest=str(dest), address=LEECHER)])[0]
+        assert missing["failed"] and "cannot fetch the torrent from" in missing["msg"] and not fetched.exists(), missing
+        joined = run_tasks([peer(fetched, state, url=f"{url}/{torrent.name}", dest=str(dest), address=LEECHER, port=free_port(),
+                                 wait=True, timeout=120)])[0]
+    assert joined["changed"] and joined["complete"] and joined["pid"] > 0 and joined["info_hash"] == info_hash, joined
+    assert fetched.read_bytes() == torrent.read_bytes()
+    for path in (p for p in tree.rglob("*") if p.is_file()):
+        got = Path(joined["tree"]) / path.relative_to(tree)
+        assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest(), got
+    assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
+
+    absent = peer(fetched, state, state="absent", dest=str(dest))
+    would = run_tasks([absent], check=True)[0]
+    assert would["changed"] and dest.exists() and aria2_processes(str(state)) == [joined["pid"]], would
+    gone, again = run_tasks([absent, absent])
+    assert gone["changed"] and gone["exit_code"] == 0 and not dest.exists(), gone
+    assert not again["changed"] and not again.get("failed"), again
+    assert aria2_processes(str(state)) == []
+    assert tracker.wait_for(info_hash, complete=1)["complete"] == 1  # the peer told the tracker it left
+    assert not run_tasks([peer(torrent, seeder_state, state="stopped")])[0].get("failed")

@@ -1,7 +1,7 @@
 """The staging role's progress poll: a download that ends is noticed when it ends, not when the next report is due.
 
 The staging role runs on localhost against the test hub, with a report interval far longer than the download (the
-weights are throttled so that it outlasts the first report). Each wait of the poll either times out (a report is
+weights are throttled so that the first wait has a download to wait for). Each wait of the poll either times out (a report is
 due) or returns because the job's status file says it ended; the last wait must be of the second kind.
 """
 
@@ -88,7 +88,7 @@ def task_results(records: list[dict], name: str) -> list[dict]:
 
 
 def test_the_wait_ends_when_the_download_does(hub, tmp_path):
-    # About 12 s for the larger weights file at 256 KiB/s: the first round's tasks run meanwhile.
+    # About 12 s for the larger weights file at 256 KiB/s: the download outlasts the start of the first wait.
     hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=256 << 10, times=2)
     proc, records = run_recorded(staging_play(tmp_path, hub.url), tmp_path)
     assert proc.returncode == 0, f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
@@ -100,8 +100,8 @@ def test_the_wait_ends_when_the_download_does(hub, tmp_path):
     assert "Timeout" not in last.get("msg", ""), last
     jobs = [job["ansible_job_id"] for job in task_results(records, "Start the downloads")[0]["results"]]
     assert last["search_regex"] and Path(last["path"]).name in jobs, last
-    # One round before the wait, one after it: the wait ended once, on the job's end.
-    assert len(task_results(records, CHECK_TASK)) == len(waits) + 1
+    # Each round waits first and checks the jobs after: one round, whose wait ended on the job's end.
+    assert len(task_results(records, CHECK_TASK)) == len(waits) == 1
     # The bundle was built after the wait: in tree form (the staging role's default with push), the model's files.
     tree = tmp_path / "bundle" / "Qwen--Qwen2.5-0.5B-Test--master"
     assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name not in (".msc", ".mdl", ".mv")) == sorted(

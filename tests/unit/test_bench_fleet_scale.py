@@ -18,8 +18,8 @@ RESULTS = Path("results.jsonl")
 
 def test_the_defaults_are_the_full_sweep():
     args = cells.parse_args([], RESULTS)
-    assert (args.nodes, args.runs, args.ways, args.size_mib, args.wan_mib, args.lan_mib) == (
-        [2, 4, 8, 16], 3, ["cli", "push", "pull", "p2p"], 256, 20, 100)
+    assert (args.nodes, args.runs, args.ways, args.size_mib, args.wan_mib, args.lan_mib, args.web_seed_mib) == (
+        [2, 4, 8, 16], 3, ["cli", "push", "pull", "p2p"], 256, 20, 100, 40)
     assert cells.partial(args.ways, args.nodes, args.runs) is None
 
 
@@ -33,6 +33,7 @@ def test_sizes_and_ways_are_taken_once_and_sizes_in_order():
     (["--nodes", "2", "250"], "--nodes: each size from 1 to 249"),
     (["--runs", "0"], "--runs: at least 1"),
     (["--wan-mib", "0"], "--wan-mib: at least 1"),
+    (["--web-seed-mib", "0"], "--web-seed-mib: at least 1"),
     (["--size-mib", "2", "--files", "3"], "--files: at most one shard per MiB"),
     (["--link-floor", "1.2"], "--link-floor: a fraction above 0, at most 1"),
     (["--play-var", "forks"], "--play-var: KEY=VALUE, not forks"),
@@ -48,6 +49,7 @@ def test_bad_arguments_are_refused_with_a_reason(argv, says, capsys):
 def test_cells_of_other_settings_are_neither_skipped_nor_reported():
     base = cells.config_key(cells.parse_args([], RESULTS))
     assert cells.config_key(cells.parse_args(["--lan-mib", "50"], RESULTS)) != base
+    assert cells.config_key(cells.parse_args(["--web-seed-mib", "100"], RESULTS)) != base
     assert cells.config_key(cells.parse_args(["--play-var", "b=2", "--play-var", "a=1"], RESULTS)) == {**base, "play_vars": ["a=1", "b=2"]}
     rows = [{"kind": "cell", "way": "cli", "nodes": 2, "run": 1, "config": base},
             {"kind": "cell", "way": "push", "nodes": 2, "run": 1, "config": {**base, "lan": 1}},

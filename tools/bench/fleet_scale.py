@@ -1,7 +1,7 @@
 """Fleet-scale benchmark: a site of N nodes behind rate-limited links, each way of seeding them, N = 2 to 16.
 
     python tools/bench fleet-scale [--nodes 2 4 8 16] [--runs 3] [--size-mib 256] [--files 4] [--wan-mib 20] [--lan-mib 100]
-                                  [--ways cli push pull p2p] [--play-var KEY=VALUE ...] [--results FILE] [--fresh]
+                                  [--web-seed-mib 40] [--ways cli push pull p2p] [--play-var KEY=VALUE ...] [--results FILE] [--fresh]
 
 The hub sits in a namespace of its own behind one shared WAN link; the staging host and every node have a LAN
 link each (support.fleet.site); node trees are on tmpfs. Each cell (way, N, run) is appended to the results file
@@ -111,11 +111,17 @@ def play(transport: str) -> Callable[[World], dict]:
                "MODELSEED_BENCH_TIMELINE": str(timeline)}
         extra = [arg for var in world.play_vars for arg in ("-e", var)]
         seed(world.site.fleet, inventory(world, transport), "--forks", str(len(world.nodes) + 1), *extra, env=env)
-        # Where a play's time goes: the slowest tasks, each at its slowest host.
+        # Where a play's time goes: the slowest tasks, each at its slowest host, and each play's span.
+        tasks = [json.loads(line) for line in timeline.read_text().splitlines()]
         slowest: dict[str, float] = {}
-        for task in (json.loads(line) for line in timeline.read_text().splitlines()):
+        spans: dict[str, list[float]] = {}
+        for task in tasks:
             slowest[task["task"]] = max(slowest.get(task["task"], 0.0), task["end"] - task["start"])
-        return {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8])}
+            span = spans.setdefault(task.get("play", ""), [task["start"], task["end"]])
+            span[:] = [min(span[0], task["start"]), max(span[1], task["end"])]
+        return {"slowest_tasks": dict(sorted(slowest.items(), key=lambda kv: -kv[1])[:8]),
+                "play_seconds": {play: round(end - start, 1) for play, (start, end) in spans.items()},
+                "tasks_run": len(tasks)}
     return run
 
 
@@ -157,7 +163,10 @@ def inventory(world: World, transport: str) -> Path:
         # The staging host makes the torrent with torf, which this Python has and the nodes' /usr/bin/python3 lacks
         # (the nodes see this Python's installation and virtualenv: SHARED).
         (directory / "host_vars").mkdir()
-        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": sys.executable}))
+        # Named through the virtualenv's real directory: a checkout whose .venv is a link to another one's is not
+        # mounted in the nodes.
+        python = Path(sys.prefix).resolve() / "bin" / Path(sys.executable).name
+        (directory / "host_vars" / f"node{STAGING}.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": str(python)}))
     return directory
 
 
@@ -191,8 +200,10 @@ def measure(world: World, way: Way, wan: int) -> dict:
 
 
 def failure_reason(text: str) -> str:
-    """The first error message a failed run gave (a failed task's msg), else its first line."""
-    found = re.search(r'FAILED! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text)
+    """The first error message a failed run gave (a failed task's msg, an unreachable host, an Ansible error), else its
+    first line."""
+    found = re.search(r'(?:FAILED|UNREACHABLE)! => \{.*?"msg": "((?:[^"\\]|\\.)*)"', text) \
+        or re.search(r"^(?:ERROR!|\[ERROR\]:) (.*)$", text, re.MULTILINE)
     return (found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "no message")[:400]
 
 
@@ -222,7 +233,9 @@ def sweep(args: argparse.Namespace, ways: list[Way]) -> None:
             print(f"N={n}: links alone (MiB/s in/out): " + ", ".join(f"{k} {v['in'] / 2**20:.0f}/{v['out'] / 2**20:.0f}"
                                                                      for k, v in links.items()), flush=True)
             give_staging_ssh(site.fleet, STAGING)
-            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), args.play_var)
+            # The web seed's cap is the site's setting of the p2p transport; push and pull do not read it.
+            play_vars = [f"staging_p2p_web_seed_rate={config['web_seed']}", *args.play_var]
+            world = World(site, url, model, model_bytes, shards, sdk, environment_files(site.fleet), play_vars)
             failed: set[str] = set()
             for run, name in cells:
                 if name in failed:

@@ -23,6 +23,8 @@ def parser(results: Path) -> argparse.ArgumentParser:
     parse.add_argument("--files", type=int, default=4, help="weight shards of the model")
     parse.add_argument("--wan-mib", type=int, default=20, help="the hub's shared link, MiB/s")
     parse.add_argument("--lan-mib", type=int, default=100, help="each node's and the staging host's link, MiB/s")
+    parse.add_argument("--web-seed-mib", type=int, default=40,
+                       help="p2p: what the staging host's web seed sends in all, MiB/s (staging_p2p_web_seed_rate)")
     parse.add_argument("--link-floor", type=float, default=0.85,
                        help="fraction of its rate a link must reach alone (TCP/IP headers take about 4 percent)")
     parse.add_argument("--play-var", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +41,7 @@ def parse_args(argv: list[str], results: Path) -> argparse.Namespace:
     args = parse.parse_args(argv)
     if not all(1 <= n <= MAX_NODES for n in args.nodes):
         parse.error(f"--nodes: each size from 1 to {MAX_NODES}")
-    for name in ("runs", "size_mib", "files", "wan_mib", "lan_mib"):
+    for name in ("runs", "size_mib", "files", "wan_mib", "lan_mib", "web_seed_mib"):
         if getattr(args, name) < 1:
             parse.error(f"--{name.replace('_', '-')}: at least 1")
     if args.files > args.size_mib:
@@ -56,7 +58,7 @@ def parse_args(argv: list[str], results: Path) -> argparse.Namespace:
 def config_key(args: argparse.Namespace) -> dict:
     """What makes cells comparable: a cell measured with other settings is neither skipped nor reported."""
     return {"size_mib": args.size_mib, "files": args.files, "wan": args.wan_mib << 20, "lan": args.lan_mib << 20,
-            **({"play_vars": sorted(args.play_var)} if args.play_var else {})}
+            "web_seed": args.web_seed_mib << 20, **({"play_vars": sorted(args.play_var)} if args.play_var else {})}
 
 
 def read_results(path: Path) -> list[dict]:

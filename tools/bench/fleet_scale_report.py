@@ -93,9 +93,12 @@ def time_spent(ways, cells: dict[tuple[str, int], list[dict]], sizes: list[int])
     for way in ways:
         ns = [n for n in sizes if cells.get((way.name, n)) and cells[(way.name, n)][0].get("slowest_tasks")]
         if ns:
-            tasks = cells[(way.name, ns[-1])][0]["slowest_tasks"]
-            shown = "; ".join(f"{name.split(' : ')[-1]} {seconds:.1f} s" for name, seconds in list(tasks.items())[:4])
-            lines.append(f"- `{way.name}`, N={ns[-1]}: {shown}.")
+            cell = cells[(way.name, ns[-1])][0]
+            shown = "; ".join(f"{name.split(' : ')[-1]} {seconds:.1f} s" for name, seconds in list(cell["slowest_tasks"].items())[:4])
+            # Each play from its first task's start to its last task's end, and how many task results all hosts gave.
+            plays = "; ".join(f"{play} {seconds:.1f} s" for play, seconds in cell.get("play_seconds", {}).items())
+            counted = f" Plays: {plays} ({cell['tasks_run']} task results in all)." if plays else ""
+            lines.append(f"- `{way.name}`, N={ns[-1]}: {shown}.{counted}")
     return "\n".join(lines) or "- No play recorded its tasks."
 
 
@@ -179,7 +182,9 @@ pairs on one bridge, a `tc tbf` on both ends of each, so both directions are lim
 
 Nodes are real sshd in bubblewrap sandboxes with their trees on tmpfs (real nodes have a disk each; here
 they would share one). The model: {args.size_mib} MiB in {args.files} shards of random bytes plus a config file. Ansible
-runs with forks = N + 1, all nodes in one batch; data sync on (`node_install_sync: true`: fsync before rename).
+runs with forks = N + 1, all nodes in one batch; data sync on (`node_install_sync: true`: fsync before rename). For
+`p2p` the staging host's web seed sends at most {args.web_seed_mib} MiB/s in all (`staging_p2p_web_seed_rate`), so that the
+nodes take most pieces from each other.
 Every run starts from fresh nodes and an empty staging host; runs per cell: {args.runs}, the order of the ways
 alternating from one run to the next.
 
@@ -208,7 +213,7 @@ Targets:
 {targets(skipped, cells, sizes)}
 
 Method: `python tools/bench fleet-scale --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
---files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
+--files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
 (cells in `{args.results.name}`; a rerun resumes). Machine: {machine_line(cells)}.
 """
     write_section("fleet_scale", body)

@@ -43,11 +43,12 @@ def is_tree(sums):
     return set(sums) == {bundle_format.MANIFEST}
 
 
-def open_bundle(source, src_files='copy', workers=4, trust=None):
+def open_bundle(source, src_files='copy', workers=4, trust=None, plan_only=False):
     """The bundle behind ``source`` (reader.DirSource or UrlSource), tar or tree form; with ``trust`` (a
-    signature.Trust) its manifest's signature is verified before the manifest is believed."""
+    signature.Trust) its manifest's signature is verified before the manifest is believed. ``plan_only``: nothing
+    but the manifest is read, so a tree-form bundle may be behind a URL too."""
     sums = read_sums(source)
-    if is_tree(sums) and isinstance(source, DirSource):
+    if is_tree(sums) and (isinstance(source, DirSource) or plan_only):
         return TreeBundle(source, sums, src_files, workers, trust)
     if is_tree(sums):
         raise BundleError('%s is a bundle in tree form, which is read from a directory on this host; over http(s) '

@@ -24,6 +24,10 @@ class CallbackModule(CallbackBase):
         super().__init__()
         self._starts: dict[tuple[str, str], float] = {}
         self._path = os.environ.get("MODELSEED_BENCH_TIMELINE")
+        self._play = ""
+
+    def v2_playbook_on_play_start(self, play) -> None:
+        self._play = play.get_name()
 
     def v2_runner_on_start(self, host, task) -> None:
         self._starts[(host.get_name(), task._uuid)] = time.monotonic()  # pylint: disable=protected-access
@@ -34,7 +38,7 @@ class CallbackModule(CallbackBase):
         start = self._starts.pop((host, task._uuid), end)  # pylint: disable=protected-access
         if self._path:
             with open(self._path, "a", encoding="utf-8") as out:
-                out.write(json.dumps({"host": host, "task": task.get_name(), "action": task.action, "status": status,
+                out.write(json.dumps({"play": self._play, "host": host, "task": task.get_name(), "action": task.action, "status": status,
                                       "start": start, "end": end}) + "\n")
 
     def v2_runner_on_ok(self, result) -> None:
