@@ -284,10 +284,11 @@ def test_token_is_required_and_never_shown(tmp_path):
     secret = "tok-5ecret-value-123"
     with MsHub(root, token=secret, redirect_threshold=1 << 20, object_host="localhost") as hub:
         task = {"name": "private/m", "cache_dir": str(tmp_path / "c"), "endpoint": hub.url, "layout": "models"}
-        denied = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": "wrong"}}])[0]
+        run = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": "wrong"}},
+                         {"modelseed.fleet.modelscope_model": {**task, "token": secret}}], verbosity=4)
+        denied = run[0]
         assert denied["failed"] and "check the token" in denied["msg"]
-        run = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": secret}}], verbosity=4)
-        assert not run[0].get("failed"), run[0]["msg"]
+        assert not run[1].get("failed"), run[1]["msg"]
         # The object store lives on another origin, as on the real hub: it got no credentials.
         assert [r.auth for r in hub.log.entries() if r.path.startswith("/oss/")] == [False]
     assert secret not in run.stdout + run.stderr
