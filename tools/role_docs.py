@@ -66,6 +66,8 @@ SHARED = {
                            "private key file, the `.pub` of a key in `ssh-agent`, or a GnuPG key id.", "none: unsigned"),
     "modelseed_sign_method": ("`ssh` (`ssh-keygen -Y`, OpenSSH 8.1 or newer) or `gpg` (`gpg` signs, `gpgv` verifies).", "`ssh`"),
     "modelseed_sign_namespace": ("What signatures are made and accepted for.", "`modelseed-bundle`"),
+    "modelseed_sign_model_signing_key": ("Elliptic-curve private key (PEM) that also signs each model in the OpenSSF model-signing format.",
+                                         "empty (none)"),
     "modelseed_trust_allowed_signers": ("`ssh`: an `allowed_signers` file on the nodes. Set, the nodes install only bundles signed "
                                         "by one of `modelseed_trust_identities`.", "none: signatures not needed"),
     "modelseed_trust_identities": ("`ssh`: principals of the `allowed_signers` file whose signatures the nodes accept; `gpg`: "

@@ -18,9 +18,10 @@ from urllib.parse import parse_qs
 import pytest
 import yaml
 
+from support.module_process import run_module, run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.mshub.store import COMMITS_DIR, HUB_DIR
-from support.playbook import ANSIBLE_PLAYBOOK, ansible_env, run_tasks
+from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,8 +45,10 @@ def lock_hub(tmp_path):
 
 
 def run_staging(tmp_path: Path, hub: MsHub, name: str, lock: Path, *, update=None, umask: int = 0o022,
-                tags: str = "all") -> subprocess.CompletedProcess:
-    """The staging role with cache and bundle under ``tmp_path/name``; returns the finished ansible-playbook."""
+                tags: str = "download,bundle") -> subprocess.CompletedProcess:
+    """The staging role with cache and bundle under ``tmp_path/name``; returns the finished ansible-playbook.
+
+    The serve phase is left out: nothing is served here (and its tasks would only look for an nginx to stop)."""
     play_vars = {
         "ansible_python_interpreter": sys.executable,
         "modelseed_models": [{"name": model} for model in (ALPHA, BETA)],
@@ -63,7 +66,9 @@ def run_staging(tmp_path: Path, hub: MsHub, name: str, lock: Path, *, update=Non
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "vars": play_vars,
                                          "roles": [{"role": "modelseed.fleet.staging"}]}], sort_keys=False))
     cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook), "--tags", tags]
-    return subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False,
+    # Pipelining: each task's module goes to its Python on stdin, without the shells that make, fill and remove a
+    # temporary directory for it.
+    return subprocess.run(cmd, env=ansible_env(ANSIBLE_PIPELINING="1"), capture_output=True, text=True, timeout=300, check=False,
                           preexec_fn=lambda: os.umask(umask))
 
 
@@ -144,17 +149,15 @@ def test_a_hub_changed_under_the_lock_fails_listing_what_differs(lock_hub, tmp_p
     (tree / "config.json.new").rename(tree / "config.json")
     assert repo.file(commit, "config.json").size == len(b'{"tampered": 1}')
 
-    # What the role does, in one play: read the lock, download in check mode (--check), then for real.
-    download = {"name": BETA, "cache_dir": str(tmp_path / "cache"), "layout": "all", "endpoint": hub.url,
-                "locked": "{{ step_0.pins['%s@master'] }}" % BETA}
+    # What the role does, each module as the process Ansible runs: read the lock, download in check mode (--check),
+    # then for real.
     mark = len(hub.log)
-    run = run_tasks([
-        {"modelseed.fleet.model_lock": {"path": str(lock), "models": [{"name": BETA}]}},
-        {"modelseed.fleet.modelscope_model": download, "check_mode": True},
-        {"modelseed.fleet.modelscope_model": download},
-    ])
-    assert run[0]["pins"][BETA + "@master"]["commit"] == commit, run[0]
-    for result in run[1:]:
+    read = run_module("model_lock", {"path": str(lock), "models": [{"name": BETA}]}, tmp_path)
+    assert read["pins"][BETA + "@master"]["commit"] == commit, read
+    download = {"name": BETA, "cache_dir": str(tmp_path / "cache"), "layout": "all", "endpoint": hub.url, "locked": read["pins"][BETA + "@master"]}
+    run = run_modules([{"modelseed.fleet.modelscope_model": download, "check_mode": True}, {"modelseed.fleet.modelscope_model": download}],
+                      tmp_path)
+    for result in run:
         assert result["failed"], result
         assert result["msg"].startswith("%s@master: the hub no longer serves what the lock pins at commit %s, nothing was downloaded: "
                                         % (BETA, commit[:12])), result["msg"]

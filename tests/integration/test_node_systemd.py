@@ -69,8 +69,8 @@ def ssh(fleet: Fleet, command: str) -> str:
     return proc.stdout
 
 
-def seed(fleet: Fleet, directory: Path, hub, **settings) -> list[str]:
-    """Run seed_models.yml with ``settings`` on top of the shared ones; the systemctl calls it made, in order."""
+def seed(fleet: Fleet, directory: Path, hub, *args: str, **settings) -> list[str]:
+    """Run seed_models.yml (``args`` added) with ``settings`` on top of the shared ones; the systemctl calls it made, in order."""
     shared = {
         "modelseed_models": [{"name": MODEL}],
         "modelseed_cache_dir": "/var/cache/modelscope",
@@ -86,7 +86,7 @@ def seed(fleet: Fleet, directory: Path, hub, **settings) -> list[str]:
     (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(shared, sort_keys=False))
     calls = fleet.node(1).path / CALLS
     calls.unlink(missing_ok=True)
-    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(directory), str(REPO / "seed_models.yml")],
+    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(directory), str(REPO / "seed_models.yml"), *args],
                           env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default"), capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"seed_models.yml failed ({proc.returncode}):\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
     return calls.read_text().splitlines() if calls.exists() else []
@@ -106,27 +106,29 @@ def test_reload_on_dropin_change_restart_only_when_asked(node_with_systemd, hub,
     # Same settings again: no drop-in changes, so no reload.
     assert seed(fleet, tmp_path / "again", hub, node_services=["vllm"]) == []
 
+    # From here on the env phase alone (--tags env): the handlers belong to it, and the two whole runs above showed
+    # that the rest of the play leaves systemd alone.
     # Restarts asked for, but nothing changed: still nothing.
-    assert seed(fleet, tmp_path / "asked", hub, node_services=["vllm"], node_restart_services=True) == []
+    assert seed(fleet, tmp_path / "asked", hub, "--tags", "env", node_services=["vllm"], node_restart_services=True) == []
 
     # A new value with restarts asked for: reload first, then vllm restarts (systemd_service looks at it, then restarts).
-    changed = seed(fleet, tmp_path / "changed", hub, node_services=["vllm"], node_restart_services=True,
+    changed = seed(fleet, tmp_path / "changed", hub, "--tags", "env", node_services=["vllm"], node_restart_services=True,
                    node_env_extra={"VLLM_USE_MODELSCOPE": "True"})
     assert changed == ["daemon-reload", "show vllm", "restart vllm"]
     assert "VLLM_USE_MODELSCOPE=True" in dropin.read_text()
 
     # The same new value again: nothing to reload, nothing to restart.
-    assert seed(fleet, tmp_path / "settled", hub, node_services=["vllm"], node_restart_services=True,
+    assert seed(fleet, tmp_path / "settled", hub, "--tags", "env", node_services=["vllm"], node_restart_services=True,
                 node_env_extra={"VLLM_USE_MODELSCOPE": "True"}) == []
 
     # /etc/environment edited by hand: the run puts the line back, but no unit's environment changed, so
     # systemd neither reloads nor restarts anything.
     environment = fleet.node(1).path / "etc/environment"
     environment.write_text(f'PATH="{NODE_PATH}"\n')
-    assert seed(fleet, tmp_path / "by-hand", hub, node_services=["vllm"], node_restart_services=True,
+    assert seed(fleet, tmp_path / "by-hand", hub, "--tags", "env", node_services=["vllm"], node_restart_services=True,
                 node_env_extra={"VLLM_USE_MODELSCOPE": "True"}) == []
     assert "MODELSCOPE_CACHE=/var/cache/modelscope" in environment.read_text().splitlines()
 
     # A change without restarts asked for: reload only.
-    assert seed(fleet, tmp_path / "quiet", hub, node_services=["vllm"], node_env_extra={"VLLM_USE_MODELSCOPE": "False"}) \
+    assert seed(fleet, tmp_path / "quiet", hub, "--tags", "env", node_services=["vllm"], node_env_extra={"VLLM_USE_MODELSCOPE": "False"}) \
         == ["daemon-reload"]

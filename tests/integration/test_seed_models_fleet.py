@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from support.fleet import Fleet, login, new_state_dir, sandbox
-from support.playbook import ANSIBLE_PLAYBOOK, REPO, ansible_env
+from support.playbook import ANSIBLE_PLAYBOOK, REPO, RESULTS_STAT, ansible_env, results_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
 from support.signing import allowed_signers, ssh_key, ssh_sign
@@ -446,13 +446,14 @@ def test_every_bundle_the_trust_list_refuses_changes_nothing(fleet, hub, tmp_pat
             {"name": "Install", "modelseed.fleet.cache_install": {
                 "src": "/var/tmp/refused/{{ item }}", "cache_dir": "/var/cache/modelscope-refused", "layout": "all", "trust": trust},
              "loop": sorted(REFUSALS), "register": "installs", "ignore_errors": True},
-            {"name": "Keep the results", "ansible.builtin.copy": {"content": "{{ installs.results | to_json }}", "dest": str(results),
-                                                                  "mode": "0600"},
-             "delegate_to": "localhost", "vars": {"ansible_become": False}},
+            # Saved by the controller (set_stats and the play_results callback), which starts no module.
+            {"name": "Keep the results", "check_mode": False, "no_log": True, "ansible.builtin.set_stats": {
+                "data": {RESULTS_STAT: {"path": str(results), "results": "{{ installs.results | to_json }}"}}, "per_host": False,
+                "aggregate": False}},
         ]}]))
     before = node_state(fleet)
-    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inv), str(play)], env=ansible_env(), capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run([*fleet.command_prefix, ANSIBLE_PLAYBOOK, "-i", str(inv), str(play)], env=results_env(ansible_env()),
+                          capture_output=True, text=True, timeout=300, check=False)
     assert results.is_file(), proc.stdout[-5000:]
     outcomes = {r["item"]: (r.get("failed"), r.get("changed"), r["msg"]) for r in json.loads(results.read_text())}
     for case, words in REFUSALS.items():

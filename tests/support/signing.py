@@ -4,6 +4,7 @@
     allowed = allowed_signers(tmp_path / "allowed", {"release@example.com": key})
     gpg = GpgKey.create(tmp_path / "gnupg", "Release <release@example.com>")
     gpg.export(tmp_path / "keyring.gpg")
+    ec = ec_key(tmp_path / "model-signing.pem")          # a P-256 key for model-signing, and model-signing.pub
 
 ``key_material(key)`` gives what must never leave the key's file, for the leak scan.
 """
@@ -14,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
 
@@ -22,6 +25,25 @@ def ssh_key(path: Path, comment: str = "modelseed test key") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, capture_output=True)
     return path
+
+
+def ec_key(path: Path) -> Path:
+    """A new P-256 private key (PEM, no passphrase) at ``path``, its public key (PEM) at ``path`` with suffix ``.pub``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = ec.generate_private_key(ec.SECP256R1())
+    path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.with_suffix(".pub").write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def ec_key_material(key: Path) -> dict[str, str | bytes]:
+    """The secret parts of an ec_key: its private scalar and each line of the PEM body, for support.leak_scan.Secrets."""
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    body = [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
+    secrets: dict[str, str | bytes] = {"ec private scalar": private.private_numbers().private_value.to_bytes(32, "big")}
+    secrets.update((f"ec key file line {number}", line) for number, line in enumerate(body, 1) if len(line) >= 16)
+    return secrets
 
 
 def public_key(key: Path) -> str:

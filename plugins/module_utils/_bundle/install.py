@@ -15,7 +15,7 @@ import json
 import os
 import stat
 
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import delta
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import delta, model_signatures
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import METADATA_LAYOUTS, absolute
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
@@ -183,6 +183,7 @@ class ModelInstall(ModelState):
         self.plan = None
         self.staged = None
         self.base = None  # a delta's installed base: (directory, {path: identity}) from delta.find_base
+        self.model_signature = None
 
     @property
     def files(self):
@@ -317,6 +318,7 @@ class ModelInstall(ModelState):
             bundle.extract(self.model, sink, **kwargs)
             if self.base is not None:
                 delta.lend(self.base[0], self.base[1], self.model, sink)
+            self.model_signature = model_signatures.read_from_bundle(bundle.source, self.model)
             for name, data in sorted(self.wanted_metadata().items()):
                 sink.write_metadata(name, data, self.model['created_at'])
             sink.finish()
@@ -334,6 +336,7 @@ class ModelInstall(ModelState):
     def commit(self):
         """Move the staged model into place, promote its record, make its links, drop the old copy."""
         self.swap_in()
+        model_signatures.place_beside(self.dir, self.model_signature, self.perms, self.sync)
         self.staged = None
 
     def fix(self):

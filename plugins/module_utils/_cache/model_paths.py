@@ -7,6 +7,8 @@ import os
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.sdk_metadata import METADATA_FILES
 
 MAX_PATH = 4096
+# A model's OpenSSF model-signing signature is kept beside its directory, not in it: <model directory>.sig
+SIGNATURE_SUFFIX = '.sig'
 
 
 def check_relative_path(path):
@@ -31,3 +33,8 @@ def check_relative_path(path):
 
 def join(root, relative):
     return os.path.join(root, *check_relative_path(relative).split('/'))
+
+
+def signature_beside(model_dir):
+    """Where an installed model's model-signing signature is kept: beside its directory."""
+    return model_dir.rstrip(os.sep) + SIGNATURE_SUFFIX

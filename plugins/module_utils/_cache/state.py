@@ -38,7 +38,7 @@ from urllib.parse import quote, unquote
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, alias_links, model_dir
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName
-from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join
+from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import join, signature_beside
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import Perms, ensure_dirs, write_file
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.records import Record
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.durable import fsync_dirs, sync_tree
@@ -295,6 +295,7 @@ class ModelState:
                 os.unlink(path)
                 existed = True
         discard(self.root, self.rel, self.dir)
+        unlink(signature_beside(self.dir))  # it holds for the files removed, and only for them
         Record(self.record_path).remove()
         self.remove_scratch()
         return existed
