@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -35,10 +37,32 @@ def bundle(cache, dest, models=None, **options):
     return {"modelseed.fleet.cache_bundle": args}
 
 
-def seeded(hub, cache, **options) -> Path:
-    result = run_tasks([download(hub, cache, **options)])[0]
-    assert not result.get("failed"), result["msg"]
-    return cache
+def set_mode(path: Path, mode: str) -> dict:
+    return {"ansible.builtin.file": {"path": str(path), "mode": mode}}
+
+
+def write(dest: Path, content: str) -> dict:
+    return {"ansible.builtin.copy": {"dest": str(dest), "content": content}}
+
+
+def listing(directory: Path) -> dict:
+    """A task whose stdout lists ``directory``, hidden files too (and which fails when it is not there)."""
+    return {"ansible.builtin.command": {"argv": ["ls", "-A", str(directory)]}}
+
+
+def identity(*paths: Path) -> dict:
+    """A task whose stdout has a line ``inode seconds.nanoseconds`` (the mtime) for each of ``paths``."""
+    return {"ansible.builtin.command": {"argv": ["stat", "-c", "%i %.9Y", *map(str, paths)]}}
+
+
+def identity_line(st: os.stat_result) -> str:
+    """The line of ``identity`` for a file of that ``os.stat`` result."""
+    return f"{st.st_ino} {st.st_mtime_ns // 10**9}.{st.st_mtime_ns % 10**9:09d}"
+
+
+def manifest_of(slurped: dict) -> dict:
+    """The manifest an ``ansible.builtin.slurp`` task read."""
+    return bundle_format.parse_manifest(base64.b64decode(slurped["content"]))
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -50,9 +74,23 @@ def read_manifest(dest: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cache(hub, tmp_path_factory):
-    """One cache in the `all` layout, shared by the tests that only read it."""
-    return seeded(hub, tmp_path_factory.mktemp("cache") / "c")
+def seeds(hub, tmp_path_factory) -> dict[str, Path]:
+    """Caches seeded in one play and shared by this module's tests: one per layout, and `both` in the models and the
+    snapshots layouts. A test that changes one for good works on a copy of its own (copytree keeps the mtimes its
+    records hold)."""
+    root = tmp_path_factory.mktemp("seeds")
+    caches = {name: root / name for name in ("all", "snapshots", "hub", "both")}
+    run = run_tasks([download(hub, caches["all"]), download(hub, caches["snapshots"], layout="snapshots"),
+                     download(hub, caches["hub"], layout="hub"),
+                     download(hub, caches["both"], layout="models"), download(hub, caches["both"], layout="snapshots")])
+    assert not any(r.get("failed") for r in run.results), [r.get("msg") for r in run.results]
+    return caches
+
+
+@pytest.fixture()
+def cache(seeds):
+    """The cache in the `all` layout, shared by the tests that only read it (or put back what they change)."""
+    return seeds["all"]
 
 
 def test_check_real_check_real(cache, tmp_path):
@@ -99,16 +137,17 @@ def test_check_real_check_real(cache, tmp_path):
 
 def test_rerun_reads_no_tar_and_no_weights(cache, tmp_path):
     dest = tmp_path / "bundle"
-    assert run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]["changed"]
     tar, weights = dest / TAR, cache / MODEL_DIR / "weights/model-00001.bin"
     # Unreadable files prove the re-run decides from the manifest, sizes and the record alone.
-    os.chmod(tar, 0)
-    os.chmod(weights, 0)
     try:
-        result = run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]
+        run = run_tasks([bundle(cache, dest, [{"name": MODEL}]), set_mode(tar, "0000"), set_mode(weights, "0000"),
+                         bundle(cache, dest, [{"name": MODEL}])])
     finally:
         os.chmod(tar, 0o644)
         os.chmod(weights, 0o644)
+    assert run[0]["changed"], run[0]["msg"]
+    assert not run[1].get("failed") and not run[2].get("failed"), [run[1].get("msg"), run[2].get("msg")]
+    result = run[3]
     assert result["changed"] is False and not result.get("failed"), result["msg"]
 
 
@@ -160,17 +199,15 @@ def digests_tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_deterministic_and_independent_of_layout(hub, cache, tmp_path):
-    first, second = tmp_path / "one", tmp_path / "two"
-    run = run_tasks([bundle(cache, first, [{"name": MODEL}]), bundle(cache, second, [{"name": MODEL}])])
-    assert all(r["changed"] for r in run.results), [r.get("msg") for r in run.results]
-    assert digests(first) == digests(second) and TAR in digests(first)
+def test_deterministic_and_independent_of_layout(seeds, tmp_path):
+    cache, first, second = seeds["all"], tmp_path / "one", tmp_path / "two"
     # The same files at the same commit, read from a cache in another layout: the same tar.
-    snapshots = seeded(hub, tmp_path / "snap", layout="snapshots")
-    hub_layout = seeded(hub, tmp_path / "hub", layout="hub")
-    other = run_tasks([bundle(snapshots, tmp_path / "three", [{"name": MODEL}]),
-                       bundle(hub_layout, tmp_path / "four", [{"name": MODEL}], layout="hub")])
-    assert [r["models"][0]["source_layout"] for r in other.results] == ["snapshots", "hub"]
+    run = run_tasks([bundle(cache, first, [{"name": MODEL}]), bundle(cache, second, [{"name": MODEL}]),
+                     bundle(seeds["snapshots"], tmp_path / "three", [{"name": MODEL}]),
+                     bundle(seeds["hub"], tmp_path / "four", [{"name": MODEL}], layout="hub")])
+    assert all(r["changed"] for r in run.results[:2]), [r.get("msg") for r in run.results]
+    assert digests(first) == digests(second) and TAR in digests(first)
+    assert [r["models"][0]["source_layout"] for r in run.results[2:]] == ["snapshots", "hub"]
     for dest in ("three", "four"):
         assert (tmp_path / dest / TAR).read_bytes() == (first / TAR).read_bytes()
         manifest = read_manifest(tmp_path / dest)["models"][0]
@@ -178,9 +215,8 @@ def test_deterministic_and_independent_of_layout(hub, cache, tmp_path):
             k: v for k, v in read_manifest(first)["models"][0].items() if k != "source_layout"}
 
 
-def test_layout_auto_prefers_models_and_explicit_layouts(hub, cache, tmp_path):
-    both = seeded(hub, tmp_path / "both", layout="models")
-    seeded(hub, both, layout="snapshots")
+def test_layout_auto_prefers_models_and_explicit_layouts(seeds, tmp_path):
+    both = seeds["both"]
     run = run_tasks([bundle(both, tmp_path / "a", [{"name": MODEL}]),
                      bundle(both, tmp_path / "s", [{"name": MODEL}], layout="snapshots"),
                      bundle(both, tmp_path / "h", [{"name": MODEL}], layout="hub")])
@@ -189,42 +225,47 @@ def test_layout_auto_prefers_models_and_explicit_layouts(hub, cache, tmp_path):
     assert run[2]["failed"] and "not found" in run[2]["msg"] and "hub/Qwen/Qwen2___5-0___5B-Test" in run[2]["msg"]
 
 
-def test_file_modified_after_download_fails_clearly(hub, tmp_path):
-    cache = seeded(hub, tmp_path / "c")
+def test_file_modified_after_download_fails_clearly(hub, seeds, tmp_path):
+    cache = Path(shutil.copytree(seeds["all"], tmp_path / "c", symlinks=True))
     victim = cache / MODEL_DIR / "weights/model-00002.bin"
     data = bytearray(victim.read_bytes())
     data[10] ^= 0xFF
     victim.write_bytes(bytes(data))
+    published = tmp_path / "model-00002.bin"
+    published.write_bytes(model_files()["weights/model-00002.bin"])
     dest = tmp_path / "b"
-    run = run_tasks([bundle(cache, dest, [{"name": MODEL}]), bundle(cache, dest, [{"name": MODEL}], verify="full")])
-    stale, full = run.results
+    run = run_tasks([bundle(cache, dest, [{"name": MODEL}]), bundle(cache, dest, [{"name": MODEL}], verify="full"), listing(dest),
+                     # Restored content with a new mtime: verify=full accepts it, verify=none still refuses.
+                     {"ansible.builtin.copy": {"src": str(published), "dest": str(victim)}},
+                     bundle(cache, dest, [{"name": MODEL}], verify="full"), bundle(cache, dest, [{"name": MODEL}]),
+                     # modelscope_model re-verifies (and re-records) the file; then the default works and reuses the tar.
+                     download(hub, cache), bundle(cache, dest, [{"name": MODEL}])])
+    stale, full, left, restore = run.results[:4]
     assert stale["failed"] and "changed since they were verified" in stale["msg"], stale["msg"]
     assert "weights/model-00002.bin: modified" in stale["msg"] and "verify=full" in stale["msg"]
     assert full["failed"] and "differ from the sha256 recorded" in full["msg"] and "weights/model-00002.bin" in full["msg"]
     # Nothing of a bundle is left behind, not even a temp file.
-    assert sorted(p.name for p in dest.iterdir()) == []
-    # Restored content with a new mtime: verify=full accepts it, verify=none still refuses.
-    victim.write_bytes(model_files()["weights/model-00002.bin"])
-    run = run_tasks([bundle(cache, dest, [{"name": MODEL}], verify="full"), bundle(cache, dest, [{"name": MODEL}])])
-    assert run[0]["changed"] and not run[0].get("failed"), run[0]["msg"]
-    assert run[1]["failed"] and "changed since" in run[1]["msg"]
-    # modelscope_model re-verifies (and re-records) the file; then the default works and reuses the tar.
-    seeded(hub, cache)
-    again = run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]
+    assert left["rc"] == 0 and left["stdout_lines"] == [], left
+    assert restore["changed"] and not restore.get("failed"), restore.get("msg")
+    assert run[4]["changed"] and not run[4].get("failed"), run[4]["msg"]
+    assert run[5]["failed"] and "changed since" in run[5]["msg"]
+    assert not run[6].get("failed"), run[6]["msg"]
+    again = run[7]
     assert not again.get("failed") and again["changed"] is False, again["msg"]
 
 
-def test_model_without_record_is_refused(hub, tmp_path):
-    cache = seeded(hub, tmp_path / "c", layout="snapshots")
-    for record in (cache / ".modelseed/records").iterdir():
+def test_model_without_record_is_refused(seeds, tmp_path):
+    cache = Path(shutil.copytree(seeds["snapshots"], tmp_path / "c", symlinks=True))
+    records = list((cache / ".modelseed/records").iterdir())
+    assert records
+    for record in records:
         record.unlink()
-    result = run_tasks([bundle(cache, tmp_path / "b", [{"name": MODEL}])])[0]
+    result, missing, wrong_revision, empty = run_tasks([
+        bundle(cache, tmp_path / "b", [{"name": MODEL}]), bundle(cache, tmp_path / "b", [{"name": "o/none"}]),
+        bundle(cache, tmp_path / "b", [{"name": MODEL, "revision": "v1.0"}], layout="all"), bundle(cache, tmp_path / "b")]).results
     assert result["failed"] and "no verification record" in result["msg"] and "modelscope_model" in result["msg"]
-    missing = run_tasks([bundle(cache, tmp_path / "b", [{"name": "o/none"}])])[0]
     assert missing["failed"] and "not found" in missing["msg"]
-    wrong_revision = run_tasks([bundle(cache, tmp_path / "b", [{"name": MODEL, "revision": "v1.0"}], layout="all")])[0]
     assert wrong_revision["failed"] and "not found" in wrong_revision["msg"]
-    empty = run_tasks([bundle(cache, tmp_path / "b")])[0]
     assert empty["failed"] and "no complete model with a verification record" in empty["msg"]
 
 
@@ -250,30 +291,35 @@ def test_only_the_changed_model_is_rewritten(two_models, tmp_path):
     old_manifest = read_manifest(dest)
 
     push_commit(root, "o/beta", {"sub/x.txt": b"y" * 10})
-    run = run_tasks([download(hub, cache, "o/beta", layout="snapshots"), bundle(cache, dest)])
-    assert run[1]["changed"] and "1 model(s) changed commit" in run[1]["msg"] and "reused 1" in run[1]["msg"], run[1]["msg"]
-    assert [m["changed"] for m in run[1]["models"]] == [False, True]
-    assert (alpha.stat().st_ino, alpha.stat().st_mtime_ns) == (alpha_before.st_ino, alpha_before.st_mtime_ns)
-    assert beta.stat().st_ino != beta_before.st_ino
-    new_manifest = read_manifest(dest)
+    slurp = {"ansible.builtin.slurp": {"src": str(dest / "manifest.json")}}
+    run = run_tasks([
+        download(hub, cache, "o/beta", layout="snapshots"), bundle(cache, dest), identity(alpha, beta), slurp,
+        {"ansible.builtin.command": {"argv": ["sha256sum", "--quiet", "-c", "SHA256SUMS"], "chdir": str(dest)}},
+        # A tar deleted by hand is noticed from its absence alone, and only it is written again.
+        {"ansible.builtin.file": {"path": str(alpha), "state": "absent"}}, bundle(cache, dest), slurp,
+        # Dropping a model from the list removes its tar; prune=false keeps it (outside the manifest).
+        bundle(cache, dest, [{"name": "o/alpha"}], prune=False), {**bundle(cache, dest, [{"name": "o/alpha"}]), "check_mode": True},
+        {"ansible.builtin.stat": {"path": str(beta)}}, bundle(cache, dest, [{"name": "o/alpha"}])])
+    download_beta, update, identities, updated_manifest, sums, removal, again, again_manifest = run.results[:8]
+    kept, beta_kept, pruned = run.results[8:10], run[10], run[11]
+    assert not download_beta.get("failed"), download_beta["msg"]
+    assert update["changed"] and "1 model(s) changed commit" in update["msg"] and "reused 1" in update["msg"], update["msg"]
+    assert [m["changed"] for m in update["models"]] == [False, True]
+    alpha_line, beta_line = identities["stdout_lines"]
+    assert alpha_line == identity_line(alpha_before)
+    assert int(beta_line.split()[0]) != beta_before.st_ino
+    new_manifest = manifest_of(updated_manifest)
     assert new_manifest["models"][0] == old_manifest["models"][0]
     assert new_manifest["models"][1]["commit"] != old_manifest["models"][1]["commit"]
-    assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, check=False).returncode == 0
-
-    # A tar deleted by hand is noticed from its absence alone, and only it is written again.
-    alpha.unlink()
-    again = run_tasks([bundle(cache, dest)])[0]
+    assert sums["rc"] == 0, sums
+    assert removal["changed"], removal
     assert again["changed"] and "1 model(s) tar missing or of another size" in again["msg"], again["msg"]
     assert [m["changed"] for m in again["models"]] == [True, False]
-    assert read_manifest(dest) == new_manifest
+    assert manifest_of(again_manifest) == new_manifest
 
-    # Dropping a model from the list removes its tar; prune=false keeps it (outside the manifest).
-    kept = run_tasks([bundle(cache, dest, [{"name": "o/alpha"}], prune=False),
-                      {**bundle(cache, dest, [{"name": "o/alpha"}]), "check_mode": True}])
     assert kept[0]["changed"] and "1 model(s) removed" in kept[0]["msg"] and kept[0]["removed"] == []
     assert kept[1]["changed"] and kept[1]["removed"] == ["o--beta--master.tar"] and "1 stale tar(s)" in kept[1]["msg"]
-    assert beta.exists()
-    pruned = run_tasks([bundle(cache, dest, [{"name": "o/alpha"}])])[0]
+    assert beta_kept["stat"]["exists"]
     assert pruned["changed"] and pruned["removed"] == ["o--beta--master.tar"] and not beta.exists()
     assert [m["id"] for m in read_manifest(dest)["models"]] == ["o/alpha"]
     assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "manifest.json", "o--alpha--master.tar"]
@@ -294,24 +340,26 @@ def test_a_run_waits_for_the_lock_beside_dest(cache, tmp_path):
 
 
 def test_interrupted_leftovers_and_hand_edits_are_repaired(cache, tmp_path):
-    dest = tmp_path / "b"
-    assert run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]["changed"]
-    (dest / f".{TAR}.abc123.tmp").write_bytes(b"half a tar")
-    assert run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]["changed"] is False
-    assert not (dest / f".{TAR}.abc123.tmp").exists()
-    sums = (dest / "SHA256SUMS").read_bytes()
-    (dest / "SHA256SUMS").write_bytes(b"garbage\n")
-    result = run_tasks([bundle(cache, dest, [{"name": MODEL}])])[0]
+    dest, saved = tmp_path / "b", tmp_path / "SHA256SUMS.first"
+    leftover = dest / f".{TAR}.abc123.tmp"
+    run = run_tasks([bundle(cache, dest, [{"name": MODEL}]), write(leftover, "half a tar"), bundle(cache, dest, [{"name": MODEL}]),
+                     {"ansible.builtin.stat": {"path": str(leftover)}},
+                     {"ansible.builtin.copy": {"src": str(dest / "SHA256SUMS"), "dest": str(saved), "remote_src": True}},
+                     write(dest / "SHA256SUMS", "garbage\n"), bundle(cache, dest, [{"name": MODEL}])])
+    assert run[0]["changed"] and not any(r.get("failed") for r in run.results), [r.get("msg") for r in run.results]
+    assert run[2]["changed"] is False
+    assert not run[3]["stat"]["exists"]
+    result = run[6]
     assert result["changed"] and "out of date" in result["msg"] and "wrote 0 tar(s)" in result["msg"]
-    assert (dest / "SHA256SUMS").read_bytes() == sums
+    assert (dest / "SHA256SUMS").read_bytes() == saved.read_bytes()
 
 
 def test_diff_and_bad_options(cache, tmp_path):
-    result = run_tasks([{**bundle(cache, tmp_path / "b", [{"name": MODEL}]), "diff": True}])[0]
+    result, *run = run_tasks([{**bundle(cache, tmp_path / "b", [{"name": MODEL}]), "diff": True},
+                              bundle(cache, tmp_path / "b", [{"name": "../x"}]),
+                              bundle(cache, tmp_path / "b", [{"name": MODEL}, {"name": MODEL}]),
+                              bundle(cache, cache, [{"name": MODEL}])]).results
     assert result["diff"]["before"] == {} and list(result["diff"]["after"]) == [f"{MODEL}@master"]
-    run = run_tasks([bundle(cache, tmp_path / "b", [{"name": "../x"}]),
-                     bundle(cache, tmp_path / "b", [{"name": MODEL}, {"name": MODEL}]),
-                     bundle(cache, cache, [{"name": MODEL}])])
     assert run[0]["failed"] and "invalid model id" in run[0]["msg"]
     assert run[1]["failed"] and "listed twice" in run[1]["msg"]
     assert run[2]["failed"] and "directory of its own" in run[2]["msg"]

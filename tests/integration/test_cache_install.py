@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import grp
+import hashlib
 import http.server
 import io
 import os
@@ -60,6 +61,10 @@ def install(src, cache, **options) -> dict:
 
 def run_one(task, **kwargs) -> dict:
     return run_tasks([task], **kwargs)[0]
+
+
+def stat_task(path: Path) -> dict:
+    return {"ansible.builtin.stat": {"path": str(path)}}
 
 
 def model_digest(model_dir: Path) -> dict[str, str]:
@@ -262,10 +267,11 @@ def test_changed_bundle_replaces_the_model_whole(tmp_path):
     new_files = {**files_v1(), "config.json": b'{"model_type": "qwen3"}', "extra.txt": b"new"}
     del new_files["name with space.txt"]
     new = write_bundle(tmp_path / "new", [ModelSpec(MODEL, new_files, created_at=1710000000)])
-    assert not run_one(install(old, cache)).get("failed")
-    (cache / MODEL_DIR / "stray.txt").write_text("dropped by hand")
-    run = run_tasks([{**install(new, cache), "check_mode": True}, install(new, cache), install(new, cache)])
-    assert [r["changed"] for r in run.results] == [True, True, False], [r.get("msg") for r in run.results]
+    seeding, stray, *run = run_tasks([install(old, cache), {"ansible.builtin.copy": {"dest": str(cache / MODEL_DIR / "stray.txt"),
+                                                                                    "content": "dropped by hand"}},
+                                      {**install(new, cache), "check_mode": True}, install(new, cache), install(new, cache)]).results
+    assert not seeding.get("failed") and stray["changed"], [seeding.get("msg"), stray.get("msg")]
+    assert [r["changed"] for r in run] == [True, True, False], [r.get("msg") for r in run]
     assert run[1]["models"][0]["action"] == "replace" and "installed commit" in run[1]["msg"]
     assert_installed(cache / MODEL_DIR, new_files)
     assert not (cache / MODEL_DIR / "name with space.txt").exists() and not (cache / MODEL_DIR / "stray.txt").exists()
@@ -282,13 +288,16 @@ def test_modified_file_is_noticed_from_stat_and_verify_full_catches_the_rest(tmp
     data[10] ^= 0xFF
     victim.write_bytes(bytes(data))
     os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same mtime: stat cannot tell
-    quick = run_one(install(bundle, cache))
+    # Then, after the two checks, a size that differs: the quick check sees it.
+    sums = {"ansible.builtin.command": {"argv": ["sha256sum", "--", *sorted(files_v1())], "chdir": str(cache / MODEL_DIR)}}
+    quick, full, restored, short, again = run_tasks([install(bundle, cache), install(bundle, cache, verify="full"), sums,
+                                                     {"ansible.builtin.copy": {"dest": str(victim), "content": "short"}},
+                                                     install(bundle, cache)]).results
     assert quick["changed"] is False, quick["msg"]
-    full = run_one(install(bundle, cache, verify="full"))
     assert full["changed"] and full["models"][0]["action"] == "replace" and "verify=full" in full["msg"], full["msg"]
-    assert_installed(cache / MODEL_DIR, files_v1())
-    victim.write_bytes(b"short")  # size differs: the quick check sees it
-    again = run_one(install(bundle, cache))
+    # What verify=full installed, before the file was cut short.
+    assert restored["stdout_lines"] == [f"{hashlib.sha256(data).hexdigest()}  {rel}" for rel, data in sorted(files_v1().items())]
+    assert short["changed"] and not short.get("failed"), short.get("msg")
     assert again["changed"] and "missing or changed" in again["msg"]
     assert_installed(cache / MODEL_DIR, files_v1())
 
@@ -300,34 +309,33 @@ def test_a_cache_seeded_by_download_is_adopted_without_extracting(hub, tmp_path)
     from support.sample_models import model_files
 
     cache = tmp_path / "cache"
-    seeded = run_one({"modelseed.fleet.modelscope_model": {"name": HUB_MODEL, "cache_dir": str(cache), "endpoint": hub.url,
-                                                           "layout": "all"}})
-    assert not seeded.get("failed"), seeded["msg"]
     weights = cache / "models/Qwen/Qwen2___5-0___5B-Test/weights/model-00001.bin"
-    inode = weights.stat().st_ino
     bundle = write_bundle(tmp_path / "bundle", [spec_from_hub(hub.url, HUB_MODEL, model_files())])
-    run = run_tasks([install(bundle, cache), install(bundle, cache)])
-    assert [r["changed"] for r in run.results] == [True, False], [r.get("msg") for r in run.results]
+    seeded, downloaded, *run = run_tasks([
+        {"modelseed.fleet.modelscope_model": {"name": HUB_MODEL, "cache_dir": str(cache), "endpoint": hub.url, "layout": "all"}},
+        stat_task(weights), install(bundle, cache), install(bundle, cache)]).results
+    assert not seeded.get("failed"), seeded["msg"]
+    assert [r["changed"] for r in run] == [True, False], [r.get("msg") for r in run]
     assert run[0]["models"][0]["action"] == "fix" and run[0]["bytes_installed"] == 0, run[0]["msg"]
     assert "recorded from a download, with the same files" in run[0]["msg"]
-    assert weights.stat().st_ino == inode
+    assert weights.stat().st_ino == downloaded["stat"]["inode"]
 
 
 def test_metadata_links_and_modes_are_repaired_without_reinstalling(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     cache = tmp_path / "cache"
-    run_one(install(bundle, cache))
-    (cache / MODEL_DIR / ".msc").unlink()
-    (cache / "hub/Qwen/Qwen2___5-Tiny").unlink()
-    os.chmod(cache / MODEL_DIR / "config.json", 0o600)
     weights = cache / MODEL_DIR / "weights/model-00001.safetensors"
-    inode = weights.stat().st_ino
-    result = run_one(install(bundle, cache))
+    broken = [{"ansible.builtin.file": {"path": str(cache / MODEL_DIR / ".msc"), "state": "absent"}},
+              {"ansible.builtin.file": {"path": str(cache / "hub/Qwen/Qwen2___5-Tiny"), "state": "absent"}},
+              {"ansible.builtin.file": {"path": str(cache / MODEL_DIR / "config.json"), "mode": "0600"}}]
+    first, installed, *breaking, result, again = run_tasks([install(bundle, cache), stat_task(weights), *broken,
+                                                            install(bundle, cache), install(bundle, cache)]).results
+    assert not first.get("failed") and all(r["changed"] for r in breaking), [first.get("msg"), *breaking]
     assert result["changed"] and result["models"][0]["action"] == "fix", result["msg"]
     assert ".msc" in result["msg"] and "link" in result["msg"] and "modes" in result["msg"]
-    assert weights.stat().st_ino == inode and result["bytes_installed"] == 0
+    assert weights.stat().st_ino == installed["stat"]["inode"] and result["bytes_installed"] == 0
     assert (cache / MODEL_DIR / "config.json").stat().st_mode & 0o777 == 0o644
-    assert run_one(install(bundle, cache))["changed"] is False
+    assert again["changed"] is False
 
 
 def test_prune_removes_only_recorded_models_of_the_layout(tmp_path):
@@ -335,14 +343,16 @@ def test_prune_removes_only_recorded_models_of_the_layout(tmp_path):
     cache = tmp_path / "cache"
     both = write_bundle(tmp_path / "both", [SPEC, other])
     only = write_bundle(tmp_path / "only", [SPEC])
-    assert not run_one(install(both, cache)).get("failed")
-    (cache / "models/hand/made").mkdir(parents=True)  # no record: never ours to remove
-    (cache / "models/hand/made/w.bin").write_bytes(b"x")
-    keep = run_one(install(only, cache))
-    assert keep["changed"] is False and (cache / "models/o/other/a.bin").exists()
     task = install(only, cache, prune=True)
-    run = run_tasks([{**task, "check_mode": True, "diff": True}, task, task])
-    assert [r["changed"] for r in run.results] == [True, True, False], [r.get("msg") for r in run.results]
+    seeding, made, hand, keep, kept, *run = run_tasks([
+        install(both, cache),
+        {"ansible.builtin.file": {"path": str(cache / "models/hand/made"), "state": "directory"}},  # no record: never ours to remove
+        {"ansible.builtin.copy": {"dest": str(cache / "models/hand/made/w.bin"), "content": "x"}},
+        install(only, cache), stat_task(cache / "models/o/other/a.bin"),
+        {**task, "check_mode": True, "diff": True}, task, task]).results
+    assert not seeding.get("failed") and made["changed"] and hand["changed"], [seeding.get("msg"), made, hand]
+    assert keep["changed"] is False and kept["stat"]["exists"]
+    assert [r["changed"] for r in run] == [True, True, False], [r.get("msg") for r in run]
     assert {m["id"]: m["action"] for m in run[0]["models"]} == {MODEL: "none", "o/other": "remove"}
     assert "o/other" in run[0]["diff"]["before"] and "o/other" not in run[0]["diff"]["after"]
     assert not (cache / "models/o/other").exists() and not (cache / ".modelseed/records/models%2Fo%2Fother.json").exists()
@@ -352,9 +362,9 @@ def test_prune_removes_only_recorded_models_of_the_layout(tmp_path):
 
 def test_two_revisions_that_share_a_directory_are_refused(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC, ModelSpec(MODEL, {"x": b"x"}, revision="v2")])
-    result = run_one(install(bundle, tmp_path / "cache", layout="models"))
+    result, ok = run_tasks([install(bundle, tmp_path / "cache", layout="models"),
+                            install(bundle, tmp_path / "cache", layout="snapshots")]).results
     assert result["failed"] and "same directory" in result["msg"]
-    ok = run_one(install(bundle, tmp_path / "cache", layout="snapshots"))
     assert not ok.get("failed"), ok["msg"]
 
 
@@ -732,10 +742,11 @@ def test_basic_auth_and_the_password_never_shown(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     secret = "pa55-w0rd-never-shown"
     with BundleServer(bundle, auth=("fleet", secret)) as server:
-        denied = run_one(install(server.url, tmp_path / "c1", url_username="fleet", url_password="wrong"))
-        assert denied["failed"] and "HTTP 401" in denied["msg"]
-        run = run_tasks([install(server.url, tmp_path / "c2", url_username="fleet", url_password=secret)], verbosity=4)
-    assert not run[0].get("failed"), run[0]["msg"]
+        run = run_tasks([install(server.url, tmp_path / "c1", url_username="fleet", url_password="wrong"),
+                         install(server.url, tmp_path / "c2", url_username="fleet", url_password=secret)], verbosity=4)
+    denied = run[0]
+    assert denied["failed"] and "HTTP 401" in denied["msg"]
+    assert not run[1].get("failed"), run[1]["msg"]
     assert secret not in run.stdout + run.stderr
     for path in (tmp_path / "c2").rglob("*"):
         if path.is_file():
@@ -745,8 +756,8 @@ def test_basic_auth_and_the_password_never_shown(tmp_path):
 def test_https_with_an_untrusted_certificate_fails_clearly(tmp_path, tls):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     with BundleServer(bundle, tls=tls) as server:
-        untrusted = run_one(install(server.url, tmp_path / "c1", retries=0))
-        trusted = run_one(install(server.url, tmp_path / "c2", ca_path=str(tls.ca)))
+        untrusted, trusted = run_tasks([install(server.url, tmp_path / "c1", retries=0),
+                                        install(server.url, tmp_path / "c2", ca_path=str(tls.ca))]).results
     assert untrusted["failed"] and "TLS certificate" in untrusted["msg"] and "not trusted" in untrusted["msg"], untrusted["msg"]
     assert not (tmp_path / "c1" / MODEL_DIR).exists()
     assert not trusted.get("failed"), trusted["msg"]
@@ -756,9 +767,8 @@ def test_https_with_an_untrusted_certificate_fails_clearly(tmp_path, tls):
 def test_missing_bundle_files(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     (bundle / "SHA256SUMS").unlink()
-    result = run_one(install(bundle, tmp_path / "cache"))
-    assert result["failed"] and "SHA256SUMS is missing" in result["msg"]
     with BundleServer(bundle) as server:
-        remote = run_one(install(server.url, tmp_path / "cache"))
+        result, remote = run_tasks([install(bundle, tmp_path / "cache"), install(server.url, tmp_path / "cache")]).results
+    assert result["failed"] and "SHA256SUMS is missing" in result["msg"]
     assert remote["failed"] and "SHA256SUMS is missing" in remote["msg"]
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)

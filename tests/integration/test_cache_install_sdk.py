@@ -122,10 +122,12 @@ def test_without_shared_an_old_sdk_cannot_load_as_another_user(bundle, tls_hub, 
 def test_bundle_written_by_cache_bundle_installs_in_another_layout(tls_hub, tls, sdk, tmp_path):
     """The real pair: modelscope_model (snapshots) -> cache_bundle -> cache_install (hub) -> SDK 1.15."""
     source = tmp_path / "staging"
-    seeded = run_tasks([{"modelseed.fleet.modelscope_model": {
-        "name": MODEL, "cache_dir": str(source), "endpoint": tls_hub.url, "ca_path": str(tls.ca), "layout": "snapshots"}}])[0]
+    seeded, made, result = run_tasks([
+        {"modelseed.fleet.modelscope_model": {
+            "name": MODEL, "cache_dir": str(source), "endpoint": tls_hub.url, "ca_path": str(tls.ca), "layout": "snapshots"}},
+        {"modelseed.fleet.cache_bundle": {"cache_dir": str(source), "dest": str(tmp_path / "bundle")}},
+        install_task(tmp_path / "bundle", tmp_path / "cache", layout="hub")]).results
     assert not seeded.get("failed"), seeded["msg"]
-    made = run_tasks([{"modelseed.fleet.cache_bundle": {"cache_dir": str(source), "dest": str(tmp_path / "bundle")}}])[0]
     assert not made.get("failed"), made["msg"]
-    install(tmp_path / "bundle", tmp_path / "cache", layout="hub")
+    installed(result)
     judge(sdk("1.15.0"), tmp_path / "cache", tls_hub, tls)

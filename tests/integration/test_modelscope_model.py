@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -40,6 +41,16 @@ def assert_model_files(model_dir: Path, files=None):
         assert (model_dir / rel).read_bytes() == data, rel
 
 
+@pytest.fixture(scope="module")
+def seeded_cache(hub, tmp_path_factory) -> Path:
+    """A cache holding the model in the `all` layout: a test that changes one copies it rather than download again
+    (copytree keeps the mtimes its records hold)."""
+    cache = tmp_path_factory.mktemp("seeded") / "cache"
+    result = run_tasks([download(hub, cache)])[0]
+    assert not result.get("failed"), result["msg"]
+    return cache
+
+
 def test_check_real_check_real(hub, tmp_path):
     cache = tmp_path / "cache"
     task = download(hub, cache)
@@ -65,9 +76,8 @@ def test_check_real_check_real(hub, tmp_path):
     assert not [p for kind in ("incoming", "partial", "progress") for p in (state / kind).rglob("*")]
 
 
-def test_second_run_reads_no_file_contents(hub, tmp_path):
-    cache = tmp_path / "cache"
-    assert not run_tasks([download(hub, cache)])[0].get("failed")
+def test_second_run_reads_no_file_contents(hub, seeded_cache, tmp_path):
+    cache = Path(shutil.copytree(seeded_cache, tmp_path / "cache", symlinks=True))
     weights = cache / ESCAPED_DIR / "weights/model-00001.bin"
     # Same size, other bytes, the old mtime: only a run that reads the contents can notice.
     st = weights.stat()
@@ -103,9 +113,8 @@ def test_explicit_layouts(layout_rows, layout, path):
     assert (cache / path / ".msc").exists() == (layout != "snapshots")
 
 
-def test_corrupt_file_is_fetched_again_alone(hub, tmp_path):
-    cache = tmp_path / "cache"
-    run_tasks([download(hub, cache)])
+def test_corrupt_file_is_fetched_again_alone(hub, seeded_cache, tmp_path):
+    cache = Path(shutil.copytree(seeded_cache, tmp_path / "cache", symlinks=True))
     victim = cache / ESCAPED_DIR / "weights/model-00002.bin"
     data = bytearray(victim.read_bytes())
     data[100] ^= 0xFF
@@ -145,16 +154,19 @@ def test_adopt_from_another_directory(hub, tmp_path):
 
 
 def test_include_exclude(hub, tmp_path):
-    result = run_tasks([download(hub, tmp_path, include=["*.json"], exclude=[".hidden/*"])])[0]
+    result, nothing = run_tasks([download(hub, tmp_path / "json", include=["*.json"], exclude=[".hidden/*"]),
+                                 download(hub, tmp_path / "gguf", include=["*.gguf"])]).results
     assert result["files"] == 2
-    assert sorted(p.name for p in (tmp_path / ESCAPED_DIR).iterdir() if p.is_file()) == [".mdl", ".msc", ".mv", "config.json", "tokenizer.json"]
-    nothing = run_tasks([download(hub, tmp_path, include=["*.gguf"])])[0]
+    files = sorted(p.name for p in (tmp_path / "json" / ESCAPED_DIR).iterdir() if p.is_file())
+    assert files == [".mdl", ".msc", ".mv", "config.json", "tokenizer.json"]
     assert nothing["failed"] and "no file matches" in nothing["msg"]
 
 
 def test_tag_and_commit_resolve_to_the_same_files(hub, tmp_path):
-    by_tag = run_tasks([download(hub, tmp_path / "a", revision="v1.0", layout="snapshots")])[0]
-    by_commit = run_tasks([download(hub, tmp_path / "b", revision=by_tag["commit"][:12], layout="snapshots")])[0]
+    # The second task asks for the commit the first one resolved the tag to (step_0: the first task's result).
+    by_tag, by_commit = run_tasks([download(hub, tmp_path / "a", revision="v1.0", layout="snapshots"),
+                                   download(hub, tmp_path / "b", revision="{{ step_0.commit[:12] }}", layout="snapshots")]).results
+    assert by_commit["revision"] == by_tag["commit"][:12], by_commit
     assert by_tag["commit"] == by_commit["commit"]
     assert by_tag["path"].endswith("/snapshots/v1.0")
     assert content_digest(Path(by_tag["path"])) == content_digest(Path(by_commit["path"]))
@@ -272,10 +284,11 @@ def test_token_is_required_and_never_shown(tmp_path):
     secret = "tok-5ecret-value-123"
     with MsHub(root, token=secret, redirect_threshold=1 << 20, object_host="localhost") as hub:
         task = {"name": "private/m", "cache_dir": str(tmp_path / "c"), "endpoint": hub.url, "layout": "models"}
-        denied = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": "wrong"}}])[0]
+        run = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": "wrong"}},
+                         {"modelseed.fleet.modelscope_model": {**task, "token": secret}}], verbosity=4)
+        denied = run[0]
         assert denied["failed"] and "check the token" in denied["msg"]
-        run = run_tasks([{"modelseed.fleet.modelscope_model": {**task, "token": secret}}], verbosity=4)
-        assert not run[0].get("failed"), run[0]["msg"]
+        assert not run[1].get("failed"), run[1]["msg"]
         # The object store lives on another origin, as on the real hub: it got no credentials.
         assert [r.auth for r in hub.log.entries() if r.path.startswith("/oss/")] == [False]
     assert secret not in run.stdout + run.stderr
@@ -285,10 +298,10 @@ def test_token_is_required_and_never_shown(tmp_path):
 
 
 def test_state_absent(hub, tmp_path):
-    run_tasks([download(hub, tmp_path)])
     task = download(hub, tmp_path, state="absent")
-    run = run_tasks([{**task, "check_mode": True}, task, task])
-    assert [r["changed"] for r in run.results] == [True, True, False]
+    seeding, *run = run_tasks([download(hub, tmp_path), {**task, "check_mode": True}, task, task]).results
+    assert seeding["changed"] and not seeding.get("failed"), seeding["msg"]
+    assert [r["changed"] for r in run] == [True, True, False]
     assert not (tmp_path / ESCAPED_DIR).exists() and not os.path.lexists(tmp_path / "hub/Qwen/Qwen2___5-0___5B-Test")
 
 
@@ -307,8 +320,9 @@ def test_diff_shows_the_commit_and_files_before_and_after(hub, tmp_path):
 
 def test_cache_dir_must_be_a_directory(hub, tmp_path):
     (tmp_path / "file").write_text("x")
-    assert "not a directory" in run_tasks([download(hub, tmp_path / "file")])[0]["msg"]
-    assert "root directory" in run_tasks([download(hub, "/")])[0]["msg"]
+    file, root = run_tasks([download(hub, tmp_path / "file"), download(hub, "/")]).results
+    assert "not a directory" in file["msg"]
+    assert "root directory" in root["msg"]
 
 
 def test_endpoint_and_token_from_the_environment(tmp_path):
@@ -322,18 +336,21 @@ def test_endpoint_and_token_from_the_environment(tmp_path):
 
 
 def test_cache_info_reports_what_modelscope_model_wrote(hub, tmp_path):
-    run_tasks([download(hub, tmp_path)])
     info = {"modelseed.fleet.cache_info": {"cache_dir": str(tmp_path)}}
     full = {"modelseed.fleet.cache_info": {"cache_dir": str(tmp_path), "verify": "full"}}
-    clean = run_tasks([{**info, "check_mode": True}])[0]
+    victim = tmp_path / ESCAPED_DIR / "tokenizer.json"
+    # Between the clean look and the two others: tokenizer.json zeroed (same size, new mtime), config.json removed.
+    size = len(model_files()["tokenizer.json"])
+    zero = {"ansible.builtin.command": {"argv": ["dd", "if=/dev/zero", f"of={victim}", f"bs={size}", "count=1", "conv=notrunc"]}}
+    seeding, clean, zeroed, removed, quick, slow = run_tasks([
+        download(hub, tmp_path), {**info, "check_mode": True}, zero,
+        {"ansible.builtin.file": {"path": str(victim.parent / "config.json"), "state": "absent"}}, info, full]).results
+    assert not seeding.get("failed") and not zeroed.get("failed") and removed["changed"], [seeding.get("msg"), zeroed, removed]
     (model,) = clean["models"]
     assert not clean["changed"] and model["id"] == MODEL and model["layout"] == "all" and model["complete"]
     assert model["files"] == len(model_files()) and model["bytes"] == sum(map(len, model_files().values()))
     assert model["sdk_generations"] == ["1.15-1.22", "1.23-1.37", ">=1.38"] and clean["problems"] == []
-    victim = tmp_path / ESCAPED_DIR / "tokenizer.json"
-    victim.write_bytes(b"\0" * victim.stat().st_size)
-    (victim.parent / "config.json").unlink()
-    quick, slow = run_tasks([info, full]).results
+    assert victim.read_bytes() == b"\0" * size
     assert quick["models"][0]["missing"] == ["config.json"] and quick["models"][0]["modified"] == ["tokenizer.json"]
     assert slow["models"][0]["corrupt"] == ["tokenizer.json"] and not slow["models"][0]["complete"]
     assert "1 missing" in slow["problems"][0] and "1 corrupt" in slow["problems"][0]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from support.judging import READERS, judge
 from support.playbook import run_tasks
 from support.sample_models import MODEL
+from support.table_play import Row, run_table
 
 # One worker: the caches the module seeds, which every test here copies, are then seeded once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("seeded caches")]
@@ -22,12 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("seeded caches")]
 def seed_task(tls_hub, tls, cache, **options) -> dict:
     return {"modelseed.fleet.modelscope_model": {
         "name": MODEL, "cache_dir": str(cache), "endpoint": tls_hub.url, "ca_path": str(tls.ca), **options}}
-
-
-def seed(tls_hub, tls, cache, **options):
-    result = run_tasks([seed_task(tls_hub, tls, cache, **options)])[0]
-    assert result["changed"] and not result.get("failed"), result.get("msg")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +55,32 @@ def test_dotted_name_link_stays_relative(seeded, tls_hub, tls, sdk, tmp_path):
     assert link.is_symlink() and str(link.readlink()) == "Qwen2___5-0___5B-Test"
 
 
-@pytest.mark.parametrize("versions, layout", [
+AUTO_LAYOUTS = [
     (("1.37.1",), "models"),
     (("1.40.2",), "snapshots"),
     (("1.15.0", "1.40.2"), "all"),
-])
-def test_auto_layout_follows_the_serving_sdks(tls_hub, tls, sdk, tmp_path, versions, layout):
-    envs = [sdk(v) for v in versions]
-    result = seed(tls_hub, tls, tmp_path / "cache", layout="auto", sdk_pythons=[str(e.python) for e in envs])
+]
+
+
+@pytest.fixture(scope="module")
+def auto_rows(tls_hub, tls, sdk, tmp_path_factory) -> tuple[dict[tuple[str, ...], Row], dict[tuple[str, ...], Path]]:
+    """A download with layout=auto for each set of serving SDKs of AUTO_LAYOUTS into a cache of its own, in one play
+    (the module's tests share one worker): (rows, each row's cache)."""
+    caches = {versions: tmp_path_factory.mktemp("auto") / "cache" for versions, _layout in AUTO_LAYOUTS}
+    tasks = {versions: seed_task(tls_hub, tls, caches[versions], layout="auto", sdk_pythons=[str(sdk(v).python) for v in versions])
+             for versions, _layout in AUTO_LAYOUTS}
+    return run_table(tasks), caches
+
+
+@pytest.mark.parametrize("versions, layout", AUTO_LAYOUTS)
+def test_auto_layout_follows_the_serving_sdks(auto_rows, tls_hub, tls, sdk, versions, layout):
+    rows, caches = auto_rows
+    result = rows[versions].result
+    assert result["changed"] and not result.get("failed"), result.get("msg")
     assert result["layout"] == layout
     assert sorted(found["version"] for found in result["sdks_found"]) == sorted(versions)
-    for env in envs:
-        judge(env, tmp_path / "cache", tls_hub, tls)
+    for version in versions:
+        judge(sdk(version), caches[versions], tls_hub, tls)
 
 
 def test_moved_cache_still_loads(seeded, tls_hub, tls, sdk, tmp_path):
