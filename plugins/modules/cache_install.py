@@ -341,8 +341,8 @@ signer:
   sample: release@example.com (ssh-ed25519 key SHA256:nnZOe3tf0u1DAkUxlcAYxruAv8WlxDYRfS5ayfCZBeM)
 idle:
   description:
-    - Whether there was nothing to do at all (in check mode, would be): every model installed and recorded, nothing
-      to fix or prune, and no pending install or trash that a killed run left in the cache.
+    - Whether there was nothing to do at all (in check mode, whether there would be), that is every model installed
+      and recorded, nothing to fix or prune, and no pending install or trash that a killed run left in the cache.
     - A caller that planned in check mode can skip the run itself when it is V(true).
   returned: when the bundle could be read
   type: bool

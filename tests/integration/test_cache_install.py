@@ -267,8 +267,8 @@ def test_changed_bundle_replaces_the_model_whole(tmp_path):
     new_files = {**files_v1(), "config.json": b'{"model_type": "qwen3"}', "extra.txt": b"new"}
     del new_files["name with space.txt"]
     new = write_bundle(tmp_path / "new", [ModelSpec(MODEL, new_files, created_at=1710000000)])
-    seeding, stray, *run = run_tasks([install(old, cache), {"ansible.builtin.copy": {"dest": str(cache / MODEL_DIR / "stray.txt"),
-                                                                                    "content": "dropped by hand"}},
+    stray_file = {"ansible.builtin.copy": {"dest": str(cache / MODEL_DIR / "stray.txt"), "content": "dropped by hand"}}
+    seeding, stray, *run = run_tasks([install(old, cache), stray_file,
                                       {**install(new, cache), "check_mode": True}, install(new, cache), install(new, cache)]).results
     assert not seeding.get("failed") and stray["changed"], [seeding.get("msg"), stray.get("msg")]
     assert [r["changed"] for r in run] == [True, True, False], [r.get("msg") for r in run]
