@@ -161,7 +161,7 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
     left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)],
                        min((len(cells[key]) for key in cells if key[0] in measured), default=0))
-    scope = (f"**Partial sweep** on a shared machine (other work ran beside it; the load average is below): it leaves out "
+    scope = (f"**Partial sweep** (the load average as the cells finished is below): it leaves out "
              f"{left_out}. The full sweep: `python tools/bench fleet-scale` (N = 2, 4, 8, 16, 3 runs per cell, every way)."
              if left_out else "The full sweep: every way, N = 2, 4, 8, 16, 3 runs per cell.")
     labels = "\n".join(f"- `{way.name}`: {way.label}." for way in ways)
