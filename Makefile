@@ -26,6 +26,8 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 # molecule scenarios to run; empty: every one under molecule/
 SCENARIOS ?=
+# molecule scenarios run at a time, the longest first (tools/molecule_test.sh)
+MOLECULE_JOBS ?= 1
 
 # The oldest ansible-core that meta/runtime.yml claims, in a virtualenv of its own (requirements-compat.txt):
 # make compat runs the unit tests and one molecule scenario, the one with the fewest nodes, on it.
@@ -100,7 +102,7 @@ integration: venv collection
 
 # Logs in $(BUILD)/molecule/<scenario>.log; a failure prints the failed step and its task errors.
 molecule: venv collection
-	MOLECULE_LOGS=$(BUILD)/molecule tools/molecule_test.sh $(SCENARIOS)
+	MOLECULE_LOGS=$(BUILD)/molecule MOLECULE_JOBS=$(MOLECULE_JOBS) tools/molecule_test.sh $(SCENARIOS)
 
 $(COMPAT_STAMP): $(COMPAT_REQUIREMENTS) | sysdeps
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
