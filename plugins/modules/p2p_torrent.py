@@ -17,7 +17,7 @@ description:
   - Adds the torrent's info hash to the tracker's whitelist O(whitelist) (C(opentracker -w)), keeping the hashes
     already there.
   - When the torrent in O(dest) already describes the same files with the same sizes, the same C(manifest.json)
-    and signatures beside it (their sha256: a bundle signed again with another key keeps its sizes), tracker, web seeds
+    and signatures beside it (compared by sha256, since a bundle signed again with another key keeps its sizes), tracker, web seeds
     and piece size, nothing is hashed again.
 author:
   - modelseed.fleet team (@modelseed)
