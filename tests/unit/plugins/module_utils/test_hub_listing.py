@@ -124,8 +124,8 @@ def test_capped_listing_is_recovered_by_root_scoped_listings(capped_hub):
     assert all(f.sha256 == hashlib.sha256((f.path + '\n').encode()).hexdigest() for f in files)
     # The whole tree, the top one level deep, then level by level: each directory whole, and one level deep
     # only when it comes back at the cap.
-    assert listings_since(hub, mark, 7, NESTED) == [('', 'True'), ('', 'False'), ('big', 'True'), ('big', 'False'), ('small', 'True'),
-                                            ('big/x', 'True'), ('big/y', 'True')]
+    assert listings_since(hub, mark, 7, NESTED) == [('', 'True'), ('', 'False'), ('big', 'True'), ('big', 'False'),
+                                                    ('small', 'True'), ('big/x', 'True'), ('big/y', 'True')]
 
 
 @pytest.mark.parametrize('model, directory', [(WIDE, 'shards'), (FLAT, '/')])
