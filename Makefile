@@ -26,6 +26,9 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 # molecule scenarios to run; empty: every one under molecule/
 SCENARIOS ?=
+# molecule scenarios run at a time, the longest of the last run first (tools/molecule_test.sh): they wait on sshd,
+# rate-limited swarms and polls, so two at a time end sooner than one after another
+MOLECULE_JOBS ?= 2
 
 # The oldest ansible-core that meta/runtime.yml claims, in a virtualenv of its own (requirements-compat.txt):
 # make compat runs the unit tests and one molecule scenario, the one with the fewest nodes, on it.
@@ -48,7 +51,7 @@ help:
 	@echo "make lint         ansible-lint (production profile), ruff, and the module_utils layers (import-linter)"
 	@echo "make units        pytest tests/unit"
 	@echo "make integration  pytest tests/integration, on PYTEST_WORKERS pytest-xdist workers ($(PYTEST_WORKERS))"
-	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some)"
+	@echo "make molecule     molecule test of every scenario on the sshd fleet (SCENARIOS=\"default pull\" for some, MOLECULE_JOBS at a time)"
 	@echo "make compat       unit tests and the $(COMPAT_SCENARIO) scenario on the oldest ansible-core claimed ($(COMPAT_REQUIREMENTS))"
 	@echo "make side-by-side integration, with molecule and then compat running beside it (their output: $(BUILD)/beside.log)"
 	@echo "make bench        benchmarks"
@@ -100,7 +103,7 @@ integration: venv collection
 
 # Logs in $(BUILD)/molecule/<scenario>.log; a failure prints the failed step and its task errors.
 molecule: venv collection
-	MOLECULE_LOGS=$(BUILD)/molecule tools/molecule_test.sh $(SCENARIOS)
+	MOLECULE_LOGS=$(BUILD)/molecule MOLECULE_JOBS=$(MOLECULE_JOBS) tools/molecule_test.sh $(SCENARIOS)
 
 $(COMPAT_STAMP): $(COMPAT_REQUIREMENTS) | sysdeps
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)

@@ -27,7 +27,9 @@ description:
     C(<owner>--<name>--<revision>) with exactly the members its tar would hold. Nothing but regular files and
     directories of the manifest's names and sizes is accepted, and every file is checked against the manifest's
     sha256 before the model is swapped in, as for a tar. O(src_files) says how the files get into the cache.
-    In check mode, which reads only the manifest, such a bundle may also be behind an http(s) URL.
+    In check mode, which reads only the manifest, such a bundle may also be behind an http(s) URL, and so it may for a run
+    that only brings installed models in line (SDK metadata, owners and modes, records, model-signing signatures, O(prune));
+    a model that needs its files fails the task before anything changes.
   - A delta bundle (M(modelseed.fleet.cache_bundle) with C(base_manifest)) is recognised by its manifest. A model
     there that names a base is installed only on top of exactly that base, the model recorded in the target layout
     at the base's revision and commit, with every file the delta does not carry as it was verified (size, sha256 and
@@ -37,6 +39,11 @@ description:
     cache holds instead. A model already installed at the delta's commit needs no base. A directory without a record
     (a run killed while replacing it drops the record first) is taken as the base only when every file the delta
     takes from it has the manifest's sha256, hashed then.
+  - A model's OpenSSF model-signing signature in the bundle (C(<owner>--<name>--<revision>.sig), written by
+    M(modelseed.fleet.bundle_sign) with O(modelseed.fleet.bundle_sign#module:model_signing_key)) is put beside the installed
+    model directory as C(<model directory>.sig), never in it, and is not checked here. A model installed or replaced from
+    a bundle without one loses the one beside it; a model kept as installed gets the bundle's signature when the one
+    beside it is missing or another (V(fix)), and keeps its own when the bundle has none.
   - The verified size, sha256 and modification time of every installed file are recorded under
     C(<cache_dir>/.modelseed/), so a second run with the same bundle decides from C(stat) alone, without reading
     file contents.
@@ -303,8 +310,8 @@ sdks_found:
 models:
   description:
     - The bundle's models and the models removed by O(prune), with what was done (or would be, in check mode).
-    - C(action) is V(install) (was absent), V(replace) (differed), V(fix) (only metadata, links, ownership, modes
-      or the record), V(none) or V(remove).
+    - C(action) is V(install) (was absent), V(replace) (differed), V(fix) (only metadata, links, ownership, modes,
+      the model-signing signature beside the model or the record), V(none) or V(remove).
     - When the task fails, C(action) says what was done before the failure, not what was planned; the model
       whose tar was rejected (a member that failed a check, a wrong size or sha256) is V(refused), one that
       failed otherwise (a full disk, say) V(failed), and a model left as it was V(none).
@@ -376,7 +383,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.install im
 )
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.reader import DirSource, UrlSource
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.signature import DEFAULT_NAMESPACE, METHODS, Trust
-from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import SRC_FILES, open_bundle
+from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_reader import SRC_FILES, open_bundle, refuse_remote_files
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import absolute, generations
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import (
     ModelState,
@@ -557,7 +564,7 @@ def what_changed(result):
 def run(module, bundle, root, layout, perms, targets, prunes, result):
     p = module.params
     for target in targets:
-        target.decide(p['verify'], p['workers'])
+        target.decide(p['verify'], p['workers'], bundle.source)
     runtime_fix = runtime_dirs_to_fix(root, layout, perms)
     to_stage = [t for t in targets if t.plan.action in ('install', 'replace')]
     # Before anything is reported as changed: a bundle too large for the disk is refused as it is.
@@ -681,9 +688,16 @@ def main():
     targets, error, leftovers = [], None, False
     try:
         trust = Trust(**p['trust']) if p['trust'] else None
-        bundle = open_bundle(source, p['src_files'], p['workers'], trust, plan_only=module.check_mode)
+        remote = isinstance(source, UrlSource)
+        # A tree-form bundle over http(s) serves its manifest and signatures, which is all that a run that only brings
+        # installed models in line reads.
+        bundle = open_bundle(source, p['src_files'], p['workers'], trust, plan_only=module.check_mode or remote)
         result.update(manifest_sha256=bundle.manifest_sha256, form=bundle.form, signer=bundle.signer)
         targets = [ModelInstall(root, layout, model, p['sync'], perms) for model in bundle.models]
+        if remote and bundle.form == 'tree' and not module.check_mode:
+            needing = [t.label for t in targets if t.decide(p['verify'], p['workers']).action in ('install', 'replace')]
+            if needing:  # before anything changes
+                refuse_remote_files(source, needing)
         by_rel = {}
         for target in targets:
             if target.rel in by_rel:

@@ -17,7 +17,8 @@ description:
   - Adds the torrent's info hash to the tracker's whitelist O(whitelist) (C(opentracker -w)), keeping the hashes
     already there.
   - When the torrent in O(dest) already describes the same files with the same sizes, the same C(manifest.json)
-    (its sha256), tracker, web seeds and piece size, nothing is hashed again.
+    and signatures beside it (compared by sha256, since a bundle signed again with another key keeps its sizes), tracker, web seeds
+    and piece size, nothing is hashed again.
 author:
   - modelseed.fleet team (@modelseed)
 extends_documentation_fragment:
@@ -100,6 +101,7 @@ bytes:
   type: int
 '''
 
+import glob
 import hashlib
 import os
 import traceback
@@ -118,6 +120,8 @@ MAX_PIECE = 16 << 20
 TARGET_PIECES = 1000
 MANIFEST = "manifest.json"
 COMMENT = "modelseed manifest sha256 "
+# The bundle's and the models' signatures beside the manifest: signed again, they may keep their sizes.
+SIGNATURES = "*.sig"
 
 
 def piece_size_for(total):
@@ -142,15 +146,28 @@ def tree_files(path):
     return sorted(found)
 
 
-def manifest_digest(path):
-    manifest = os.path.join(path, MANIFEST)
-    if not os.path.isfile(manifest):
-        return None
+def file_digest(path):
     digest = hashlib.sha256()
-    with open(manifest, "rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def comment_for(path):
+    """``modelseed manifest sha256 <hex>`` (with `` signatures sha256 <hex>`` over the signature files beside the
+    manifest, by name), or None without a manifest."""
+    manifest = os.path.join(path, MANIFEST)
+    if not os.path.isfile(manifest):
+        return None
+    comment = COMMENT + file_digest(manifest)
+    signatures = sorted(glob.glob(os.path.join(glob.escape(path), SIGNATURES)))
+    if signatures:
+        names = hashlib.sha256()
+        for signature in signatures:
+            names.update(("%s %s\n" % (file_digest(signature), os.path.basename(signature))).encode("utf-8"))
+        comment += " signatures sha256 " + names.hexdigest()
+    return comment
 
 
 def make_torrent(path, files, tracker, web_seeds, piece_size, comment):
@@ -225,8 +242,7 @@ def main():
     piece_size = params["piece_size"] or piece_size_for(total)
     if piece_size < 16 << 10 or piece_size & (piece_size - 1):
         module.fail_json(msg="piece_size must be a power of two of at least 16384, not %d" % piece_size)
-    digest = manifest_digest(path)
-    comment = COMMENT + digest if digest else None
+    comment = comment_for(path)
     torrent = same_torrent(params["dest"], files, params["tracker"], params["web_seeds"], piece_size, comment)
     changed = torrent is None
     if torrent is None:

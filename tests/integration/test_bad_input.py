@@ -18,6 +18,7 @@ from integration.test_cache_install import FIRST, HOSTILE, UPDATE, BundleServer,
 
 from support.bundles import ModelSpec, write_bundle
 from support.interrupt import tree_digest
+from support.module_process import run_modules
 from support.playbook import REPO, ansible_env, run_tasks
 from support.reliability import record
 from support.sample_models import MODEL
@@ -33,7 +34,7 @@ LONG_ID = "owner/" + "n" * 300
 def downloaded(hub, tmp_path_factory):
     """A cache holding MODEL, downloaded from the hub; cases work on copies."""
     cache = tmp_path_factory.mktemp("downloaded") / "cache"
-    result = run_tasks([download(hub.url, cache)])[0]
+    result = run_modules([download(hub.url, cache)], cache.parent)[0]
     assert not result.get("failed"), result["msg"]
     return cache
 

@@ -2,7 +2,8 @@
 module as the module's own process: signing is idempotent and
 honours check mode, a bundle over http is verified before any tar is requested, and GnuPG signs and gpgv verifies.
 Each model's OpenSSF model-signing signature travels with the bundle to beside the installed model, where the real
-model-signing verifier accepts the model directory, and refuses it once a file changed."""
+model-signing verifier accepts the model directory, and refuses it once a file changed; a model installed before
+without it gets it from a later bundle that carries it, its files untouched."""
 
 from __future__ import annotations
 
@@ -54,12 +55,12 @@ def test_sign_and_install_only_what_verifies(tmp_path):
                 {**sign, "check_mode": True},
                 sign,
                 {"modelseed.fleet.cache_install": {"src": good.url, "cache_dir": str(tmp_path / "cache"), "layout": "all", "trust": trust}},
-                gpg_sign,
-                {"modelseed.fleet.cache_install": {"src": str(gpg_bundle), "cache_dir": str(tmp_path / "gpg-cache"), "layout": "all",
-                                                   "trust": gpg_trust}},
                 {**sign, "vars": {"ansible_python_interpreter": "/usr/bin/python3"}},
             ])
             repeated = run_modules([
+                gpg_sign,
+                {"modelseed.fleet.cache_install": {"src": str(gpg_bundle), "cache_dir": str(tmp_path / "gpg-cache"), "layout": "all",
+                                                   "trust": gpg_trust}},
                 {**sign_manifest_only, "check_mode": True},
                 sign,
                 {"modelseed.fleet.cache_install": {"src": bare.url, "cache_dir": str(tmp_path / "refused"), "layout": "all", "trust": trust}},
@@ -70,11 +71,23 @@ def test_sign_and_install_only_what_verifies(tmp_path):
                 {"modelseed.fleet.cache_install": {"src": str(signed), "cache_dir": str(tmp_path / "snapshots"), "layout": "snapshots",
                                                    "trust": trust}},
             ], tmp_path)
+        # A node that holds the model already, installed from a bundle without model signatures, gets the signature
+        # of a bundle that carries one: in check mode only said, then written (the files untouched), then nothing to do;
+        # a signature of another content there is replaced.
+        trusting, beside = tmp_path / "trusting", tmp_path / "trusting/models/o/signed.sig"
+        add_signature = {"modelseed.fleet.cache_install": {"src": str(signed), "cache_dir": str(trusting), "layout": "all"}}
+        weights_inode = (trusting / "models/o/signed/weights/w.bin").stat().st_ino
+        sig_check = run_modules([{**add_signature, "check_mode": True}], tmp_path)[0]
+        assert not beside.exists()
+        sig_added, sig_kept = run_modules([add_signature, add_signature], tmp_path)
+        assert beside.read_bytes() == Path(signed / "o--signed--master.sig").read_bytes()
+        beside.write_bytes(b"another signature")
+        sig_replaced = run_modules([add_signature], tmp_path)[0]
     finally:
         gpg.close()
-    check, first, installed, gpg_signed, gpg_installed, without_package = run.results
-    check_again, again, refused, without_trust, gpg_again, gpg_other_namespace, snapshots = repeated
-    assert [r["changed"] for r in (check, first, check_again, again)] == [True, True, False, False], (run.results[:2], repeated[:2])
+    check, first, installed, without_package = run.results
+    gpg_signed, gpg_installed, check_again, again, refused, without_trust, gpg_again, gpg_other_namespace, snapshots = repeated
+    assert [r["changed"] for r in (check, first, check_again, again)] == [True, True, False, False], (run.results[:2], repeated[2:4])
     assert check["msg"].startswith("would sign manifest.json (sha256 ") and first["msg"].startswith("signed manifest.json (sha256 ")
     assert again["msg"].startswith("manifest.json.sig is signed already by ssh key ")
     assert (signed / "manifest.json.sig").read_text().startswith("-----BEGIN SSH SIGNATURE-----")
@@ -112,7 +125,15 @@ def test_sign_and_install_only_what_verifies(tmp_path):
     refused_model = model_signing_verify(tmp_path / "cache/models/o/signed", model_key.with_suffix(".pub"))
     assert refused_model.returncode == 1 and "Signature mismatch: ['Hash mismatch for \\'config.json\\'" in refused_model.stderr, refused_model
     assert without_package["failed"] and "model-signing" in without_package["msg"], without_package
+    assert (sig_check["changed"], sig_added["changed"], sig_kept["changed"], sig_replaced["changed"]) == (True, True, False, True)
+    assert sig_check["msg"].startswith("would fix 1 model(s): o/signed@master (model-signing signature missing)"), sig_check
+    assert sig_added["msg"].startswith("fixed 1 model(s): o/signed@master (model-signing signature missing)"), sig_added
+    assert [m["action"] for m in (*sig_check["models"], *sig_added["models"], *sig_kept["models"])] == ["fix", "fix", "none"]
+    assert "o/signed@master (model-signing signature differs from the bundle's)" in sig_replaced["msg"], sig_replaced
+    assert beside.read_bytes() == Path(model_sig).read_bytes() and sig_replaced["bytes_installed"] == 0
+    assert (trusting / "models/o/signed/weights/w.bin").stat().st_ino == weights_inode
     # The model-signing key is read by the signing host only: none of it in any output or file of the run.
     secrets = Secrets(**ec_key_material(model_key))
-    assert secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "results": json.dumps([*run.results, *repeated])}) == []
+    assert secrets.in_texts({"stdout": run.stdout, "stderr": run.stderr, "results": json.dumps(
+        [*run.results, *repeated, sig_check, sig_added, sig_kept, sig_replaced])}) == []
     assert secrets.in_trees(tmp_path, skip=(tmp_path / "keys",)) == []

@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from support.cache_audit import audit_cache, hub_versions
+from support.module_process import run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 
@@ -43,16 +44,16 @@ def relink(path, target) -> None:
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    """(old cache, new cache, bundle of the new one, work dir), downloaded and bundled in one play."""
-    work = tmp_path_factory.mktemp("verify")
+    """(old cache, new cache, bundle of the new one, work dir), downloaded and bundled by module processes."""
+    work, args = tmp_path_factory.mktemp("verify"), tmp_path_factory.mktemp("verify-args")
     make_repo(work / "hub", MODEL, OLD, versioned=True)
     with MsHub(work / "hub") as hub:
         old = {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(work / "old"), "endpoint": hub.url, "layout": "all"}}
-        assert not run_tasks([old])[0].get("failed")
+        assert not run_modules([old], args)[0].get("failed")
         push_commit(hub.store.root, MODEL, CHANGED)
         new = {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(work / "new"), "endpoint": hub.url, "layout": "all"}}
         bundle = {"modelseed.fleet.cache_bundle": {"cache_dir": str(work / "new"), "dest": str(work / "bundle"), "models": [{"name": MODEL}]}}
-        results = run_tasks([new, bundle]).results
+        results = run_modules([new, bundle], args)
     assert not any(r.get("failed") for r in results), [r.get("msg") for r in results]
     return work / "old", work / "new", work / "bundle", work
 

@@ -31,6 +31,7 @@ import pytest
 
 from support.bundles import Member, ModelSpec, members_of, raw_tar, with_files, write_bundle
 from support.interrupt import bytes_below, spawn, tree_digest, wait_until
+from support.module_process import run_modules
 from support.playbook import run_tasks
 from support.processes import kill_tree
 from support.reliability import record
@@ -61,6 +62,12 @@ def install(src, cache, **options) -> dict:
 
 def run_one(task, **kwargs) -> dict:
     return run_tasks([task], **kwargs)[0]
+
+
+def setup_run(task, workdir: Path) -> dict:
+    """``task`` as the module process Ansible would start (its arguments in ``workdir``): for the state a test starts from,
+    without ansible-playbook's start-up."""
+    return run_modules([task], workdir)[0]
 
 
 def stat_task(path: Path) -> dict:
@@ -221,7 +228,7 @@ def test_check_real_check_real(tmp_path):
 def test_second_run_reads_no_file_contents(tmp_path):
     bundle = write_bundle(tmp_path / "bundle", [SPEC])
     cache = tmp_path / "cache"
-    assert not run_one(install(bundle, cache)).get("failed")
+    assert not setup_run(install(bundle, cache), tmp_path).get("failed")
     weights = cache / MODEL_DIR / "weights/model-00001.safetensors"
     # An atime older than the mtime: any read now moves it (relatime). The mtime stays what the record says.
     st = weights.stat()
@@ -554,7 +561,7 @@ def victim(tmp_path_factory):
     """A cache holding MODEL and another model, installed from a valid bundle; tests work on copies."""
     top = tmp_path_factory.mktemp("victim")
     bundle = write_bundle(top / "bundle", [SPEC, ModelSpec("o/other", {"a.bin": b"a" * 1000})])
-    result = run_one(install(bundle, top / "cache"))
+    result = setup_run(install(bundle, top / "cache"), top)
     assert not result.get("failed"), result["msg"]
     return top / "cache"
 
@@ -620,7 +627,7 @@ def wait_for_staging(cache: Path, proc, minimum: int = 1, timeout: float = 120) 
 def test_kill_while_streaming_from_a_slow_server_leaves_the_cache_unchanged(tmp_path):
     cache = tmp_path / "cache"
     old = write_bundle(tmp_path / "old", [SPEC])
-    assert not run_one(install(old, cache)).get("failed")
+    assert not setup_run(install(old, cache), tmp_path).get("failed")
     new_files = {**files_v1(), "weights/model-00001.safetensors": random.Random(9).randbytes(6 << 20)}
     new = write_bundle(tmp_path / "new", [ModelSpec(MODEL, new_files)])
     before = tree_digest(cache)
@@ -650,7 +657,7 @@ def test_kill_while_streaming_from_a_slow_server_leaves_the_cache_unchanged(tmp_
 def test_not_enough_space_fails_first_with_the_numbers(tmp_path, small_fs):
     cache = small_fs / "cache"
     small = write_bundle(tmp_path / "small", [SPEC])
-    assert not run_one(install(small, cache)).get("failed")
+    assert not setup_run(install(small, cache), tmp_path).get("failed")
     before = tree_digest(cache)
     rng = random.Random(3)
     big = write_bundle(tmp_path / "big", [with_files(SPEC, {"weights/huge.bin": rng.randbytes(16 << 20)})])
@@ -667,7 +674,7 @@ def test_not_enough_space_fails_first_with_the_numbers(tmp_path, small_fs):
 def test_disk_filling_up_during_the_install_is_cleaned_up(tmp_path, small_fs):
     """Room at the check, none a moment later (another writer): a clear error, the cache as it was, no staged copy left."""
     cache = small_fs / "cache"
-    assert not run_one(install(write_bundle(tmp_path / "small", [SPEC]), cache)).get("failed")
+    assert not setup_run(install(write_bundle(tmp_path / "small", [SPEC]), cache), tmp_path).get("failed")
     before = tree_digest(cache)
     more = random.Random(4).randbytes(6 << 20)  # fits beside the old copy, at the check
     new = write_bundle(tmp_path / "new", [with_files(SPEC, {"weights/more.bin": more})])

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from integration.test_bundle_signing import model_signing_verify
+from integration.test_p2p_peer import free_port, served
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle import format as bundle_format
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tar_writer import model_tar_size
@@ -25,9 +31,10 @@ from support.cache_audit import lying_records
 from support.judging import judge
 from support.module_process import run_module, run_modules
 from support.mshub import MsHub, make_repo, push_commit
-from support.playbook import run_tasks
+from support.playbook import ansible_env, playbook_command, run_tasks
 from support.sample_models import MODEL, model_files
-from support.signing import allowed_signers, ssh_key, ssh_sign
+from support.signing import allowed_signers, ec_key, ssh_key, ssh_sign
+from support.swarm import Tracker, aria2_processes
 from support.table_play import Row, table_play
 
 # One worker runs the module: the staging play and the nodes' play are made once, for every test.
@@ -223,6 +230,77 @@ def test_a_signed_delta_is_verified_like_a_full_bundle(applied):
     assert "delta on v1" in signed.result["msg"], signed.result["msg"]
     assert unsigned.result.get("failed") and "the bundle is not signed" in unsigned.result["msg"], unsigned.result["msg"]
     assert unsigned.before == unsigned.after
+
+
+@pytest.mark.skipif(not shutil.which("aria2c") or not shutil.which("opentracker"), reason="needs aria2 and opentracker")
+def test_a_tree_delta_carried_by_p2p_installs_on_its_base_with_its_model_signature(staged, applied, tmp_path):
+    """The p2p transport's path on loopback: the signed tree delta's torrent (p2p_torrent, the tree over HTTP as its web
+    seed, opentracker), a node's peer fetching it and waiting for the whole tree (p2p_peer), cache_install linking it
+    onto the node's v1 with the trust list; the model-signing signature travels in the tree to beside the model. Then
+    the node role's p2p tasks give the model its signature back without joining a swarm."""
+    dirs, _results = staged
+    tree = tmp_path / "export" / "delta"
+    shutil.copytree(dirs["delta-tree"], tree)
+    model_key = ec_key(tmp_path / "model-signing.pem")
+    cache, incoming = tmp_path / "cache", tmp_path / "cache" / ".modelseed" / "p2p"
+    subprocess.run(["cp", "-a", str(applied[2]["all, tar"].parent / "template-v1-all"), str(cache)], check=True)  # v1, the base
+    weights_inode = (cache / MODELS_DIR / WEIGHTS).stat().st_ino
+    tracker = Tracker([], "127.0.0.1", tmp_path / "tracker", port=free_port()).start()
+    peer = {"torrent": str(incoming / "delta.torrent"), "state_dir": str(incoming / "peers")}
+    trust = {"allowed_signers": str(dirs["allowed_signers"]), "identities": ["release@example.com"]}
+    try:
+        with served(tmp_path / "export") as url:
+            signed, made = run_modules([
+                {"modelseed.fleet.bundle_sign": {"path": str(tree), "key": str(dirs["allowed_signers"].parent / "release"),
+                                                 "model_signing_key": str(model_key)}},
+                {"modelseed.fleet.p2p_torrent": {"path": str(tree), "dest": str(tmp_path / "export" / "delta.torrent"),
+                                                 "tracker": tracker.announce, "web_seeds": [url + "/"], "whitelist": str(tracker.whitelist)}},
+            ], tmp_path)
+            assert not signed.get("failed") and not made.get("failed"), (signed, made)
+            tracker.reload()
+            joined, installed = run_modules([
+                {"modelseed.fleet.p2p_peer": {**peer, "url": f"{url}/delta.torrent", "dest": str(incoming), "address": "127.0.0.1",
+                                              "port": free_port(), "wait": True, "timeout": 120}},
+                install(incoming / "delta", cache, layout="all", src_files="link", trust=trust),
+            ], tmp_path)
+            # The node role's p2p transport on a node that lost the signature: it needs no model file, so it joins no
+            # swarm and brings the model in line from the tree's URL, which serves no model files to a node that needs them.
+            signature = Path(f"{cache / MODELS_DIR}.sig")
+            installed_signature = signature.read_bytes()
+            signature.unlink()
+            role = node_p2p_play(tmp_path, cache, f"{url}/delta/", trust)
+            refused = run_modules([install(f"{url}/delta", tmp_path / "fresh", layout="all")], tmp_path)[0]
+    finally:
+        tracker.stop()
+        for pid in aria2_processes(str(tmp_path)):  # the peer this test started
+            os.kill(pid, 9)
+    assert joined["complete"] and joined["tree"] == str(incoming / "delta"), joined
+    assert installed["changed"] and "delta on v1 commit" in installed["msg"], installed["msg"]
+    assert installed["bytes_installed"] == len(NEW_CONFIG) and installed["signer"].startswith("release@example.com ")
+    assert (cache / MODELS_DIR / "config.json").read_bytes() == NEW_CONFIG
+    assert (cache / MODELS_DIR / WEIGHTS).stat().st_ino == weights_inode  # lent by the base, not carried
+    assert installed_signature == signature.read_bytes() == (tree / "Qwen--Qwen2.5-0.5B-Test--v2.sig").read_bytes()
+    assert role.returncode == 0, role.stdout[-5000:] + role.stderr[-3000:]
+    assert "fixed 1 model(s): Qwen/Qwen2.5-0.5B-Test@v2 (model-signing signature missing)" in " ".join(role.stdout.split()), role.stdout[-5000:]
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=1\s", role.stdout), role.stdout[-3000:]  # no peer started: that would change
+    # A node without the base: the delta is refused as from a directory, before anything changes.
+    assert refused.get("failed") and "is a delta bundle on Qwen/Qwen2.5-0.5B-Test@v1" in refused["msg"], refused
+    assert not (tmp_path / "fresh").exists()
+    verified = model_signing_verify(cache / MODELS_DIR, model_key.with_suffix(".pub"))
+    assert verified.returncode == 0 and "Verification succeeded" in verified.stdout, verified
+
+
+def node_p2p_play(tmp_path: Path, cache: Path, bundle_url: str, trust: dict) -> subprocess.CompletedProcess:
+    """The node role's p2p tasks on this host, with the staging host's bundle at ``bundle_url``; no torrent is served."""
+    playbook = tmp_path / "node-p2p.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable, "node_cache_dir": str(cache), "node_layout": "all",
+                 "node_p2p_torrent_url": "http://127.0.0.1:9/p2p/delta.torrent", "node_pull_staging_url": bundle_url,
+                 "node_trust_allowed_signers": trust["allowed_signers"], "node_trust_identities": trust["identities"]},
+        "tasks": [{"ansible.builtin.include_role": {"name": "modelseed.fleet.node", "tasks_from": "p2p.yml"}}]}]))
+    return subprocess.run(playbook_command(playbook), env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default"), capture_output=True, text=True,
+                          timeout=300, check=False)
 
 
 # The swap that publishes the model: killed just before it the node has v1, just after it v2.

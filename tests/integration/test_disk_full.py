@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.layouts import model_dir
 from support.interrupt import bundle_scratch, bytes_below, files_below, tree_digest, wait_until
+from support.module_process import run_modules
 from support.mshub import MsHub, make_repo, push_commit
 from support.playbook import run_tasks
 from support.reliability import record
@@ -42,7 +43,7 @@ def seeded(tmp_path, small_fs):
     make_repo(root, REPO_ID, OLD, versioned=True)
     cache = small_fs / "cache"
     with MsHub(root, redirect_threshold=None) as hub:
-        assert not run_tasks([download(hub, cache)])[0].get("failed")
+        assert not run_modules([download(hub, cache)], tmp_path)[0].get("failed")
         yield hub, root, cache
 
 
@@ -123,10 +124,10 @@ def test_disk_filling_up_while_writing_a_bundle(tmp_path, small_fs):
     verify = {"modelseed.fleet.cache_info": {"bundle": str(dest), "verify": "full"}}
     filler = small_fs / "filler"
     with MsHub(root) as hub:
-        assert not any(r.get("failed") for r in run_tasks([download(hub, cache), bundle]).results)
+        assert not any(r.get("failed") for r in run_modules([download(hub, cache), bundle], tmp_path))
         for attempt in range(10):
             push_commit(root, REPO_ID, {"weights/a.bin": random.Random(5 + attempt).randbytes(8 * MiB)})
-            assert not run_tasks([download(hub, cache)])[0].get("failed")
+            assert not run_modules([download(hub, cache)], tmp_path)[0].get("failed")
             before = tree_digest(dest)
             outcome = {}
             finished = threading.Event()

@@ -8,6 +8,7 @@ A kill counts only when the module's process was still alive (stopped, not a zom
 tallied as landing before or after the module's work was in place; one that found the process gone counts as missed.
 The first iteration of each case kills a run of ansible-playbook and completes through it; the others start the
 module as the process Ansible would (``support.module_process``), which spares ansible-playbook's start-up.
+The caches and bundles a case starts from are written by module processes too.
 ``MODELSEED_STRESS_N`` sets the iterations (5), ``MODELSEED_SEED`` replays one.
 """
 
@@ -185,12 +186,12 @@ def test_kill_modelscope_model_at_random_moments(tmp_path, sdk, tls):
     empty, older = tmp_path / "empty", tmp_path / "older"
     empty.mkdir()
     with MsHub(root, redirect_threshold=MiB) as hub:
-        assert not run_tasks([download(hub, older)])[0].get("failed")
+        assert not run_modules([download(hub, older)], tmp_path)[0].get("failed")
         push_commit(root, REPO_ID, CHANGES)
         old_digests = {"empty cache": None, "older commit": content_digest(older / DL_REL)}
         # An update keeps the .mv of the previous commit (its CreatedAt does not matter to SDKs): its own new state.
         updated = copy_tree(older, tmp_path / "updated")
-        assert not run_tasks([download(hub, updated)])[0].get("failed")
+        assert not run_modules([download(hub, updated)], tmp_path)[0].get("failed")
         judge(sdk("1.40.2"), updated, hub, tls, model=REPO_ID, files=NEW_FILES)  # the reference itself is what an SDK wants
         hub.faults.add(action="throttle", file="*", rate=RATE)
 
@@ -254,7 +255,7 @@ def test_scratch_left_by_a_run_killed_after_its_record_is_removed(tmp_path):
     make_repo(root, REPO_ID, NEW_FILES)
     cache = tmp_path / "cache"
     with MsHub(root) as hub:
-        assert not run_tasks([download(hub, cache)])[0].get("failed")
+        assert not run_modules([download(hub, cache)], tmp_path)[0].get("failed")
         leftovers = [Path(state_path(str(cache), "incoming", DL_REL, ".json")), Path(state_path(str(cache), "progress", DL_REL, ".json")),
                      Path(state_path(str(cache), "partial", DL_REL)) / "weights/mid.bin"]
         for path in leftovers:
@@ -300,12 +301,12 @@ def test_kill_cache_bundle_at_random_moments(tmp_path):
         return {"modelseed.fleet.cache_info": {"bundle": str(dest), "verify": verify}, "check_mode": True}
 
     with MsHub(root) as hub:
-        setup = run_tasks([*download_all(hub), bundle(old_bundle)])
-        assert not any(r.get("failed") for r in setup.results), [r.get("msg") for r in setup.results]
+        setup = run_modules([*download_all(hub), bundle(old_bundle)], tmp_path)
+        assert not any(r.get("failed") for r in setup), [r.get("msg") for r in setup]
         for model in BUNDLE_MODELS:
             push_commit(root, model, bundle_files(model, 2))
-        update = run_tasks(download_all(hub))
-        assert not any(r.get("failed") for r in update.results), [r.get("msg") for r in update.results]
+        update = run_modules(download_all(hub), tmp_path)
+        assert not any(r.get("failed") for r in update), [r.get("msg") for r in update]
     old = bundle_state(old_bundle)
 
     def writing(dest: Path):
@@ -369,7 +370,7 @@ def test_kill_cache_install_at_random_moments(tmp_path):
     old = write_bundle(tmp_path / "old", [ModelSpec(m, many_files(i)) for i, m in enumerate(ids)])
     new = write_bundle(tmp_path / "new", [ModelSpec(m, many_files(100 + i), created_at=1710000000) for i, m in enumerate(ids)])
     template = tmp_path / "template"
-    assert not run_tasks([install(old, template)])[0].get("failed")
+    assert not run_modules([install(old, template)], tmp_path)[0].get("failed")
     olds = [tree_digest(template / d) for d in dirs]
 
     def staging(cache: Path):

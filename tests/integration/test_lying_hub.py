@@ -18,6 +18,7 @@ from integration.test_bad_input import copy_tree, judge_case, look, run_case
 from support import reliability
 from support.cache_audit import audit_cache, hub_versions
 from support.interrupt import wait_until
+from support.module_process import run_modules
 from support.mshub import MsHub, make_repo
 from support.playbook import run_tasks
 from support.table_play import Row, run_table, table_play
@@ -38,7 +39,7 @@ def liar(tmp_path_factory):
     make_repo(root, MODEL, FILES, versioned=True)
     with MsHub(root) as hub:
         cache = root / "seeded"
-        assert not run_tasks([download(hub, cache)])[0].get("failed")
+        assert not run_modules([download(hub, cache)], tmp_path_factory.mktemp("liar-args"))[0].get("failed")
         yield hub, cache
 
 

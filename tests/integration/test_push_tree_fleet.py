@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from integration.test_bundle_signing import model_signing_verify
 
 from support.fleet import Fleet, login, new_state_dir, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, ansible_env, run_tasks
 from support.recorded_cache import seed
+from support.signing import ec_key, ssh_key
 from support.smallfs import mount_in_node
 
 MIB = 1 << 20
@@ -42,14 +44,16 @@ pytestmark = [
 
 
 def bundles_and_v1(tmp_path: Path, cache: Path) -> dict[str, Path]:
-    """Tree-form bundles of model o/m at two commits, written by cache_bundle from recorded caches; v1 installed into
-    ``cache`` (the node's, seen from here) as a node would have it."""
+    """Tree-form bundles of model o/m at two commits, written by cache_bundle from recorded caches, v2 signed with its
+    model-signing signature; v1 installed into ``cache`` (the node's, seen from here) as a node would have it."""
     tasks, dests = [], {}
     for name, files, commit in (("v1", V1, "a" * 40), ("v2", V2, "b" * 40)):
         seed(tmp_path / f"cache-{name}", "models/o/m", files, commit=commit)
         dests[name] = tmp_path / f"bundle-{name}"
         tasks.append({"modelseed.fleet.cache_bundle": {"cache_dir": str(tmp_path / f"cache-{name}"), "dest": str(dests[name]),
                                                        "format": "tree"}})
+    tasks.append({"modelseed.fleet.bundle_sign": {"path": str(dests["v2"]), "key": str(ssh_key(tmp_path / "keys/release")),
+                                                  "model_signing_key": str(ec_key(tmp_path / "keys/model-signing.pem"))}})
     tasks.append({"modelseed.fleet.cache_install": {"src": str(dests["v1"]), "cache_dir": str(cache), "layout": "all"}})
     made = run_tasks(tasks)
     assert not any(r.get("failed") for r in made.results), [r.get("msg") for r in made.results]
@@ -118,4 +122,18 @@ def test_push_writes_once_resumes_and_fits_new_plus_old_plus_one_file(tmp_path):
             assert hashlib.sha256((model / path).read_bytes()).digest() == hashlib.sha256(data).digest(), path
         assert not (cache / ".modelseed/push").exists()
         assert not list(cache.rglob("*.tar")) and not list((node.path / "var/cache").rglob("*.tar"))
-        assert sorted(p.name for p in (node.path / "var/cache/modelseed-bundle").iterdir()) == ["SHA256SUMS", "manifest.json"]
+        # The signatures came with the manifest: the model's model-signing one is beside the installed model, where the
+        # real verifier accepts the directory.
+        assert sorted(p.name for p in (node.path / "var/cache/modelseed-bundle").iterdir()) == [
+            "SHA256SUMS", "manifest.json", "manifest.json.sig", "o--m--master.sig"]
+        model_sig = (dests["v2"] / "o--m--master.sig").read_bytes()
+        assert (cache / "models/o/m.sig").read_bytes() == model_sig
+        verified = model_signing_verify(model, tmp_path / "keys/model-signing.pub")
+        assert verified.returncode == 0 and "Verification succeeded" in verified.stdout, verified
+
+        # A node whose model lost its signature gets it back from the next push, and no model file travels.
+        (cache / "models/o/m.sig").unlink()
+        again = push(fleet, play, dests["v2"], "-v")
+        assert (cache / "models/o/m.sig").read_bytes() == model_sig
+        assert "o/m@master (model-signing signature missing)" in again, again[-5000:]
+        assert TREE + "/" not in again and (model / "a.bin").stat().st_ino == delivered, again[-5000:]

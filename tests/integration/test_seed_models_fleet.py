@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.bundles import ModelSpec, write_bundle
 from support.fleet import Fleet, login, new_state_dir, sandbox
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, RESULTS_STAT, ansible_env, results_env
 from support.sample_models import MODEL, model_files
@@ -430,11 +431,8 @@ def test_every_bundle_the_trust_list_refuses_changes_nothing(fleet, hub, tmp_pat
     allowed_signers(node.path / "etc/modelseed/allowed_signers-refusals", {RELEASE: release})
     trust = {"allowed_signers": "/etc/modelseed/allowed_signers-refusals", "identities": [RELEASE]}
     inv = inventory(fleet, tmp_path / "inventory", {"modelseed_models": [{"name": MODEL}], "modelseed_endpoint": hub.url})
-    staged = fleet.node(1).path / "srv/modelseed/bundle"
-    if not (staged / "manifest.json").is_file():  # the other tests stage it; alone, this one does
-        seed(fleet, inv, "--tags", "staging")
-    signed = tmp_path / "signed"
-    shutil.copytree(staged, signed, ignore=shutil.ignore_patterns(".*"))
+    # A small bundle of the sample model's layout: each case is refused before any tar is read.
+    signed = write_bundle(tmp_path / "signed", [ModelSpec(MODEL, {"config.json": b"{}", "weights/model.bin": b"w" * 4096})])
     (signed / "manifest.json.sig").write_bytes(ssh_sign(release, (signed / "manifest.json").read_bytes()))
     refused_bundles(signed, node.path / "var/tmp/refused", release, stranger)
 

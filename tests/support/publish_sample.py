@@ -2,7 +2,7 @@
 
     python -m support.publish_sample --root DIR --expected FILE     # prints the model id
 
-For molecule's create step: its verify step compares what the SDKs load on the nodes with FILE.
+For molecule's create step (support.molecule_world): its verify step compares what the SDKs load on the nodes with FILE.
 """
 
 from __future__ import annotations

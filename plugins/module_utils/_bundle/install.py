@@ -171,6 +171,7 @@ class InstallPlan:
         self.links = links or []
         self.perms = perms or []
         self.record = record
+        self.signature = False  # the model-signing signature beside the model is to be (re)written
 
 
 class ModelInstall(ModelState):
@@ -206,13 +207,27 @@ class ModelInstall(ModelState):
 
     # -- deciding ------------------------------------------------------------
 
-    def decide(self, verify='quick', workers=4):
+    def decide(self, verify='quick', workers=4, source=None):
+        """What the model needs; with ``source`` (the bundle's), a model kept as installed also gets the
+        bundle's model-signing signature beside it when it lacks that one."""
         self.plan = self._decide(self.perms, verify, workers)
         if self.plan.action in ('install', 'replace') and 'base' in self.model:
             # Before anything is staged: a delta on another base is refused with the cache as it is.
             self.base = delta.find_base(self.root, self.layout, self.model, verify, workers)
             self.plan.reasons.append(delta.describe(self.model))
+        elif self.plan.action in ('fix', 'none') and source is not None:
+            self._decide_signature(source)
         return self.plan
+
+    def _decide_signature(self, source):
+        data = model_signatures.read_from_bundle(source, self.model)
+        reason = model_signatures.stale_beside(self.dir, data, self.perms)
+        if reason:
+            self.model_signature = data
+            self.plan.signature = True
+            self.plan.reasons.append(reason)
+            if self.plan.action == 'none':
+                self.plan.action = 'fix'
 
     def _decide(self, perms, verify, workers):
         try:
@@ -340,7 +355,7 @@ class ModelInstall(ModelState):
         self.staged = None
 
     def fix(self):
-        """Bring metadata, links, owners, modes and the record in line without touching the files."""
+        """Bring metadata, links, owners, modes, the model-signing signature and the record in line without touching the files."""
         plan, perms = self.plan, self.perms
         self.write_metadata(plan.metadata, self.wanted_metadata(), self.model['created_at'], into=self.dir)
         for path in plan.perms:
@@ -349,6 +364,8 @@ class ModelInstall(ModelState):
             else:
                 perms.apply(path, perms.file_mode(os.path.relpath(path, self.dir).replace(os.sep, '/')))
         self.make_links(plan.links)
+        if plan.signature:
+            model_signatures.place_beside(self.dir, self.model_signature, self.perms, self.sync)
         if plan.record:
             record = self.record()
             for f in self.files:

@@ -18,12 +18,13 @@ Only the signing side needs ``model-signing`` (key-based, offline): the nodes on
 import json
 import os
 import pathlib
+import stat
 import tempfile
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.format import tree_dir_name
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import SIGNATURE_SUFFIX, signature_beside
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
-from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, unlink
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, lstat_or_none, unlink
 
 PACKAGE = 'model-signing'
 # Rewritten per cache layout on the node: not the model's content.
@@ -132,6 +133,26 @@ def read_from_bundle(source, model):
     if data is not None and len(data) > MAX_MODEL_SIGNATURE_BYTES:
         raise ModelSigningError('%s is larger than %d bytes' % (name, MAX_MODEL_SIGNATURE_BYTES))
     return data
+
+
+def stale_beside(model_dir, data, perms):
+    """Why the signature beside an installed model is not ``data`` (the bundle's) with the model's owner and mode, or
+    None when it is. A bundle without one (``data`` None) leaves whatever is there: the files it vouches for did not change."""
+    if data is None:
+        return None
+    path = signature_beside(model_dir)
+    st = lstat_or_none(path)
+    if st is None:
+        return 'model-signing signature missing'
+    if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+        return 'model-signing signature differs from the bundle\'s'
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
+    with os.fdopen(fd, 'rb') as handle:
+        if handle.read(len(data) + 1) != data:
+            return 'model-signing signature differs from the bundle\'s'
+    if not perms.ok(st, perms.file):
+        return 'ownership or mode of the model-signing signature differs'
+    return None
 
 
 def place_beside(model_dir, data, perms, sync=True):

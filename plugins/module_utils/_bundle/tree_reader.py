@@ -45,19 +45,27 @@ def is_tree(sums):
 
 def open_bundle(source, src_files='copy', workers=4, trust=None, plan_only=False):
     """The bundle behind ``source`` (reader.DirSource or UrlSource), tar or tree form; with ``trust`` (a
-    signature.Trust) its manifest's signature is verified before the manifest is believed. ``plan_only``: nothing
-    but the manifest is read, so a tree-form bundle may be behind a URL too."""
+    signature.Trust) its manifest's signature is verified before the manifest is believed. ``plan_only``: no model's
+    files are read (the caller plans, or only fixes what is installed: see refuse_remote_files), so a tree-form bundle
+    may be behind a URL too."""
     sums = read_sums(source)
     if is_tree(sums) and (isinstance(source, DirSource) or plan_only):
         return TreeBundle(source, sums, src_files, workers, trust)
     if is_tree(sums):
-        raise BundleError('%s is a bundle in tree form, which is read from a directory on this host; over http(s) '
-                          'the bundle must hold tars (cache_bundle format=tar; the staging role\'s staging_bundle_format: tar)' % (
-                              source.location('')))
+        refuse_remote_files(source)
     if src_files != 'copy':
         raise BundleError('src_files=%s needs a bundle in tree form (cache_bundle format=tree; the staging role\'s '
                           'staging_bundle_format: tree) in a directory on this host; %s holds tars' % (src_files, source.location('')))
     return Bundle(source, sums, trust)
+
+
+def refuse_remote_files(source, needing=None):
+    """A tree-form bundle's model files are read from a directory on this host only: over http(s), the manifest and
+    the small files beside it are all there is to read. ``needing``: the models that would need their files."""
+    raise BundleError('%s is a bundle in tree form, which is read from a directory on this host; over http(s) '
+                      '%sthe bundle must hold tars (cache_bundle format=tar; the staging role\'s staging_bundle_format: tar)' % (
+                          source.location(''), 'it can only bring installed models in line, and the files of %s are needed: ' % (
+                              ', '.join(needing)) if needing else ''))
 
 
 def _identity(st):

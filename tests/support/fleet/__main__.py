@@ -1,4 +1,4 @@
-"""Command line, for molecule's create/destroy playbooks and for trying things by hand (run as root, from tests/):
+"""Command line, for molecule's playbooks (p2p kills and restarts a node) and for trying things by hand (run as root, from tests/):
 
     python -m support.fleet up --nodes 3 --state DIR [--airgap [--proxy]] [--group staging=1 --group nodes=2-3]
                                [--hostvars KEY=VALUE | --hostvars @vars.yml ...] [--shared DIR ...] [--user deploy]

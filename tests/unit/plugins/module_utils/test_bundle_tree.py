@@ -3,9 +3,12 @@
 import functools
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -22,6 +25,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._bundle.tree_write
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.perms import Perms
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state import prepare_state_dirs
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient
+from ansible_collections.modelseed.fleet.plugins.modules import cache_install
 from support.recorded_cache import MTIME, entry_for, seed
 
 FILES = {'config.json': b'{"a": 1}', 'weights/w.bin': b'w' * 70000, 'weights/sub/x.txt': b'x', 'empty': b''}
@@ -237,11 +241,31 @@ def test_a_tree_over_http_is_refused_with_the_reason(tmp_path):
     with http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            source = UrlSource('http://127.0.0.1:%d/' % server.server_port, HttpClient(timeout=10, retries=0))
+            url = 'http://127.0.0.1:%d/' % server.server_port
+            source = UrlSource(url, HttpClient(timeout=10, retries=0))
             with pytest.raises(BundleError, match='in tree form, which is read from a directory.*must hold tars'):
                 open_bundle(source)
+            # cache_install reads it over http(s) only to bring installed models in line: a model that needs its files
+            # fails the task before the cache directory is made; one installed from the directory needs nothing more.
+            fresh, installed = tmp_path / 'fresh', tmp_path / 'installed'
+            refused = run_cache_install({'src': url, 'cache_dir': str(fresh), 'layout': 'all'}, tmp_path)
+            assert run_cache_install({'src': str(dest), 'cache_dir': str(installed), 'layout': 'all'}, tmp_path)['changed']
+            again = run_cache_install({'src': url, 'cache_dir': str(installed), 'layout': 'all'}, tmp_path)
         finally:
             server.shutdown()
+    assert refused['failed'] and ('over http(s) it can only bring installed models in line, and the files of o/m@master are needed: '
+                                  'the bundle must hold tars') in refused['msg'], refused
+    assert not fresh.exists()
+    assert not again.get('failed') and not again['changed'] and again['idle'], again
+
+
+def run_cache_install(args, tmp_path):
+    """The module as Ansible runs it on a node: its arguments in a JSON file."""
+    args_file = tmp_path / 'args.json'
+    args_file.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': args}))
+    proc = subprocess.run([sys.executable, cache_install.__file__, str(args_file)], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    return json.loads(proc.stdout)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -44,6 +44,29 @@ def test_beside_the_model_the_signature_is_placed_and_removed_again(tmp_path):
     assert not placed.exists() and model_dir.is_dir()
 
 
+def test_what_makes_the_signature_beside_an_installed_model_stale(tmp_path):
+    model_dir = tmp_path / 'models' / 'o' / 'm'
+    model_dir.mkdir(parents=True)
+    placed = tmp_path / 'models' / 'o' / 'm.sig'
+    perms = Perms(file_mode=0o640)
+
+    def stale(data):
+        return model_signatures.stale_beside(str(model_dir), data, perms)
+
+    assert stale(b'sig') == 'model-signing signature missing'
+    assert stale(None) is None  # a bundle without one leaves the node's as it is
+    placed.symlink_to('elsewhere.sig')
+    assert stale(b'sig') == "model-signing signature differs from the bundle's"
+    placed.unlink()
+    placed.write_bytes(b'other')
+    assert stale(b'sig') == "model-signing signature differs from the bundle's" and stale(None) is None
+    placed.write_bytes(b'sig')
+    placed.chmod(0o644)
+    assert stale(b'sig') == 'ownership or mode of the model-signing signature differs'
+    model_signatures.place_beside(str(model_dir), b'sig', perms, sync=False)
+    assert stale(b'sig') is None
+
+
 def test_removing_a_model_removes_the_signature_beside_it(tmp_path):
     state = ModelState(str(tmp_path), 'models', 'o/m', 'master')
     (tmp_path / 'models' / 'o' / 'm').mkdir(parents=True)

@@ -103,6 +103,16 @@ def test_a_new_manifest_makes_a_new_torrent_and_the_whitelist_keeps_both(tree: P
     assert torf.Torrent.read(tmp_path / "models.torrent").verify(str(tree)) is True
 
 
+def test_a_bundle_signed_again_with_sizes_kept_makes_a_new_torrent(tree: Path, tmp_path: Path):
+    (tree / "manifest.json.sig").write_bytes(b"a" * 300)
+    first = run(args_for(tree, tmp_path), tmp_path)
+    (tree / "manifest.json.sig").write_bytes(b"b" * 300)  # another key's signature of the same manifest, of the same size
+    second = run(args_for(tree, tmp_path), tmp_path)
+    assert second["changed"] and second["info_hash"] != first["info_hash"]
+    assert torf.Torrent.read(tmp_path / "models.torrent").verify(str(tree)) is True
+    assert not run(args_for(tree, tmp_path), tmp_path)["changed"]
+
+
 def test_check_mode_writes_nothing(tree: Path, tmp_path: Path):
     result = run(args_for(tree, tmp_path), tmp_path, check_mode=True)
     assert result["changed"]
