@@ -186,7 +186,7 @@ def aria2_argv(aria2c, torrent, dest, run_dir, address, port, seed=False, upload
     """The command line of one peer: private swarm only, bound to ``address``, seeding until stopped or ``deadline``."""
     argv = [
         aria2c, "--no-conf", "--quiet", "--console-log-level=warn",
-        "--log=" + os.path.join(run_dir, "aria2.log"), "--log-level=notice",
+        "--log=" + os.path.join(run_dir, "aria2.log"), "--log-level=warn",
         "--dir=" + dest,
         # Only the tracker finds peers: no DHT, no peer exchange, no local discovery, sockets on this address alone.
         "--enable-dht=false", "--enable-dht6=false", "--enable-peer-exchange=false", "--bt-enable-lpd=false",
@@ -199,6 +199,9 @@ def aria2_argv(aria2c, torrent, dest, run_dir, address, port, seed=False, upload
         "--stream-piece-selector=random", "--uri-selector=inorder",
         "--max-overall-upload-limit=%d" % upload_limit,
         "--file-allocation=none", "--allow-overwrite=true", "--auto-file-renaming=false",
+        # No write cache: each block goes straight to the page cache, one copy fewer (a 16-node swarm on 2 cores
+        # spent about a tenth less CPU in aria2c without it).
+        "--disk-cache=0",
         "--bt-tracker-connect-timeout=10", "--bt-tracker-timeout=10",
         "--summary-interval=0", "--enable-rpc=false", "--daemon=false",
     ]

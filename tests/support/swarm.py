@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -191,12 +192,12 @@ class ModuleRunner:
     namespace of ``prefix``, with ``python`` (one that can import ansible)."""
     workdir: Path
     python: str = sys.executable
-    runs: int = field(default=0)
+    # Threads start peers at once: next() on a count is atomic, where ``runs += 1`` could give two runs one file.
+    runs: itertools.count = field(default_factory=itertools.count)
 
     def __call__(self, prefix: list[str], name: str, args: dict) -> dict:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.runs += 1
-        args_file = self.workdir / f"{name}-{os.getpid()}-{self.runs}.json"
+        args_file = self.workdir / f"{name}-{os.getpid()}-{next(self.runs)}.json"
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
         env = dict(os.environ, PYTHONPATH=str(REPO / ".build"))
         proc = subprocess.run([*prefix, self.python, str(MODULES / f"{name}.py"), str(args_file)], capture_output=True, text=True,

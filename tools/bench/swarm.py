@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import WORK, write_random_model
+from cpu_use import cpu_between, snapshot
 from fleet_scale_net import check_links
 from swarm_report import publish
 
@@ -33,6 +34,7 @@ from support.swarm import ModuleRunner, Tracker, WebSeed, aria2_processes, stop_
 
 RESULTS = WORK / "swarm.jsonl"
 MODEL_SOURCE = WORK / "swarm-model"
+NETNS_PREFIX = "swm"  # of every namespace the site makes: told apart from the tests' (modelseed-*)
 NAME = "models"  # the exported tree's directory, the torrent's name
 STAGING = 1
 EXPORT = "srv/modelseed/export"
@@ -129,12 +131,6 @@ def set_up(site: Site, tree: Path, piece_kib: int) -> Staging:
     return Staging(site, tracker, torrent, made["info_hash"], made["bytes"], run)
 
 
-def cpu_times() -> tuple[int, int]:
-    """(busy, all) clock ticks of the whole machine so far, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values) - values[3] - values[4], sum(values)  # idle and iowait are not busy
-
-
 def aria2_cpu(pid: int) -> float:
     """CPU seconds (user and system) a running aria2c has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -167,7 +163,7 @@ def run_cell(staging: Staging, mechanism: Mechanism, nodes: list[int], manifest:
         scrape_before = staging.tracker.scrape(staging.info_hash)
         served_before = seed.bytes_served()
         sent_before = {name: site.sent(name) for name in site.links}
-        cpu_before = cpu_times()
+        cpu_before = snapshot()
         started = time.monotonic()
         starts = [(node_prefix(site, i), "p2p_peer", peer_args(staging, site.fleet.node(i).path, site.fleet.node(i).address)) for i in nodes]
         threads = [threading.Thread(target=staging.run, args=start) for start in starts]
@@ -184,7 +180,8 @@ def run_cell(staging: Staging, mechanism: Mechanism, nodes: list[int], manifest:
         for thread in threads:
             thread.join()
         transfer = max(done.values()) - started
-        cpu_after = cpu_times()
+        cpu_after = snapshot()
+        cpu = cpu_between(cpu_before, cpu_after)
         peer_cpu = sum(aria2_cpu(int((site.fleet.node(i).path / PEER_STATE / staging.info_hash / "pid").read_text())) for i in nodes)
         scrape = staging.tracker.wait_for(staging.info_hash, downloaded=scrape_before["downloaded"] + n)
         for i in nodes:
@@ -206,7 +203,7 @@ def run_cell(staging: Staging, mechanism: Mechanism, nodes: list[int], manifest:
             "web_seed_copies": (seed.bytes_served() - served_before) / model, "node_copies": {f"node{i}": sent[f"node{i}"] / model for i in nodes},
             "seeders_seen": scrape["complete"], "completed_events": scrape["downloaded"] - scrape_before["downloaded"],
             "peers_left": scrape_after["complete"] + scrape_after["incomplete"],
-            "machine_busy": (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1]), "peer_cpu_seconds": peer_cpu}
+            "machine_busy": cpu["busy"], "cpu": cpu, "peer_cpu_seconds": peer_cpu, "load": os.getloadavg()[0]}
 
 
 def config_of(args: argparse.Namespace) -> dict:
@@ -223,10 +220,10 @@ def sweep(args: argparse.Namespace, chosen: list[Mechanism]) -> None:
         todo = [(run, m) for run in range(1, args.runs + 1) for m in chosen if (m.name, n, run) not in done]
         if not todo:
             continue
-        site = Site(new_state_dir("swarm-"), n + 1, wan=config["wan"], lan=config["lan"])
+        site = Site(new_state_dir("swarm-"), n + 1, wan=config["wan"], lan=config["lan"], netns_prefix=NETNS_PREFIX)
         try:
             site.up()
-            rates = check_links(site, list(site.links), floor=args.link_floor)
+            rates = check_links(site, list(site.links), floor=args.link_floor) if args.link_floor else {}
             print(f"N={n}: links alone (MiB/s in/out): " + ", ".join(f"{k} {v['in'] / 2**20:.0f}/{v['out'] / 2**20:.0f}"
                                                                      for k, v in rates.items()), flush=True)
             staging = set_up(site, tree, args.piece_kib)
@@ -238,7 +235,8 @@ def sweep(args: argparse.Namespace, chosen: list[Mechanism]) -> None:
                     with args.results.open("a") as out:
                         out.write(json.dumps(row) + "\n")
                     print(f"N={n} {mechanism.name} run {run}: transfer {cell['transfer']:.1f} s (first {cell['first']:.1f} s), "
-                          f"CPU busy {cell['machine_busy']:.0%}, peers' CPU {cell['peer_cpu_seconds']:.1f} s, "
+                          f"CPU busy {cell['machine_busy']:.0%} (load {cell['load']:.1f}; s: {cpu_line(cell['cpu'])}), "
+                          f"peers' CPU {cell['peer_cpu_seconds']:.1f} s, "
                           f"staging {cell['staging_copies']:.2f} copies (web seed {cell['web_seed_copies']:.2f}), "
                           f"tracker: {cell['seeders_seen']} seeders, {cell['completed_events']} completed, {cell['peers_left']} left after the stop",
                           flush=True)
@@ -247,6 +245,11 @@ def sweep(args: argparse.Namespace, chosen: list[Mechanism]) -> None:
         finally:
             stop_aria2(str(site.fleet.state_dir))  # peers a failed cell left behind
             site.down()
+
+
+def cpu_line(cpu: dict) -> str:
+    kinds = ", ".join(f"{k} {v:.1f}" for k, v in cpu["seconds"].items() if k in ("user", "system", "softirq", "irq"))
+    return kinds + "; " + ", ".join(f"{k} {v:.1f}" for k, v in list(cpu["processes"].items())[:5])
 
 
 def read_results(path: Path) -> list[dict]:
@@ -267,7 +270,7 @@ def main() -> None:
     parser.add_argument("--trickle-kib", type=int, default=1024, help="web seed per connection beside a seeder, KiB/s")
     parser.add_argument("--budget", type=float, default=1.5, help="copies the budget seeder uploads before it stops")
     parser.add_argument("--piece-kib", type=int, default=0, help="piece size; 0: p2p_torrent's choice")
-    parser.add_argument("--link-floor", type=float, default=0.85)
+    parser.add_argument("--link-floor", type=float, default=0.85, help="least share of its rate each link must reach alone; 0: no check")
     parser.add_argument("--mechanisms", nargs="+", default=["webseed", "capped"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true")

@@ -27,6 +27,13 @@ def test_a_private_peer_bound_to_its_address_that_seeds_until_stopped():
     assert "--bt-seed-unverified=true" not in args
 
 
+def test_blocks_go_straight_to_the_files_and_the_log_keeps_warnings_only():
+    """The cheaper settings a 16-node swarm on two cores showed: no write cache of aria2's own, no per-piece log lines."""
+    args = argv()
+    assert {"--disk-cache=0", "--log-level=warn", "--file-allocation=none", "--summary-interval=0"} <= set(args)
+    assert not any(arg.startswith("--enable-mmap") for arg in args)
+
+
 def test_a_seeder_serves_its_files_without_hashing_them_and_may_stop_at_a_budget():
     args = argv(seed=True, seed_ratio=1.5, upload_limit=40 << 20)
     assert {"--check-integrity=false", "--bt-seed-unverified=true", "--seed-ratio=1.5", f"--max-overall-upload-limit={40 << 20}"} <= set(args)
