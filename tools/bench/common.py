@@ -99,6 +99,8 @@ def verdict(ours: list[float], theirs: list[float], target: float = 1.0) -> str:
     """How ``ours`` compares with ``theirs`` against ``target`` (a ratio of medians), saying when the spreads overlap."""
     ratio = statistics.median(ours) / statistics.median(theirs)
     met = "met" if ratio <= target else "NOT met"
+    if min(len(ours), len(theirs)) < 2:
+        return f"{ratio:.2f}x: target {met} in one run each (no spread: noise not ruled out)"
     if overlap(ours, theirs):
         return f"{ratio:.2f}x: target {met} by the medians, but the spreads overlap, so the two are not distinguishable"
     return f"{ratio:.2f}x: target {met}; the spreads do not overlap"

@@ -1,0 +1,21 @@
+"""How the benchmark reports judge a target from the runs of two cells."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+# tools/bench is a folder of scripts, not a package: load the one module by its path.
+_SPEC = importlib.util.spec_from_file_location("bench_common", Path(__file__).resolve().parents[2] / "tools" / "bench" / "common.py")
+common = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(common)
+
+
+def test_one_run_each_claims_no_spread():
+    assert common.verdict([10.0], [20.0]) == "0.50x: target met in one run each (no spread: noise not ruled out)"
+    assert common.verdict([30.0, 31.0], [20.0]) == "1.52x: target NOT met in one run each (no spread: noise not ruled out)"
+
+
+def test_spreads_apart_and_overlapping_are_told_apart():
+    assert common.verdict([10.0, 11.0, 12.0], [20.0, 21.0, 22.0]) == "0.52x: target met; the spreads do not overlap"
+    assert common.verdict([10.0, 15.0, 21.0], [20.0, 21.0, 22.0]).endswith("but the spreads overlap, so the two are not distinguishable")
