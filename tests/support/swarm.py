@@ -92,7 +92,8 @@ class Tracker:
 
     def scrape(self, info_hash: str) -> dict[str, int]:
         """{'complete', 'incomplete', 'downloaded'} for one torrent: seeders and leechers now, completed events so far."""
-        body = self.get("/scrape?" + urllib.parse.urlencode({"info_hash": bytes.fromhex(info_hash)}))
+        # Every byte percent-encoded: opentracker reads no "+" as a space, so urlencode() would miss one hash in 13.
+        body = self.get("/scrape?info_hash=" + urllib.parse.quote_from_bytes(bytes.fromhex(info_hash), safe=""))
         counts = {}
         for key in ("complete", "downloaded", "incomplete"):
             token = f"{len(key)}:{key}i".encode()
