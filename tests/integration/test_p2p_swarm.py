@@ -1,5 +1,5 @@
 """A real swarm on a site: node1 stages (the torrent made by p2p_torrent, opentracker, nginx as web seed), node2 to
-node4 download with p2p_peer through Ansible, seed until the whole batch is done, and are stopped.
+node4 download with p2p_peer through Ansible, seed until the whole batch is done, and are stopped, in one playbook.
 
 Asserted from outside: what node1's link sent (ip -s link) and what nginx logged are at most 2 copies of the model,
 every node's files have the manifest's sha256, the tracker counted every node as a seeder and as a completed
@@ -21,6 +21,7 @@ import yaml
 
 from support.fleet import new_state_dir, sandbox
 from support.fleet.site import Site
+from support.module_process import run_module
 from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
 from support.swarm import Tracker, WebSeed, aria2_processes
 
@@ -31,6 +32,7 @@ TORRENT = "/srv/modelseed/export/models.torrent"
 INCOMING = "/var/cache/modelscope/.incoming"
 PEER_STATE = "/var/tmp/modelseed-p2p"  # /var/lib is the host's, read-only, on a test node
 SHARD = 16 << 20
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.integration,
@@ -81,29 +83,33 @@ def test_three_nodes_fill_from_each_other_and_leave_nothing_running(tmp_path: Pa
         try:
             tracker.start()
             web_seed.start()
-            play(site, tmp_path, "torrent", [{
-                "hosts": "modelscope_staging", "gather_facts": False, "vars": {"ansible_python_interpreter": sys.executable},
-                "tasks": [{"name": "Make the torrent", "register": "made", "modelseed.fleet.p2p_torrent": {
-                    "path": f"/{EXPORT}/models", "dest": TORRENT, "tracker": tracker.announce, "web_seeds": [web_seed.url],
-                    "whitelist": "/srv/modelseed/opentracker/whitelist"}},
-                    {"name": "Keep the info hash", "ansible.builtin.copy": {"content": "{{ made.info_hash }}", "dest": "/root/info_hash"}}]}])
-            info_hash = (staging.path / "root" / "info_hash").read_text()
+            # The torrent is where the swarm starts from: made on node1's tree by a module process, not over ssh.
+            made = run_module("p2p_torrent", {
+                "path": str(staging.path / EXPORT / "models"), "dest": str(staging.path / TORRENT.lstrip("/")),
+                "tracker": tracker.announce, "web_seeds": [web_seed.url], "whitelist": str(tracker.whitelist)}, tmp_path)
+            assert not made.get("failed"), made
+            info_hash = made["info_hash"]
             tracker.reload()
             sent_before = {name: site.sent(name) for name in site.links}
 
             peer = {"torrent": f"{INCOMING}/models.torrent", "state_dir": PEER_STATE}
-            play(site, tmp_path, "swarm", [{
-                "hosts": "modelscope_nodes", "gather_facts": False,
-                "tasks": [
-                    {"name": "Make the download directory", "ansible.builtin.file": {"path": INCOMING, "state": "directory", "mode": "0755"}},
-                    {"name": "Fetch the torrent", "ansible.builtin.get_url": {
-                        "url": f"{web_seed.url}models.torrent", "dest": f"{INCOMING}/models.torrent", "mode": "0644"}},
-                    {"name": "Join the swarm", "modelseed.fleet.p2p_peer": {**peer, "dest": INCOMING, "address": "{{ ansible_host }}"}},
-                    {"name": "Wait for the tree", "modelseed.fleet.p2p_peer": {**peer, "state": "finished", "timeout": 240}}]}])
-            seen = tracker.wait_for(info_hash, complete=len(NODES), downloaded=len(NODES))
-            play(site, tmp_path, "stop", [{
-                "hosts": "modelscope_nodes", "gather_facts": False,
-                "tasks": [{"name": "Stop seeding", "modelseed.fleet.p2p_peer": {**peer, "state": "stopped"}}]}])
+            seen_file = tmp_path / "seen.json"
+            # One playbook: the nodes join as the node role does (the torrent fetched, the peer started and its download
+            # waited for, in one call); while all of them seed, the tracker's counts are read (from node1's namespace,
+            # which may read its stats); then the nodes stop seeding.
+            play(site, tmp_path, "swarm", [
+                {"hosts": "modelscope_nodes", "gather_facts": False, "tasks": [
+                    {"name": "Fetch the torrent, join the swarm and wait for the tree", "modelseed.fleet.p2p_peer": {
+                        **peer, "url": f"{web_seed.url}models.torrent", "dest": INCOMING, "address": "{{ ansible_host }}", "wait": True,
+                        "timeout": 240}}]},
+                {"hosts": "localhost", "gather_facts": False, "tasks": [
+                    {"name": "Wait until the tracker counts every node as a seeder and a completed download", "ansible.builtin.command": {
+                        "argv": [*prefix, sys.executable, "-m", "support.swarm", "scrape", "--announce", tracker.announce, "--info-hash", info_hash,
+                                 "--wait", f"complete={len(NODES)}", f"downloaded={len(NODES)}", "--out", str(seen_file)]},
+                     "environment": {"PYTHONPATH": str(TESTS)}}]},
+                {"hosts": "modelscope_nodes", "gather_facts": False, "tasks": [
+                    {"name": "Stop seeding", "modelseed.fleet.p2p_peer": {**peer, "state": "stopped"}}]}])
+            seen = json.loads(seen_file.read_text())
             sent = {name: site.sent(name) - before for name, before in sent_before.items()}
             left = tracker.wait_for(info_hash, complete=0, incomplete=0)
         finally:
