@@ -3,6 +3,10 @@
 Check mode, then for real, then each again: started, finished and stopped say what they change and change only
 that; a peer reaches its deadline by itself; a second download finds the files complete without fetching them; the
 torrent fetched, the peer started and its download waited for in one call, and the peer and its files gone in one.
+
+What a test starts from (the torrent, the seeder) and the peers stopped at its end are module processes; the calls a
+test is about run in as few playbooks as its checks between them allow, and a task of the play looks at the state a
+check-mode call left (``stat``, ``python -m support.swarm aria2-pids``).
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import socket
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.module_process import run_module, run_modules
 from support.playbook import run_tasks
 from support.swarm import Tracker, aria2_processes
 
 SEEDER, LEECHER = "127.0.0.2", "127.0.0.3"
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,7 +57,7 @@ def swarm(tmp_path: Path):
     try:
         torrent = {"path": str(tree), "dest": str(tmp_path / "models.torrent"), "tracker": tracker.announce,
                    "whitelist": str(tracker.whitelist), "piece_size": 64 << 10}
-        made = run_tasks([{"modelseed.fleet.p2p_torrent": torrent}])[0]
+        made = run_module("p2p_torrent", torrent, tmp_path)
         assert not made.get("failed"), made
         tracker.reload()
         yield tree, tmp_path / "models.torrent", made["info_hash"], tracker
@@ -64,20 +71,34 @@ def peer(torrent: Path, state_dir: Path, **extra) -> dict:
     return {"modelseed.fleet.p2p_peer": {"torrent": str(torrent), "state_dir": str(state_dir), **extra}}
 
 
+def checked(task: dict) -> dict:
+    return {**task, "check_mode": True}
+
+
+def stat(path: Path) -> dict:
+    """A task whose result says whether ``path`` exists (``stat.exists``) at that point of the play."""
+    return {"ansible.builtin.stat": {"path": str(path)}}
+
+
+def aria2_pids(marker: Path) -> dict:
+    """A task whose stdout is aria2_processes(marker) at that point of the play, as JSON."""
+    return {"ansible.builtin.command": {"argv": [sys.executable, "-m", "support.swarm", "aria2-pids", str(marker)]},
+            "environment": {"PYTHONPATH": str(TESTS)}}
+
+
 def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Path):
     tree, torrent, info_hash, tracker = swarm
     seeder_state, state = tmp_path / "seeder-state", tmp_path / "state"
     dest = tmp_path / "incoming"
     seeder = peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)
     leecher = peer(torrent, state, dest=str(dest), address=LEECHER, port=free_port())
-    assert not run_tasks([seeder])[0].get("failed")
+    assert not run_modules([seeder], tmp_path)[0].get("failed")
 
-    checked = run_tasks([leecher], check=True)[0]
-    assert checked["changed"] and checked["pid"] == 0 and not dest.exists()
-    unfetched = run_tasks([peer(tmp_path / "not-fetched.torrent", state, dest=str(dest), address=LEECHER)], check=True)[0]
-    assert unfetched["changed"] and not unfetched.get("failed") and not dest.exists(), unfetched
-
-    first, second, done = run_tasks([leecher, leecher, peer(torrent, state, state="finished", timeout=120)])
+    would_start, unfetched, before, first, second, done = run_tasks([
+        checked(leecher), checked(peer(tmp_path / "not-fetched.torrent", state, dest=str(dest), address=LEECHER)), stat(dest),
+        leecher, leecher, peer(torrent, state, state="finished", timeout=120)])
+    assert would_start["changed"] and would_start["pid"] == 0 and not before["stat"]["exists"], would_start
+    assert unfetched["changed"] and not unfetched.get("failed"), unfetched
     assert first["changed"] and first["pid"] > 0 and first["tree"] == str(dest / "models"), first
     assert not second["changed"] and second["pid"] == first["pid"], second
     assert done["complete"] and done["pid"] == first["pid"], done
@@ -87,9 +108,8 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
     assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
 
     stop = peer(torrent, state, state="stopped")
-    would = run_tasks([stop], check=True)[0]
-    assert would["changed"] and aria2_processes(str(state)) == [first["pid"]]
-    stopped, again = run_tasks([stop, stop])
+    would, running, stopped, again = run_tasks([checked(stop), aria2_pids(state), stop, stop])
+    assert would["changed"] and json.loads(running["stdout"]) == [first["pid"]], (would, running)
     assert stopped["changed"] and stopped["exit_code"] == 0 and stopped["pid"] == 0, stopped
     assert not again["changed"], again
     assert aria2_processes(str(state)) == []
@@ -101,21 +121,19 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
     assert restarted["changed"] and finished["complete"], finished
     assert {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()} == written
     assert tracker.wait_for(info_hash, complete=2)["complete"] == 2
-    assert not run_tasks([stop, peer(torrent, seeder_state, state="stopped")])[0].get("failed")
+    assert not any(r.get("failed") for r in run_modules([stop, peer(torrent, seeder_state, state="stopped")], tmp_path))
     assert aria2_processes(str(tmp_path)) == []
 
 
 def test_a_peer_stops_by_itself_at_its_deadline(swarm, tmp_path: Path):
     _tree, torrent, _info_hash, _tracker = swarm
     state = tmp_path / "state"
-    started = run_tasks([peer(torrent, state, dest=str(tmp_path / "incoming"), address=LEECHER, port=free_port(), deadline=2)])[0]
+    # Nothing seeds this torrent, so the download cannot complete: the wait ends only when the peer does, by itself.
+    started, waited = run_tasks([peer(torrent, state, dest=str(tmp_path / "incoming"), address=LEECHER, port=free_port(), deadline=2),
+                                 peer(torrent, state, state="finished", timeout=30)])
     assert started["pid"] > 0
-    deadline = time.monotonic() + 30
-    while aria2_processes(str(state)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert aria2_processes(str(state)) == []
-    waited = run_tasks([peer(torrent, state, state="finished", timeout=5)])[0]
     assert waited["failed"] and "ended before the download was complete" in waited["msg"], waited
+    assert aria2_processes(str(state)) == []
 
 
 @contextlib.contextmanager
@@ -136,12 +154,13 @@ def test_fetch_join_and_wait_in_one_call_then_absent_removes_the_peer_and_its_fi
     tree, torrent, info_hash, tracker = swarm
     seeder_state, dest = tmp_path / "seeder-state", tmp_path / "incoming"
     state, fetched = dest / "peers", dest / "models.torrent"
-    assert not run_tasks([peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)])[0].get("failed")
+    seeder = peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)
+    assert not run_modules([seeder], tmp_path)[0].get("failed")
     with served(torrent.parent) as url:
-        missing = run_tasks([peer(fetched, state, url=f"{url}/nothing.torrent", dest=str(dest), address=LEECHER)])[0]
-        assert missing["failed"] and "cannot fetch the torrent from" in missing["msg"] and not fetched.exists(), missing
-        joined = run_tasks([peer(fetched, state, url=f"{url}/{torrent.name}", dest=str(dest), address=LEECHER, port=free_port(),
-                                 wait=True, timeout=120)])[0]
+        missing, before, joined = run_tasks([
+            peer(fetched, state, url=f"{url}/nothing.torrent", dest=str(dest), address=LEECHER), stat(fetched),
+            peer(fetched, state, url=f"{url}/{torrent.name}", dest=str(dest), address=LEECHER, port=free_port(), wait=True, timeout=120)])
+    assert missing["failed"] and "cannot fetch the torrent from" in missing["msg"] and not before["stat"]["exists"], missing
     assert joined["changed"] and joined["complete"] and joined["pid"] > 0 and joined["info_hash"] == info_hash, joined
     assert fetched.read_bytes() == torrent.read_bytes()
     for path in (p for p in tree.rglob("*") if p.is_file()):
@@ -150,11 +169,10 @@ def test_fetch_join_and_wait_in_one_call_then_absent_removes_the_peer_and_its_fi
     assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
 
     absent = peer(fetched, state, state="absent", dest=str(dest))
-    would = run_tasks([absent], check=True)[0]
-    assert would["changed"] and dest.exists() and aria2_processes(str(state)) == [joined["pid"]], would
-    gone, again = run_tasks([absent, absent])
+    would, kept, running, gone, again = run_tasks([checked(absent), stat(dest), aria2_pids(state), absent, absent])
+    assert would["changed"] and kept["stat"]["exists"] and json.loads(running["stdout"]) == [joined["pid"]], (would, running)
     assert gone["changed"] and gone["exit_code"] == 0 and not dest.exists(), gone
     assert not again["changed"] and not again.get("failed"), again
     assert aria2_processes(str(state)) == []
     assert tracker.wait_for(info_hash, complete=1)["complete"] == 1  # the peer told the tracker it left
-    assert not run_tasks([peer(torrent, seeder_state, state="stopped")])[0].get("failed")
+    assert not run_modules([peer(torrent, seeder_state, state="stopped")], tmp_path)[0].get("failed")
