@@ -21,14 +21,16 @@ import yaml
 from integration.test_bundle_signing import model_signing_verify
 
 from support.fleet import Fleet, login, new_state_dir, sandbox
-from support.playbook import ANSIBLE_PLAYBOOK, ansible_env, run_tasks
+from support.module_process import run_modules
+from support.playbook import ANSIBLE_PLAYBOOK, ansible_env
 from support.recorded_cache import seed
 from support.signing import ec_key, ssh_key
 from support.smallfs import mount_in_node
 
 MIB = 1 << 20
-V1 = {"a.bin": b"1" * MIB, "b.bin": b"2" * MIB, "c.bin": b"3" * 2 * MIB, "config.json": b"{}"}
-V2 = {"a.bin": b"4" * MIB, "b.bin": b"5" * MIB, "c.bin": b"6" * 2 * MIB, "config.json": b'{"v": 2}'}
+# a.bin is small, so the slow push (512 KiB/s) delivers it in half a second and is killed in the two seconds b.bin takes.
+V1 = {"a.bin": b"1" * (MIB // 4), "b.bin": b"2" * MIB, "c.bin": b"3" * 2 * MIB, "config.json": b"{}"}
+V2 = {"a.bin": b"4" * (MIB // 4), "b.bin": b"5" * MIB, "c.bin": b"6" * 2 * MIB, "config.json": b'{"v": 2}'}
 TREE = "o--m--master"
 CACHE = "/var/cache/modelscope"
 # Records, SDK metadata, the manifest and directories: a few pages each.
@@ -45,7 +47,8 @@ pytestmark = [
 
 def bundles_and_v1(tmp_path: Path, cache: Path) -> dict[str, Path]:
     """Tree-form bundles of model o/m at two commits, written by cache_bundle from recorded caches, v2 signed with its
-    model-signing signature; v1 installed into ``cache`` (the node's, seen from here) as a node would have it."""
+    model-signing signature; v1 installed into ``cache`` (the node's, seen from here) as a node would have it. Where the
+    test starts from: module processes, not a playbook."""
     tasks, dests = [], {}
     for name, files, commit in (("v1", V1, "a" * 40), ("v2", V2, "b" * 40)):
         seed(tmp_path / f"cache-{name}", "models/o/m", files, commit=commit)
@@ -55,8 +58,8 @@ def bundles_and_v1(tmp_path: Path, cache: Path) -> dict[str, Path]:
     tasks.append({"modelseed.fleet.bundle_sign": {"path": str(dests["v2"]), "key": str(ssh_key(tmp_path / "keys/release")),
                                                   "model_signing_key": str(ec_key(tmp_path / "keys/model-signing.pem"))}})
     tasks.append({"modelseed.fleet.cache_install": {"src": str(dests["v1"]), "cache_dir": str(cache), "layout": "all"}})
-    made = run_tasks(tasks)
-    assert not any(r.get("failed") for r in made.results), [r.get("msg") for r in made.results]
+    made = run_modules(tasks, tmp_path)
+    assert not any(r.get("failed") for r in made), [r.get("msg") for r in made]
     return dests
 
 
