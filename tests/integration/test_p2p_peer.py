@@ -59,7 +59,7 @@ def swarm(tmp_path: Path):
                    "whitelist": str(tracker.whitelist), "piece_size": 64 << 10}
         made = run_module("p2p_torrent", torrent, tmp_path)
         assert not made.get("failed"), made
-        tracker.reload()
+        tracker.reload(made["info_hash"])  # the seeder starts at once
         yield tree, tmp_path / "models.torrent", made["info_hash"], tracker
     finally:
         tracker.stop()

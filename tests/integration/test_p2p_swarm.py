@@ -89,7 +89,7 @@ def test_three_nodes_fill_from_each_other_and_leave_nothing_running(tmp_path: Pa
                 "tracker": tracker.announce, "web_seeds": [web_seed.url], "whitelist": str(tracker.whitelist)}, tmp_path)
             assert not made.get("failed"), made
             info_hash = made["info_hash"]
-            tracker.reload()
+            tracker.reload(info_hash)
             sent_before = {name: site.sent(name) for name in site.links}
 
             peer = {"torrent": f"{INCOMING}/models.torrent", "state_dir": PEER_STATE}

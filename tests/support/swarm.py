@@ -50,6 +50,12 @@ def wait_listening(prefix: list[str], address: str, port: int, timeout: float = 
         time.sleep(0.1)
 
 
+def hash_query(info_hash: str) -> str:
+    """An info hash (hex) for a query string, every byte percent-encoded: opentracker reads no "+" as a space, so
+    urlencode() would miss one hash in 13."""
+    return urllib.parse.quote_from_bytes(bytes.fromhex(info_hash), safe="")
+
+
 @dataclass
 class Tracker:
     """opentracker bound to ``address``, answering only the info hashes of its whitelist, stats for ``address``."""
@@ -81,9 +87,24 @@ class Tracker:
         wait_listening(self.prefix, self.address, self.port)
         return self
 
-    def reload(self) -> None:
-        """opentracker reads its whitelist again on SIGHUP."""
+    def reload(self, info_hash: str | None = None, timeout: float = 10) -> None:
+        """opentracker reads its whitelist again on SIGHUP, in a thread of its own: with ``info_hash``, return only once
+        it takes that torrent, so that a peer started right after is not refused."""
         self.proc.send_signal(signal.SIGHUP)
+        if info_hash:
+            self.wait_taken(info_hash, timeout)
+
+    def wait_taken(self, info_hash: str, timeout: float = 10) -> None:
+        """Until the tracker answers announces for ``info_hash`` (it is on the whitelist the tracker read)."""
+        deadline = time.monotonic() + timeout
+        # A seeder that is not there announces itself and, once taken, leaves at once: the counts are as they were.
+        peer = {"peer_id": "-MS0000-reloadcheck0", "port": 1, "uploaded": 0, "downloaded": 0, "left": 0, "compact": 1, "numwant": 0}
+        announce = f"/announce?info_hash={hash_query(info_hash)}&"
+        while b"failure reason" in self.get(announce + urllib.parse.urlencode({**peer, "event": "started"})):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the tracker does not take {info_hash} after {timeout:.0f} s")
+            time.sleep(0.05)
+        self.get(announce + urllib.parse.urlencode({**peer, "event": "stopped"}))
 
     def get(self, path: str) -> bytes:
         """A GET to the tracker from its own namespace (and address, which the stats need)."""
@@ -93,8 +114,7 @@ class Tracker:
 
     def scrape(self, info_hash: str) -> dict[str, int]:
         """{'complete', 'incomplete', 'downloaded'} for one torrent: seeders and leechers now, completed events so far."""
-        # Every byte percent-encoded: opentracker reads no "+" as a space, so urlencode() would miss one hash in 13.
-        body = self.get("/scrape?info_hash=" + urllib.parse.quote_from_bytes(bytes.fromhex(info_hash), safe=""))
+        body = self.get("/scrape?info_hash=" + hash_query(info_hash))
         counts = {}
         for key in ("complete", "downloaded", "incomplete"):
             token = f"{len(key)}:{key}i".encode()
