@@ -70,9 +70,7 @@ def play(site: Site, tmp_path: Path, name: str, plays: list[dict]) -> None:
 
 def test_three_nodes_fill_from_each_other_and_leave_nothing_running(tmp_path: Path):
     groups = {"modelscope_staging": [1], "modelscope_nodes": NODES}
-    # node1 runs p2p_torrent with this interpreter (it has torf): nodes must see its installation and its virtualenv,
-    # wherever the checkout is (a node has a /tmp of its own).
-    with Site(new_state_dir("swarm-"), 1 + len(NODES), wan=WAN, lan=LAN, groups=groups, shared=[Path(sys.base_prefix), Path(sys.prefix)]) as site:
+    with Site(new_state_dir("swarm-"), 1 + len(NODES), wan=WAN, lan=LAN, groups=groups) as site:
         staging = site.fleet.node(1)
         prefix = ["nsenter", f"--net=/run/netns/{site.fleet.gap.node(1)}"]
         manifest = export_tree(staging.path)
