@@ -30,6 +30,7 @@ import yaml
 
 from support.bundles import ModelSpec, write_bundle
 from support.fleet import Fleet, login, new_state_dir, sandbox
+from support.module_process import run_modules
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, RESULTS_STAT, ansible_env, results_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
@@ -357,12 +358,13 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
         "node_image_root": "/var/tmp/image",
         "node_runtime_user": "0",
     })
-    # Stage (nothing to do when an earlier test did), then carry the bundle to where the image build finds it.
-    seed(fleet, inv, "--tags", "staging")
-    # A tree bundle's model directories hold hidden files (.gitattributes, .msc): only the bundle's own top-level
-    # scratch names stay behind.
-    source = fleet.node(1).path / "srv/modelseed/bundle"
-    shutil.copytree(source, node.path / "var/tmp/bundle", ignore=lambda d, names: [n for n in names if n.startswith(".")] if Path(d) == source else [])
+    # The bundle the staging role writes for local transport (a tree of an "all" cache), made by its two modules here:
+    # the other tests run the staging half, and this one is about the node half.
+    staged = run_modules([
+        {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(tmp_path / "staging"), "endpoint": hub.url, "layout": "all"}},
+        {"modelseed.fleet.cache_bundle": {"cache_dir": str(tmp_path / "staging"), "dest": str(node.path / "var/tmp/bundle"), "format": "tree"}},
+    ], tmp_path)
+    assert not any(result.get("failed") for result in staged), [result.get("msg") for result in staged]
     (node.path / "var/tmp/image/etc").mkdir(parents=True)
     real_environment = (node.path / "etc/environment").read_text()
 
