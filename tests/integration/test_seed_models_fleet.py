@@ -4,10 +4,11 @@ Ansible logs in as a non-root operator (``deploy``) and becomes root with each n
 documented inventories do; node1 pushes as that operator, with the key in its ~/.ssh.
 
 Push (rsync over ssh from node1) of a bundle the controller signs and the nodes verify, then check mode (no
-change, nothing written; a second real run is the molecule scenarios' idempotence step); every way a bundle can fail a
-node's trust list, in one play, refused with nothing changed; pull over HTTPS with basic authentication from the nginx node1 runs,
-with a dead mirror first in line for one node. The caches are judged from outside the nodes (their
-trees on this side) and with the real SDK, inside the nodes (modelscope_ready) and outside.
+change, nothing written); every way a bundle can fail a node's trust list, in one play, refused with nothing
+changed; pull over HTTPS with basic authentication from the nginx node1 runs, with a dead mirror first in line for
+one node. A second real run of push or pull changing nothing is the molecule scenarios' idempotence step
+(docs/testing.md). The caches are judged from outside the nodes (their trees on this side) and with the real SDK,
+inside the nodes (modelscope_ready) and outside.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from support.playbook import ANSIBLE_PLAYBOOK, REPO, RESULTS_STAT, ansible_env, 
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
 from support.signing import allowed_signers, ssh_key, ssh_sign
+from support.tls import ensure_tls
 
 ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
 SDK_VERSIONS = ("1.37.1", "1.40.2")
@@ -242,23 +244,6 @@ def test_check_mode_before_anything_exists_says_so(fleet, hub, sdk_pythons, tmp_
     assert not any((node.path / "var/cache/modelscope-never").exists() for node in fleet.nodes)
 
 
-def make_certificate(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for ``address``: (ca, cert, key)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=seed test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={address}")
-    (directory / "server.ext").write_text(f"basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{address}\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "server.ext", "-out", "server.pem")
-    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
-
-
 def get(url: str, ca: Path, *, auth: bool = True, byte_range: str | None = None):
     request = urllib.request.Request(url)
     if auth:
@@ -274,14 +259,14 @@ def get(url: str, ca: Path, *, auth: bool = True, byte_range: str | None = None)
 
 def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pythons, tmp_path):
     staging = fleet.node(1)
-    ca, cert, key = make_certificate(tmp_path / "tls", staging.address)
+    certs = ensure_tls(tmp_path / "tls", staging.address)
     # The user's certificate on the staging host, and the CA on the nodes: files on their trees.
     tls_dir = staging.path / "etc/modelseed-tls"
     tls_dir.mkdir(exist_ok=True)
-    shutil.copy(cert, tls_dir / "server.pem")
-    shutil.copy(key, tls_dir / "server.key")
+    shutil.copy(certs.cert, tls_dir / "server.pem")
+    shutil.copy(certs.key, tls_dir / "server.key")
     for node in (2, 3):
-        shutil.copy(ca, fleet.node(node).path / "etc/modelseed-ca.pem")
+        shutil.copy(certs.ca, fleet.node(node).path / "etc/modelseed-ca.pem")
     url = f"https://{staging.address}:8443/bundle/"
     report = tmp_path / "report.json"
     inv = inventory(fleet, tmp_path / "inventory", {
@@ -330,13 +315,11 @@ def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pytho
 
     # nginx answers Range requests (what a node resumes with), wants the password, and hides dot-files.
     tar = (staging.path / "srv/modelseed/bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").read_bytes()
-    status, headers, body = get(url + "Qwen--Qwen2.5-0.5B-Test--master.tar", ca, byte_range="1000-1999")
+    status, headers, body = get(url + "Qwen--Qwen2.5-0.5B-Test--master.tar", certs.ca, byte_range="1000-1999")
     assert status == 206 and headers["Content-Range"] == f"bytes 1000-1999/{len(tar)}" and body == tar[1000:2000]
-    assert get(url + "manifest.json", ca, auth=False)[0] == 401
-    assert get(url + ".lock", ca)[0] == 404
-
-    second = seed(fleet, inv)
-    assert changed_hosts(second) == {}, second.stdout
+    assert get(url + "manifest.json", certs.ca, auth=False)[0] == 401
+    assert get(url + ".lock", certs.ca)[0] == 404
+    # A second run changes nothing: molecule's pull scenario proves it (its idempotence step, docs/testing.md).
 
 
 def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
