@@ -61,6 +61,9 @@ SHARED = {
     "modelseed_lock_file": ("The lock file on the controller (relative: to the directory `ansible-playbook` runs in): the downloads "
                             "fetch exactly the commits and files it pins, and it is written after them (see "
                             "[lock-file.md](lock-file.md)).", "none: no lock"),
+    "modelseed_p2p_web_seed_peers": ("`p2p`: how many of the nodes that join a swarm fetch from the staging host's web seed; "
+                                     "the others take every piece from the other peers, so that the staging host sends about one "
+                                     "copy whatever the number of nodes (see [p2p.md](p2p.md)). `0`: every node.", "`2`"),
     "modelseed_lock_update": ("Models whose lock entry is replaced by what the hub says now: a list of model ids, or `all`.", "`[]`"),
     "modelseed_sign_key": ("Key that signs the bundle's `manifest.json`, on the controller (see [signing.md](signing.md)): an ssh "
                            "private key file, the `.pub` of a key in `ssh-agent`, or a GnuPG key id.", "none: unsigned"),

@@ -16,6 +16,9 @@ description:
     C(<url><name>/<file>).
   - Adds the torrent's info hash to the tracker's whitelist O(whitelist) (C(opentracker -w)), keeping the hashes
     already there.
+  - With O(peers_dest), also writes the same torrent without its web seeds. Its info hash is the same (web seeds
+    are outside the info dictionary), so peers that read it join the same swarm and take every piece from the
+    other peers.
   - When the torrent in O(dest) already describes the same files with the same sizes, the same C(manifest.json)
     and signatures beside it (compared by sha256, since a bundle signed again with another key keeps its sizes), tracker, web seeds
     and piece size, nothing is hashed again.
@@ -50,6 +53,11 @@ options:
     type: list
     elements: str
     default: []
+  peers_dest:
+    description:
+      - Where the same torrent without web seeds goes, for the peers that are to take every piece from the other
+        peers (see O(web_seeds)). Not written when unset.
+    type: path
   whitelist:
     description: The tracker's whitelist file, one info hash (hex) per line; made when missing.
     type: path
@@ -69,6 +77,7 @@ EXAMPLES = r'''
     dest: /srv/modelseed/export/models.torrent
     tracker: "http://{{ staging_address }}:6969/announce"
     web_seeds: ["http://{{ staging_address }}:8080/export/"]
+    peers_dest: /srv/modelseed/export/models-peers.torrent
     whitelist: /var/lib/modelseed/opentracker/whitelist
   register: torrent
 '''
@@ -197,6 +206,28 @@ def same_torrent(dest, files, tracker, web_seeds, piece_size, comment):
     return old
 
 
+def peers_only(torrent):
+    """The bytes of ``torrent`` without its web seeds: the same info hash, so the same swarm."""
+    copy = torrent.copy()
+    copy.webseeds = None
+    return copy.dump()
+
+
+def replace_file(dest, data):
+    """``dest`` holds ``data`` (mode 0644, for the web server's workers), swapped in whole by one rename."""
+    with open(dest + ".tmp", "wb") as handle:
+        handle.write(data)
+    os.chmod(dest + ".tmp", 0o644)
+    os.rename(dest + ".tmp", dest)
+
+
+def holds(path, data):
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return handle.read() == data
+
+
 def ensure_listed(whitelist, info_hash, check_mode):
     """Add ``info_hash`` to the tracker's whitelist; True when the file changed."""
     lines = []
@@ -223,6 +254,7 @@ def main():
             web_seeds=dict(type="list", elements="str", default=[]),
             whitelist=dict(type="path"),
             piece_size=dict(type="int"),
+            peers_dest=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -250,11 +282,18 @@ def main():
         if not module.check_mode:
             try:
                 torrent.generate(threads=1)  # reading the disk is the bound; threads only compete for it
-                torrent.write(params["dest"] + ".tmp", overwrite=True)
+                replace_file(params["dest"], torrent.dump())
             except (torf.TorfError, OSError) as exc:
                 module.fail_json(msg="cannot make the torrent of %s: %s" % (path, exc))
-            os.chmod(params["dest"] + ".tmp", 0o644)
-            os.rename(params["dest"] + ".tmp", params["dest"])
+    if params["peers_dest"] and not (changed and module.check_mode):
+        data = peers_only(torrent)
+        if not holds(params["peers_dest"], data):
+            changed = True
+            if not module.check_mode:
+                try:
+                    replace_file(params["peers_dest"], data)
+                except OSError as exc:
+                    module.fail_json(msg="cannot write %s: %s" % (params["peers_dest"], exc))
     info_hash = torrent.infohash.lower() if not module.check_mode or not changed else None
     if params["whitelist"] and info_hash:
         try:

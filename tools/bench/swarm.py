@@ -2,7 +2,7 @@
 nodes behind rate-limited links, for each way of keeping the staging host's egress low.
 
     python tools/bench swarm [--nodes 2 4 8 16] [--runs 1] [--size-mib 256] [--files 4] [--wan-mib 20] [--lan-mib 100]
-                             [--mechanisms webseed capped seeder budget] [--staging-mib 40] [--trickle-kib 1024]
+                             [--mechanisms webseed feeders capped seeder budget] [--staging-mib 40] [--trickle-kib 1024]
                              [--budget 1.5] [--piece-kib 0] [--results FILE] [--fresh]
 
 node1 is the staging host: it holds the exported tree (model files and manifest.json) under nginx's root, runs
@@ -51,6 +51,7 @@ class Mechanism:
     web_seed_rate: object
     seeder_rate: object = None
     seeder_ratio: float = 0.0
+    feeders: int = 0  # when set, only the first ``feeders`` nodes read the torrent with the web seed
 
 
 def mechanisms(args: argparse.Namespace) -> dict[str, Mechanism]:
@@ -61,6 +62,8 @@ def mechanisms(args: argparse.Namespace) -> dict[str, Mechanism]:
                             lambda n: cap // n),
         "seeder": Mechanism("seeder", f"aria2 seeder on the staging host at {args.staging_mib} MiB/s, web seed trickle "
                             f"{args.trickle_kib} KiB/s per connection", lambda n: trickle, lambda n: cap),
+        "feeders": Mechanism("feeders", "nginx web seed, no limit, for the first 2 nodes only; the others read the torrent "
+                             "without web seeds (the node role's default, node_p2p_web_seed_peers: 2)", lambda n: 0, feeders=2),
         "budget": Mechanism("budget", f"aria2 seeder on the staging host, no rate limit, stops after {args.budget} copies "
                             f"(--seed-ratio); web seed trickle {args.trickle_kib} KiB/s per connection", lambda n: trickle, lambda n: 0,
                             args.budget),
@@ -125,10 +128,16 @@ def set_up(site: Site, tree: Path, piece_kib: int) -> Staging:
     torrent = export / f"{NAME}.torrent"
     made = run([], "p2p_torrent", {"path": str(export / NAME), "dest": str(torrent), "tracker": tracker.announce,
                                    "web_seeds": [f"http://{address}:8080/"], "whitelist": str(tracker.whitelist),
+                                   "peers_dest": str(peers_torrent(torrent)),
                                    **({"piece_size": piece_kib << 10} if piece_kib else {})})
     tracker.reload()
     print(f"torrent: {made['pieces']} pieces of {made['piece_size'] >> 10} KiB, {made['files']} files", flush=True)
     return Staging(site, tracker, torrent, made["info_hash"], made["bytes"], run)
+
+
+def peers_torrent(torrent: Path) -> Path:
+    """Where p2p_torrent writes the same torrent without web seeds (peers_dest), as the staging role names it."""
+    return torrent.with_name(torrent.stem + "-peers.torrent")
 
 
 def aria2_cpu(pid: int) -> float:
@@ -165,7 +174,10 @@ def run_cell(staging: Staging, mechanism: Mechanism, nodes: list[int], manifest:
         sent_before = {name: site.sent(name) for name in site.links}
         cpu_before = snapshot()
         started = time.monotonic()
-        starts = [(node_prefix(site, i), "p2p_peer", peer_args(staging, site.fleet.node(i).path, site.fleet.node(i).address)) for i in nodes]
+        # Beyond the first ``feeders`` nodes, the torrent without web seeds (the same swarm), as the node role does.
+        starts = [(node_prefix(site, i), "p2p_peer", peer_args(staging, site.fleet.node(i).path, site.fleet.node(i).address,
+                   **({"torrent": str(peers_torrent(staging.torrent))} if 0 < mechanism.feeders <= k else {})))
+                  for k, i in enumerate(nodes)]
         threads = [threading.Thread(target=staging.run, args=start) for start in starts]
         for thread in threads:
             thread.start()
@@ -271,7 +283,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.5, help="copies the budget seeder uploads before it stops")
     parser.add_argument("--piece-kib", type=int, default=0, help="piece size; 0: p2p_torrent's choice")
     parser.add_argument("--link-floor", type=float, default=0.85, help="least share of its rate each link must reach alone; 0: no check")
-    parser.add_argument("--mechanisms", nargs="+", default=["webseed", "capped"])
+    parser.add_argument("--mechanisms", nargs="+", default=["feeders", "webseed"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()

@@ -28,7 +28,7 @@ def test_a_hash_with_a_space_and_a_plus_is_scraped(tmp_path: Path):
         announce = f"{tracker.announce}?info_hash={urllib.parse.quote_from_bytes(bytes.fromhex(info_hash), safe='')}&{query}"
         # The whitelist is read again by a thread of its own: announce until the tracker takes the torrent.
         counts = {}
-        for _ in range(50):
+        for _attempt in range(50):
             if b"failure reason" not in urllib.request.urlopen(announce, timeout=5).read():
                 counts = tracker.scrape(info_hash)
                 break

@@ -113,10 +113,33 @@ def test_a_bundle_signed_again_with_sizes_kept_makes_a_new_torrent(tree: Path, t
     assert not run(args_for(tree, tmp_path), tmp_path)["changed"]
 
 
+def test_the_peers_torrent_joins_the_same_swarm_without_web_seeds_and_follows_the_tree(tree: Path, tmp_path: Path):
+    peers = tmp_path / "models-peers.torrent"
+    first = run(args_for(tree, tmp_path, peers_dest=str(peers)), tmp_path)
+    assert first["changed"], first
+    plain, full = torf.Torrent.read(peers), torf.Torrent.read(tmp_path / "models.torrent")
+    assert plain.infohash.lower() == full.infohash.lower() == first["info_hash"]
+    assert list(plain.webseeds) == [] and list(full.webseeds) == [WEB_SEED]
+    assert list(plain.trackers.flat) == [TRACKER] and plain.private is True and plain.verify(str(tree)) is True
+    assert oct(peers.stat().st_mode & 0o777) == "0o644"
+    # Again: nothing to do; the peers' torrent alone gone: only it is written again, and check mode says so first.
+    assert not run(args_for(tree, tmp_path, peers_dest=str(peers)), tmp_path)["changed"]
+    written = peers.read_bytes()
+    peers.unlink()
+    assert run(args_for(tree, tmp_path, peers_dest=str(peers)), tmp_path, check_mode=True)["changed"] and not peers.exists()
+    again = run(args_for(tree, tmp_path, peers_dest=str(peers)), tmp_path)
+    assert again["changed"] and peers.read_bytes() == written
+    # A new tree: both torrents follow it, still one swarm.
+    (tree / "manifest.json").write_text('{"files": ["new sha256"]}')
+    new = run(args_for(tree, tmp_path, peers_dest=str(peers)), tmp_path)
+    assert new["info_hash"] != first["info_hash"] and torf.Torrent.read(peers).infohash.lower() == new["info_hash"]
+
+
 def test_check_mode_writes_nothing(tree: Path, tmp_path: Path):
-    result = run(args_for(tree, tmp_path), tmp_path, check_mode=True)
+    result = run(args_for(tree, tmp_path, peers_dest=str(tmp_path / "models-peers.torrent")), tmp_path, check_mode=True)
     assert result["changed"]
     assert not (tmp_path / "models.torrent").exists() and not (tmp_path / "whitelist").exists()
+    assert not (tmp_path / "models-peers.torrent").exists()
 
 
 def test_a_link_in_the_tree_is_refused(tree: Path, tmp_path: Path):
