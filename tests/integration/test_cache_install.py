@@ -176,7 +176,8 @@ class BundleServer:
             context.load_cert_chain(str(tls.cert), str(tls.key))
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
             self.scheme = "https"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next look at its flag: every 0.1 s, as the test hub's, not the default half second.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
     @property
     def url(self) -> str:

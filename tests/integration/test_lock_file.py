@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -67,9 +66,9 @@ def run_staging(tmp_path: Path, hub: MsHub, name: str, lock: Path, *, update=Non
                                          "roles": [{"role": "modelseed.fleet.staging"}]}], sort_keys=False))
     cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook), "--tags", tags]
     # Pipelining: each task's module goes to its Python on stdin, without the shells that make, fill and remove a
-    # temporary directory for it.
-    return subprocess.run(cmd, env=ansible_env(ANSIBLE_PIPELINING="1"), capture_output=True, text=True, timeout=300, check=False,
-                          preexec_fn=lambda: os.umask(umask))
+    # temporary directory for it. The download jobs' status files go to a directory of the test's own.
+    env = ansible_env(ANSIBLE_PIPELINING="1", ANSIBLE_ASYNC_DIR=str(tmp_path / "async"))
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False, preexec_fn=lambda: os.umask(umask))
 
 
 def ok(proc: subprocess.CompletedProcess) -> None:
@@ -101,6 +100,11 @@ def bundle_bytes(bundle: Path) -> dict[str, tuple[bytes, int]]:
     return {str(p.relative_to(bundle)): (p.read_bytes(), p.stat().st_mode) for p in sorted(bundle.rglob("*")) if p.is_file()}
 
 
+def changed_at(cache: Path) -> list[float]:
+    """When each file of ``cache`` was last written (change times: a download may set a file's modification time)."""
+    return [p.stat().st_ctime for p in cache.rglob("*") if p.is_file()]
+
+
 def downloads_at(hub: MsHub, mark: int) -> set[tuple[str, str, str]]:
     """(model, file, revision asked for) of every file the hub served since ``mark``."""
     return {(r.model, r.file, parse_qs(r.query)["Revision"][0]) for r in hub.log.entries(mark) if r.download}
@@ -117,7 +121,6 @@ def test_lock_is_written_honoured_rebuilt_and_updated(lock_hub, tmp_path):
     # master moves on for both models: a file changed, a file added.
     moved = {model: push_commit(hub.store.root, model, {"config.json": b'{"moved": true}', "extra.txt": b"new"},
                                 created_at=CREATED + 100) for model in (ALPHA, BETA)}
-    time.sleep(1)  # later in time, too
 
     # Honour, and rebuild elsewhere: another cache path, another umask; exactly the locked files, the same bundle bytes.
     mark = len(hub.log)
@@ -127,6 +130,9 @@ def test_lock_is_written_honoured_rebuilt_and_updated(lock_hub, tmp_path):
     assert downloads_at(hub, mark) == expected
     assert lock.read_bytes() == written
     assert "the hub has moved master to %s" % moved[ALPHA][:12] in second.stdout
+    # Later in time, too: the second cache was written more than a second after the first (the first run's bundle and
+    # the second run's start lie between), as the files' change times say.
+    assert min(changed_at(tmp_path / "second" / "cache")) >= max(changed_at(tmp_path / "first" / "cache")) + 1
     first_bundle = bundle_bytes(tmp_path / "first" / "bundle")
     assert bundle_bytes(tmp_path / "second" / "bundle") == first_bundle
 
@@ -135,6 +141,8 @@ def test_lock_is_written_honoured_rebuilt_and_updated(lock_hub, tmp_path):
     ok(run_staging(tmp_path, hub, "second", lock, update=[ALPHA], tags="download"))
     assert blocks(lock) == {ALPHA: hub_lines(hub, ALPHA, moved[ALPHA]), BETA: hub_lines(hub, BETA, first[BETA])}
     assert downloads_at(hub, mark) == {(ALPHA, "config.json", moved[ALPHA]), (ALPHA, "extra.txt", moved[ALPHA])}
+    # Every download job was seen to end and its status file removed.
+    assert (tmp_path / "async").is_dir() and not any((tmp_path / "async").iterdir())
 
 
 def test_a_hub_changed_under_the_lock_fails_listing_what_differs(lock_hub, tmp_path):

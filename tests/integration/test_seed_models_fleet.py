@@ -3,11 +3,12 @@
 Ansible logs in as a non-root operator (``deploy``) and becomes root with each node's real sudo, as the
 documented inventories do; node1 pushes as that operator, with the key in its ~/.ssh.
 
-Push (rsync over ssh from node1) of a bundle the controller signs and the nodes verify, then the same run
-again (no change anywhere), then check mode (no change, nothing written); every way a bundle can fail a
-node's trust list, in one play, refused with nothing changed; pull over HTTPS with basic authentication from the nginx node1 runs,
-with a dead mirror first in line for one node. The caches are judged from outside the nodes (their
-trees on this side) and with the real SDK, inside the nodes (modelscope_ready) and outside.
+Push (rsync over ssh from node1) of a bundle the controller signs and the nodes verify, then check mode (no
+change, nothing written); every way a bundle can fail a node's trust list, in one play, refused with nothing
+changed; pull over HTTPS with basic authentication from the nginx node1 runs, with a dead mirror first in line for
+one node. A second real run of push or pull changing nothing is the molecule scenarios' idempotence step
+(docs/testing.md). The caches are judged from outside the nodes (their trees on this side) and with the real SDK,
+inside the nodes (modelscope_ready) and outside.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import yaml
 
 from support.bundles import ModelSpec, write_bundle
 from support.fleet import Fleet, login, new_state_dir, sandbox
+from support.module_process import run_modules
 from support.playbook import ANSIBLE_PLAYBOOK, REPO, RESULTS_STAT, ansible_env, results_env
 from support.sample_models import MODEL, model_files
 from support.sdk import cache_dir as sdk_cache_dir
 from support.signing import allowed_signers, ssh_key, ssh_sign
+from support.tls import ensure_tls
 
 ESCAPED = "Qwen/Qwen2___5-0___5B-Test"
 SDK_VERSIONS = ("1.37.1", "1.40.2")
@@ -216,14 +219,9 @@ def test_push_then_nothing_to_do_then_check_mode(fleet, hub, tls_hub, tls, sdk, 
             {p: sha256(d) for p, d in model_files().items()}
     assert hub.log.downloads(mark) == {} and tls_hub.log.downloads(tls_mark) == {}
 
-    # Second run: nothing changes anywhere (the signature there is the key's already), and the hub serves no file.
-    mark = len(hub.log)
-    second = seed(fleet, inv)
-    assert changed_hosts(second) == {}, second.stdout
-    assert "manifest.json.sig is signed already by ssh key" in second.stdout
-    assert hub.log.downloads(mark) == {}
-
-    # Check mode: runs end to end, reports no change, and writes nothing on any node.
+    # A second run changes nothing and downloads nothing: molecule's default and airgap scenarios prove it (their
+    # idempotence steps, docs/testing.md). Check mode on the seeded fleet: runs end to end, reports no change, and
+    # writes nothing on any node.
     before = node_state(fleet)
     check = seed(fleet, inv, "--check")
     assert changed_hosts(check) == {}, check.stdout
@@ -246,23 +244,6 @@ def test_check_mode_before_anything_exists_says_so(fleet, hub, sdk_pythons, tmp_
     assert not any((node.path / "var/cache/modelscope-never").exists() for node in fleet.nodes)
 
 
-def make_certificate(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for ``address``: (ca, cert, key)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=seed test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={address}")
-    (directory / "server.ext").write_text(f"basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{address}\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "server.ext", "-out", "server.pem")
-    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
-
-
 def get(url: str, ca: Path, *, auth: bool = True, byte_range: str | None = None):
     request = urllib.request.Request(url)
     if auth:
@@ -278,14 +259,14 @@ def get(url: str, ca: Path, *, auth: bool = True, byte_range: str | None = None)
 
 def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pythons, tmp_path):
     staging = fleet.node(1)
-    ca, cert, key = make_certificate(tmp_path / "tls", staging.address)
+    certs = ensure_tls(tmp_path / "tls", staging.address)
     # The user's certificate on the staging host, and the CA on the nodes: files on their trees.
     tls_dir = staging.path / "etc/modelseed-tls"
     tls_dir.mkdir(exist_ok=True)
-    shutil.copy(cert, tls_dir / "server.pem")
-    shutil.copy(key, tls_dir / "server.key")
+    shutil.copy(certs.cert, tls_dir / "server.pem")
+    shutil.copy(certs.key, tls_dir / "server.key")
     for node in (2, 3):
-        shutil.copy(ca, fleet.node(node).path / "etc/modelseed-ca.pem")
+        shutil.copy(certs.ca, fleet.node(node).path / "etc/modelseed-ca.pem")
     url = f"https://{staging.address}:8443/bundle/"
     report = tmp_path / "report.json"
     inv = inventory(fleet, tmp_path / "inventory", {
@@ -334,13 +315,11 @@ def test_pull_over_https_with_basic_auth_and_a_dead_mirror(fleet, hub, sdk_pytho
 
     # nginx answers Range requests (what a node resumes with), wants the password, and hides dot-files.
     tar = (staging.path / "srv/modelseed/bundle/Qwen--Qwen2.5-0.5B-Test--master.tar").read_bytes()
-    status, headers, body = get(url + "Qwen--Qwen2.5-0.5B-Test--master.tar", ca, byte_range="1000-1999")
+    status, headers, body = get(url + "Qwen--Qwen2.5-0.5B-Test--master.tar", certs.ca, byte_range="1000-1999")
     assert status == 206 and headers["Content-Range"] == f"bytes 1000-1999/{len(tar)}" and body == tar[1000:2000]
-    assert get(url + "manifest.json", ca, auth=False)[0] == 401
-    assert get(url + ".lock", ca)[0] == 404
-
-    second = seed(fleet, inv)
-    assert changed_hosts(second) == {}, second.stdout
+    assert get(url + "manifest.json", certs.ca, auth=False)[0] == 401
+    assert get(url + ".lock", certs.ca)[0] == 404
+    # A second run changes nothing: molecule's pull scenario proves it (its idempotence step, docs/testing.md).
 
 
 def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
@@ -357,12 +336,13 @@ def test_local_transport_into_an_image_root(fleet, hub, tmp_path):
         "node_image_root": "/var/tmp/image",
         "node_runtime_user": "0",
     })
-    # Stage (nothing to do when an earlier test did), then carry the bundle to where the image build finds it.
-    seed(fleet, inv, "--tags", "staging")
-    # A tree bundle's model directories hold hidden files (.gitattributes, .msc): only the bundle's own top-level
-    # scratch names stay behind.
-    source = fleet.node(1).path / "srv/modelseed/bundle"
-    shutil.copytree(source, node.path / "var/tmp/bundle", ignore=lambda d, names: [n for n in names if n.startswith(".")] if Path(d) == source else [])
+    # The bundle the staging role writes for local transport (a tree of an "all" cache), made by its two modules here:
+    # the other tests run the staging half, and this one is about the node half.
+    staged = run_modules([
+        {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(tmp_path / "staging"), "endpoint": hub.url, "layout": "all"}},
+        {"modelseed.fleet.cache_bundle": {"cache_dir": str(tmp_path / "staging"), "dest": str(node.path / "var/tmp/bundle"), "format": "tree"}},
+    ], tmp_path)
+    assert not any(result.get("failed") for result in staged), [result.get("msg") for result in staged]
     (node.path / "var/tmp/image/etc").mkdir(parents=True)
     real_environment = (node.path / "etc/environment").read_text()
 
