@@ -117,6 +117,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import atomic_write, read_bytes
+
 try:
     import torf
 except ImportError:
@@ -213,21 +215,6 @@ def peers_only(torrent):
     return copy.dump()
 
 
-def replace_file(dest, data):
-    """``dest`` holds ``data`` (mode 0644, for the web server's workers), swapped in whole by one rename."""
-    with open(dest + ".tmp", "wb") as handle:
-        handle.write(data)
-    os.chmod(dest + ".tmp", 0o644)
-    os.rename(dest + ".tmp", dest)
-
-
-def holds(path, data):
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as handle:
-        return handle.read() == data
-
-
 def ensure_listed(whitelist, info_hash, check_mode):
     """Add ``info_hash`` to the tracker's whitelist; True when the file changed."""
     lines = []
@@ -237,11 +224,8 @@ def ensure_listed(whitelist, info_hash, check_mode):
     if info_hash in (line.lower() for line in lines):
         return False
     if not check_mode:
-        temp = whitelist + ".tmp"
-        with open(temp, "w") as handle:
-            handle.write("\n".join(lines + [info_hash]) + "\n")
-        os.chmod(temp, 0o644)  # opentracker reads it as an unprivileged user
-        os.rename(temp, whitelist)
+        # 0644: opentracker reads it as an unprivileged user.
+        atomic_write(whitelist, ("\n".join(lines + [info_hash]) + "\n").encode())
     return True
 
 
@@ -282,16 +266,16 @@ def main():
         if not module.check_mode:
             try:
                 torrent.generate(threads=1)  # reading the disk is the bound; threads only compete for it
-                replace_file(params["dest"], torrent.dump())
+                atomic_write(params["dest"], torrent.dump())  # 0644, for the web server's workers
             except (torf.TorfError, OSError) as exc:
                 module.fail_json(msg="cannot make the torrent of %s: %s" % (path, exc))
     if params["peers_dest"] and not (changed and module.check_mode):
         data = peers_only(torrent)
-        if not holds(params["peers_dest"], data):
+        if read_bytes(params["peers_dest"]) != data:
             changed = True
             if not module.check_mode:
                 try:
-                    replace_file(params["peers_dest"], data)
+                    atomic_write(params["peers_dest"], data)
                 except OSError as exc:
                     module.fail_json(msg="cannot write %s: %s" % (params["peers_dest"], exc))
     info_hash = torrent.infohash.lower() if not module.check_mode or not changed else None
