@@ -255,6 +255,14 @@ bytes_copied:
   returned: success
   type: int
   sample: 0
+top_files:
+  description:
+    - The sha256 of each file at the top of O(dest) that travels without the models, by name (C(manifest.json),
+      C(SHA256SUMS) and signatures C(*.sig)). A copy of the bundle with the same ones describes the same bundle.
+  returned: success, except in check mode when the bundle would change
+  type: dict
+  sample: {"manifest.json": "0c5b7e0f8a1c0bd3d5b6f4d3a2e1f0c9b8a7d6e5f4c3b2a1908f7e6d5c4b3a21",
+           "SHA256SUMS": "9f2c4d1e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"}
 base_manifest_sha256:
   description: With O(base_manifest), the sha256 of that manifest, which the new manifest names.
   returned: when O(base_manifest) is set
@@ -423,6 +431,8 @@ def run(module, entries, dest, result):
     result.update(changed=changed, models=summary(plan, writing), bytes=sum(m['bytes'] for m in plan.models),
                   bytes_written=plan.bytes_to_write(), removed=plan.prune)
     reused = len(plan.models) - len(plan.write)
+    if not (module.check_mode and changed):
+        result['top_files'] = bundle_format.top_files(dest)
     if isinstance(plan, TreePlan):
         result['bytes_copied'] = plan.copied
         if changed:

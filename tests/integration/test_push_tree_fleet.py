@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -135,9 +136,15 @@ def test_push_writes_once_resumes_and_fits_new_plus_old_plus_one_file(tmp_path):
         assert verified.returncode == 0 and "Verification succeeded" in verified.stdout, verified
 
         # A node whose model lost its signature gets it back from the next push, and no model file travels; this push
-        # leaves the cipher to ssh's defaults.
+        # leaves the cipher to ssh's defaults. It is told what the top of the source's bundle holds (as seed_models.yml
+        # tells it what the staging role built), which the node holds already: the manifest does not travel again.
         (cache / "models/o/m.sig").unlink()
-        again = push(fleet, play, dests["v2"], "-v", "-e", '{"node_push_ssh_ciphers": ""}')
+        top = {"host": "localhost", "dir": str(dests["v2"]),
+               "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dests["v2"].iterdir() if p.is_file()}}
+        assert sorted(top["files"]) == ["SHA256SUMS", "manifest.json", "manifest.json.sig", "o--m--master.sig"]
+        again = push(fleet, play, dests["v2"], "-v", "-e", yaml.safe_dump({"node_push_ssh_ciphers": "", "node_push_source_files": top},
+                                                                         default_flow_style=True).strip())
+        assert re.search(r"TASK \[[^]]*Push the manifest and the signatures\] \**\nskipping: \[node1\]", again), again[-5000:]
         assert (cache / "models/o/m.sig").read_bytes() == model_sig
         assert "o/m@master (model-signing signature missing)" in again, again[-5000:]
         assert TREE + "/" not in again and (model / "a.bin").stat().st_ino == delivered, again[-5000:]

@@ -1,8 +1,8 @@
 """The staging role's progress poll: a download that ends is noticed when it ends, not when the next report is due.
 
 The staging role runs on localhost against the test hub, with a report interval far longer than the download (the
-weights are throttled so that the first wait has a download to wait for). Each wait of the poll either times out (a report is
-due) or returns because the job's status file says it ended; the last wait must be of the second kind.
+weights are throttled so that the first wait has a download to wait for). Each round of the poll waits until either a
+report is due or the job's status file says it ended, and says which; the last round must have ended the second way.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Far longer than the download: a wait that ran to its timeout would hold the run this long, then fail the test.
 POLL_INTERVAL = 120
-WAIT_TASK = "Wait until a download ends or the next report is due"
-CHECK_TASK = "Check the download jobs"
+POLL_TASK = "Wait until a download ends or the next report is due, then check the download jobs"
 
 
 def staging_play(tmp_path: Path, hub_url: str) -> Path:
@@ -93,15 +92,15 @@ def test_the_wait_ends_when_the_download_does(hub, tmp_path):
     proc, records = run_recorded(staging_play(tmp_path, hub.url), tmp_path)
     assert proc.returncode == 0, f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
 
-    waits = [result for result in task_results(records, WAIT_TASK) if "skip_reason" not in result]
-    assert waits, "the download ended before the first report: nothing was waited for"
-    last = waits[-1]
-    # Returned on the status file's change: wait_for's success result, not its timeout message.
-    assert "Timeout" not in last.get("msg", ""), last
-    jobs = [job["ansible_job_id"] for job in task_results(records, "Start the downloads")[0]["results"]]
-    assert last["search_regex"] and Path(last["path"]).name in jobs, last
-    # Each round waits first and checks the jobs after: one round, whose wait ended on the job's end.
-    assert len(task_results(records, CHECK_TASK)) == len(waits) == 1
+    rounds = [result for result in task_results(records, POLL_TASK) if "skip_reason" not in result]
+    assert rounds, "the download ended before the first report: nothing was waited for"
+    # One round, whose wait ended on the job's end (its first line), not on the report being due; then the job's
+    # result, read from its status file, and "--" before the progress files (none left: the download ended).
+    assert len(rounds) == 1, rounds
+    ended, *jobs, progress_mark = rounds[0]["stdout_lines"]
+    assert progress_mark == "--", rounds[0]
+    assert ended == "ended", rounds[0]
+    assert [json.loads(line).get("changed") for line in jobs] == [True], jobs
     # The bundle was built after the wait: in tree form (the staging role's default with push), the model's files.
     tree = tmp_path / "bundle" / "Qwen--Qwen2.5-0.5B-Test--master"
     assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name not in (".msc", ".mdl", ".mv")) == sorted(

@@ -47,12 +47,14 @@ installer must accept no other member.
 
 import hashlib
 import json
+import os
 import re
 
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache import sdk_metadata
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_id import InvalidName, check_revision, split_model_id
 from ansible_collections.modelseed.fleet.plugins.module_utils._cache.model_paths import check_relative_path
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
+from ansible_collections.modelseed.fleet.plugins.module_utils._fs.hashing import sha256_file
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.paths import parent_dirs
 
 FORMAT = 'modelseed.fleet/bundle'
@@ -134,6 +136,14 @@ def manifest_bytes(models, base_manifest_sha256=None):
 def sums_bytes(entries):
     """SHA256SUMS text for [(sha256, relative file name)], in the format `sha256sum -c` reads."""
     return ''.join('%s  %s\n' % (sha, name) for name, sha in sorted((n, s) for s, n in entries)).encode('utf-8')
+
+
+def top_files(directory):
+    """{name: sha256} of the files at the top of a bundle directory that travel without the models: manifest.json,
+    SHA256SUMS and the signatures (*.sig). A node holding the same ones holds the same bundle description."""
+    names = [MANIFEST, SUMS] + sorted(n for n in os.listdir(directory) if n.endswith('.sig'))
+    return dict((name, sha256_file(os.path.join(directory, name))) for name in names
+                if os.path.isfile(os.path.join(directory, name)))
 
 
 def parse_sums(data):

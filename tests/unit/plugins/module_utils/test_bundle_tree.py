@@ -271,3 +271,14 @@ def run_cache_install(args, tmp_path):
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def test_top_files_are_the_manifest_the_sums_and_the_signatures(tmp_path):
+    dest = tree_bundle(tmp_path)
+    (dest / 'manifest.json.sig').write_bytes(b'signature')
+    (dest / 'o--m--master.sig').write_bytes(b'model signature')
+    top = bundle_format.top_files(str(dest))
+    # The models' directories and anything else at the top stay out.
+    assert sorted(top) == ['SHA256SUMS', 'manifest.json', 'manifest.json.sig', 'o--m--master.sig']
+    assert top['manifest.json.sig'] == hashlib.sha256(b'signature').hexdigest()
+    assert top['manifest.json'] == hashlib.sha256((dest / 'manifest.json').read_bytes()).hexdigest()
