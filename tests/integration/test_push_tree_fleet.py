@@ -142,8 +142,8 @@ def test_push_writes_once_resumes_and_fits_new_plus_old_plus_one_file(tmp_path):
         top = {"host": "localhost", "dir": str(dests["v2"]),
                "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dests["v2"].iterdir() if p.is_file()}}
         assert sorted(top["files"]) == ["SHA256SUMS", "manifest.json", "manifest.json.sig", "o--m--master.sig"]
-        again = push(fleet, play, dests["v2"], "-v", "-e", yaml.safe_dump({"node_push_ssh_ciphers": "", "node_push_source_files": top},
-                                                                         default_flow_style=True).strip())
+        options = yaml.safe_dump({"node_push_ssh_ciphers": "", "node_push_source_files": top}, default_flow_style=True).strip()
+        again = push(fleet, play, dests["v2"], "-v", "-e", options)
         assert re.search(r"TASK \[[^]]*Push the manifest and the signatures\] \**\nskipping: \[node1\]", again), again[-5000:]
         assert (cache / "models/o/m.sig").read_bytes() == model_sig
         assert "o/m@master (model-signing signature missing)" in again, again[-5000:]
