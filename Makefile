@@ -22,8 +22,9 @@ GET_PIP := $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).
 SANITY_PYTHON ?= $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 PYTEST_ARGS ?=
-# pytest-xdist workers for the integration tests (0: one process); each xdist_group stays on one worker.
-PYTEST_WORKERS ?= 3
+# pytest-xdist workers for the integration tests (0: one process); each xdist_group stays on one worker. More workers
+# than cores: the tests wait on sshd, throttled transfers and timeouts much of the time.
+PYTEST_WORKERS ?= 4
 # molecule scenarios to run; empty: every one under molecule/
 SCENARIOS ?=
 # molecule scenarios run at a time, the longest of the last run first (tools/molecule_test.sh): they wait on sshd,
