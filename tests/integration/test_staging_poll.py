@@ -87,8 +87,8 @@ def task_results(records: list[dict], name: str) -> list[dict]:
 
 
 def test_the_wait_ends_when_the_download_does(hub, tmp_path):
-    # About 12 s for the larger weights file at 256 KiB/s: the download outlasts the start of the first wait.
-    hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=256 << 10, times=2)
+    # About 6 s for the larger weights file at 512 KiB/s: the download outlasts the start of the first wait.
+    hub.faults.add(action="throttle", path="/oss/", file="weights/*", rate=512 << 10, times=2)
     proc, records = run_recorded(staging_play(tmp_path, hub.url), tmp_path)
     assert proc.returncode == 0, f"{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
 

@@ -102,13 +102,17 @@ class Sampler:
             self.samples.append((now, counters))
             self._stop.wait(SAMPLE)
 
-    def transfer_phase(self, bridge_ends: list[str], floor: float) -> tuple[float, float] | None:
-        """(start, end) of the model's flow into the nodes behind ``bridge_ends``: from the first 100 ms in which
-        they received at least ``floor`` bytes together to the last such 100 ms. Ansible's own traffic stays below
-        ``floor``; None when no interval reached it."""
+    def transfer_phase(self, bridge_ends: list[str], floor: float, sustained: int = 10) -> tuple[float, float] | None:
+        """(start, end) of the model's flow into the nodes behind ``bridge_ends``: from the first of ``sustained``
+        samples in a row (1 s) in each of which they received at least ``floor`` bytes together, to the last sample
+        that reached it. Ansible sending a module to every node is a burst of a few samples that may reach ``floor`` at
+        low rates and many nodes; the model's flow does not stop. None when no sample reached it."""
         busy = []
         for (before_t, before), (after_t, after) in pairwise(self.samples):
             moved = sum(after.get(end, 0) - before.get(end, 0) for end in bridge_ends)
-            if moved >= floor * (after_t - before_t) / SAMPLE:
-                busy.append((before_t, after_t))
-        return (busy[0][0], busy[-1][1]) if busy else None
+            busy.append((before_t, after_t, moved >= floor * (after_t - before_t) / SAMPLE))
+        flowing = [i for i in range(len(busy)) if all(b[2] for b in busy[i:i + sustained]) and len(busy[i:i + sustained]) == sustained]
+        if not any(b[2] for b in busy):
+            return None
+        start = busy[flowing[0]][0] if flowing else next(b[0] for b in busy if b[2])
+        return start, next(b[1] for b in reversed(busy) if b[2])
