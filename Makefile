@@ -118,8 +118,9 @@ compat: $(COMPAT_STAMP) collection
 
 # Integration in the foreground, molecule and then compat beside it: they share no address, port or file (each fleet
 # claims its addresses machine-wide, hubs listen on free ports, molecule logs to files), and they use the cores while
-# the tests wait on timeouts, throttled transfers and the fleet's sshd. Fails when either side does.
-side-by-side: venv collection $(COMPAT_STAMP)
+# the tests wait on timeouts, throttled transfers and the fleet's sshd. Fails when either side does. The compat
+# virtualenv is made on that side too, when compat starts, not before the integration tests.
+side-by-side: venv collection
 	tools/beside.sh $(BUILD)/beside.log "$(MAKE) --no-print-directory molecule" "$(MAKE) --no-print-directory compat" \
 		-- $(MAKE) --no-print-directory integration
 
