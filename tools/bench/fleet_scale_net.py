@@ -107,12 +107,12 @@ class Sampler:
         samples in a row (1 s) in each of which they received at least ``floor`` bytes together, to the last sample
         that reached it. Ansible sending a module to every node is a burst of a few samples that may reach ``floor`` at
         low rates and many nodes; the model's flow does not stop. None when no sample reached it."""
-        busy = []
+        busy = []  # (start, end) of each sample that reached floor, None for one that did not
         for (before_t, before), (after_t, after) in pairwise(self.samples):
             moved = sum(after.get(end, 0) - before.get(end, 0) for end in bridge_ends)
-            busy.append((before_t, after_t, moved >= floor * (after_t - before_t) / SAMPLE))
-        flowing = [i for i in range(len(busy)) if all(b[2] for b in busy[i:i + sustained]) and len(busy[i:i + sustained]) == sustained]
-        if not any(b[2] for b in busy):
+            busy.append((before_t, after_t) if moved >= floor * (after_t - before_t) / SAMPLE else None)
+        reached = [sample for sample in busy if sample]
+        if not reached:
             return None
-        start = busy[flowing[0]][0] if flowing else next(b[0] for b in busy if b[2])
-        return start, next(b[1] for b in reversed(busy) if b[2])
+        flowing = (busy[i][0] for i in range(len(busy) - sustained + 1) if all(busy[i:i + sustained]))
+        return next(flowing, reached[0][0]), reached[-1][1]
