@@ -184,6 +184,19 @@ options:
       - Seconds to wait for another run that is writing one of the same models.
     type: int
     default: 3600
+  wait_for_peer:
+    description:
+      - The directory of the BitTorrent peer that is downloading the tree in O(src) (RV(modelseed.fleet.p2p_peer#module:peer_dir)).
+        The task waits until the peer's download is complete, then installs; it fails, changing nothing, when the peer
+        ends before, or after O(wait_timeout) seconds. So each node of a swarm installs as soon as its own download
+        ends, while its peer keeps seeding the files (O(src_files=link)) for the others.
+      - Not waited for in check mode.
+    type: path
+  wait_timeout:
+    description:
+      - Seconds to wait for the peer of O(wait_for_peer).
+    type: int
+    default: 3600
   trust:
     description:
       - Accept only a bundle whose C(manifest.json) is signed (C(manifest.json.sig) beside it, as
@@ -397,6 +410,7 @@ from ansible_collections.modelseed.fleet.plugins.module_utils._cache.state impor
 )
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.errors import ModelseedError
 from ansible_collections.modelseed.fleet.plugins.module_utils._fs.locks import FileLock, LockTimeout
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.swarm_peer import PeerError, wait_complete
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.http_client import HttpClient, HttpError
 from ansible_collections.modelseed.fleet.plugins.module_utils._hub.proxy import Proxy
 from ansible_collections.modelseed.fleet.plugins.module_utils._module.args import (
@@ -433,6 +447,8 @@ def create_module():
         proxy=dict(type='str', no_log=False),
         workers=dict(type='int', default=4),
         lock_timeout=dict(type='int', default=3600),
+        wait_for_peer=dict(type='path'),
+        wait_timeout=dict(type='int', default=3600),
         src_files=dict(type='str', default='copy', choices=list(SRC_FILES)),
         trust=dict(type='dict', options=dict(
             method=dict(type='str', default='ssh', choices=list(METHODS)),
@@ -676,14 +692,21 @@ def main():
     module = create_module()
     p = module.params
     result = dict(changed=False, models=[], bytes_installed=0)
-    if p['workers'] < 1 or p['retries'] < 0 or p['retry_delay'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0:
-        module.fail_json(msg='workers must be >= 1, retries >= 0, retry_delay >= 0, timeout > 0 and lock_timeout >= 0', **result)
+    if (p['workers'] < 1 or p['retries'] < 0 or p['retry_delay'] < 0 or p['timeout'] <= 0 or p['lock_timeout'] < 0
+            or p['wait_timeout'] < 0):
+        module.fail_json(msg='workers must be >= 1, retries >= 0, retry_delay >= 0, timeout > 0, lock_timeout >= 0 and '
+                             'wait_timeout >= 0', **result)
     perms = Perms(uid=lookup(module, 'owner', p['owner']), gid=lookup(module, 'group', p['group']),
                   file_mode=parse_mode(module, 'file_mode', False), dir_mode=parse_mode(module, 'dir_mode', True),
                   shared=p['shared'])
     root = cache_root(module)
     layout = choose_layout(module, result)
     result.update(cache_dir=root, layout=layout, sdk_generations=generations(layout))
+    if p['wait_for_peer'] and not module.check_mode:
+        try:
+            wait_complete(p['wait_for_peer'], p['wait_timeout'])
+        except PeerError as exc:
+            fail(module, exc, result, 'nothing was installed from %s' % p['src'])
     source = make_source(module)
     targets, error, leftovers = [], None, False
     try:

@@ -159,6 +159,13 @@ complete:
   description: Whether the download is complete.
   returned: always
   type: bool
+peer_dir:
+  description:
+    - The peer's own directory under O(state_dir) (its pid, exit status, log, and the marker of a complete download).
+    - M(modelseed.fleet.cache_install) waits on it with O(modelseed.fleet.cache_install#module:wait_for_peer).
+  returned: when O(torrent) exists
+  type: str
+  sample: /var/lib/modelseed/p2p/3f1c0a5e2b7d4c9e8f6a1b2c3d4e5f60718293a4
 tree:
   description: Where the tree is (C(<dest>/<torrent name>)), once known.
   returned: when O(state=started)
@@ -177,8 +184,17 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.modelseed.fleet.plugins.module_utils._host.swarm_peer import (
+    PeerError,
+    exit_status,
+    is_complete,
+    log_tail,
+    peer_file,
+    running_pid,
+    wait_complete,
+)
+
 HOOK = "#!/bin/sh\n# aria2 runs this once the torrent is complete and hash-checked: $1 GID, $2 files, $3 first file.\n: > {marker}\n"
-LOG_TAIL = 3000
 
 
 def aria2_argv(aria2c, torrent, dest, run_dir, address, port, seed=False, upload_limit=0, web_seed_connections=1,
@@ -186,14 +202,14 @@ def aria2_argv(aria2c, torrent, dest, run_dir, address, port, seed=False, upload
     """The command line of one peer: private swarm only, bound to ``address``, seeding until stopped or ``deadline``."""
     argv = [
         aria2c, "--no-conf", "--quiet", "--console-log-level=warn",
-        "--log=" + os.path.join(run_dir, "aria2.log"), "--log-level=warn",
+        "--log=" + peer_file(run_dir, "aria2.log"), "--log-level=warn",
         "--dir=" + dest,
         # Only the tracker finds peers: no DHT, no peer exchange, no local discovery, sockets on this address alone.
         "--enable-dht=false", "--enable-dht6=false", "--enable-peer-exchange=false", "--bt-enable-lpd=false",
         "--interface=" + address, "--listen-port=%d" % port, "--bt-max-peers=%d" % max_peers,
         # Seed until told to stop (or up to a share ratio), and never past the deadline.
         "--seed-ratio=%s" % float(seed_ratio), "--stop=%d" % deadline,
-        "--on-bt-download-complete=" + os.path.join(run_dir, "on-complete"),
+        "--on-bt-download-complete=" + peer_file(run_dir, "on-complete"),
         # Web seed: few connections, pieces at random (nodes then fetch different pieces and trade them).
         "--split=%d" % web_seed_connections, "--max-connection-per-server=%d" % web_seed_connections,
         "--stream-piece-selector=random", "--uri-selector=inorder",
@@ -236,39 +252,6 @@ def shell_quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def read_int(path):
-    try:
-        with open(path) as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def is_our_peer(pid, run_dir):
-    """The pid is an aria2c whose log is in ``run_dir`` (a reused pid belongs to someone else)."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            args = handle.read().split(b"\0")
-    except OSError:
-        return False
-    return os.path.basename(args[0]).startswith(b"aria2c") and ("--log=" + os.path.join(run_dir, "aria2.log")).encode() in args
-
-
-def running_pid(run_dir):
-    pid = read_int(os.path.join(run_dir, "pid"))
-    return pid if pid and is_our_peer(pid, run_dir) else 0
-
-
-def log_tail(run_dir):
-    try:
-        with open(os.path.join(run_dir, "aria2.log"), "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - LOG_TAIL))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def write_file(path, text, mode=0o644):
     temp = path + ".tmp"
     with open(temp, "w") as handle:
@@ -283,7 +266,7 @@ def supervise(argv, run_dir):
     if os.fork():
         os._exit(0)
     null = os.open(os.devnull, os.O_RDWR)
-    output = os.open(os.path.join(run_dir, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    output = os.open(peer_file(run_dir, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     # Ansible reads the module's stdout until it closes: the peer must hold none of its descriptors.
     os.dup2(null, 0)
     os.dup2(output, 1)
@@ -297,11 +280,11 @@ def supervise(argv, run_dir):
                 os.execv(argv[0], argv)
             finally:
                 os._exit(127)
-        write_file(os.path.join(run_dir, "pid"), "%d\n" % pid)
+        write_file(peer_file(run_dir, "pid"), "%d\n" % pid)
         status = os.waitpid(pid, 0)[1]
         status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     finally:
-        write_file(os.path.join(run_dir, "exit"), "%d\n" % status)
+        write_file(peer_file(run_dir, "exit"), "%d\n" % status)
         os._exit(0)
 
 
@@ -310,9 +293,9 @@ def start(module, aria2c, run_dir, info_hash, name):
     for option in ("dest", "address"):
         if not params[option]:
             module.fail_json(msg="state=started needs %s" % option)
-    result = {"info_hash": info_hash, "tree": os.path.join(params["dest"], name or ""), "exit_code": None}
+    result = {"info_hash": info_hash, "tree": os.path.join(params["dest"], name or ""), "peer_dir": run_dir, "exit_code": None}
     pid = running_pid(run_dir)
-    complete = os.path.exists(os.path.join(run_dir, "complete"))
+    complete = is_complete(run_dir)
     if pid or module.check_mode:
         return dict(changed=not pid, pid=pid, complete=complete and bool(pid), **result)
     if not os.path.isdir(params["dest"]):
@@ -320,9 +303,9 @@ def start(module, aria2c, run_dir, info_hash, name):
     if not os.path.isdir(run_dir):
         os.makedirs(run_dir, 0o700)
     for marker in ("complete", "exit", "pid"):
-        if os.path.exists(os.path.join(run_dir, marker)):
-            os.unlink(os.path.join(run_dir, marker))
-    write_file(os.path.join(run_dir, "on-complete"), HOOK.format(marker=shell_quote(os.path.join(run_dir, "complete"))), 0o700)
+        if os.path.exists(peer_file(run_dir, marker)):
+            os.unlink(peer_file(run_dir, marker))
+    write_file(peer_file(run_dir, "on-complete"), HOOK.format(marker=shell_quote(peer_file(run_dir, "complete"))), 0o700)
     argv = aria2_argv(aria2c, params["torrent"], params["dest"], run_dir, params["address"], params["port"], params["seed"],
                       params["upload_limit"], params["web_seed_connections"], params["max_peers"], params["deadline"],
                       params["seed_ratio"])
@@ -332,8 +315,8 @@ def start(module, aria2c, run_dir, info_hash, name):
     os.waitpid(child, 0)
     deadline = time.time() + 10
     while not pid and time.time() < deadline:
-        if os.path.exists(os.path.join(run_dir, "exit")):
-            module.fail_json(msg="aria2c ended at once (exit %s): %s" % (read_int(os.path.join(run_dir, "exit")), log_tail(run_dir)), **result)
+        if exit_status(run_dir) is not None:
+            module.fail_json(msg="aria2c ended at once (exit %s): %s" % (exit_status(run_dir), log_tail(run_dir)), **result)
         time.sleep(0.05)
         pid = running_pid(run_dir)
     if not pid:
@@ -343,25 +326,19 @@ def start(module, aria2c, run_dir, info_hash, name):
 
 def wait_finished(module, run_dir, info_hash):
     """Returns once the download is complete; fails when the peer ended before, or after ``timeout`` seconds."""
-    deadline = time.time() + module.params["timeout"]
-    complete = os.path.join(run_dir, "complete")
-    while not os.path.exists(complete):
-        exit_code = read_int(os.path.join(run_dir, "exit"))
-        if exit_code is not None or not os.path.isdir(run_dir):
-            module.fail_json(msg="the peer ended before the download was complete (exit %s): %s" % (exit_code, log_tail(run_dir)),
-                             info_hash=info_hash, pid=0, complete=False, exit_code=exit_code)
-        if time.time() > deadline:
-            module.fail_json(msg="the download was not complete after %d s: %s" % (module.params["timeout"], log_tail(run_dir)),
-                             info_hash=info_hash, pid=running_pid(run_dir), complete=False, exit_code=None)
-        time.sleep(0.2)
-    return dict(changed=False, info_hash=info_hash, pid=running_pid(run_dir), complete=True, exit_code=read_int(os.path.join(run_dir, "exit")))
+    try:
+        wait_complete(run_dir, module.params["timeout"])
+    except PeerError as exc:
+        module.fail_json(msg=str(exc), info_hash=info_hash, peer_dir=run_dir, pid=running_pid(run_dir), complete=False,
+                         exit_code=exit_status(run_dir))
+    return dict(changed=False, info_hash=info_hash, pid=running_pid(run_dir), complete=True, exit_code=exit_status(run_dir))
 
 
 def stop(module, run_dir, info_hash):
     pid = running_pid(run_dir)
-    complete = os.path.exists(os.path.join(run_dir, "complete"))
+    complete = is_complete(run_dir)
     if not pid or module.check_mode:
-        return dict(changed=bool(pid), info_hash=info_hash, pid=pid, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
+        return dict(changed=bool(pid), info_hash=info_hash, pid=pid, complete=complete, exit_code=exit_status(run_dir))
     # SIGINT is aria2's graceful halt: it tells the tracker it leaves. SIGTERM would skip that.
     os.kill(pid, signal.SIGINT)
     deadline = time.time() + module.params["stop_timeout"]
@@ -371,9 +348,9 @@ def stop(module, run_dir, info_hash):
         os.kill(pid, signal.SIGKILL)
     # The supervisor writes the exit status once aria2c has been reaped.
     deadline = time.time() + 10
-    while read_int(os.path.join(run_dir, "exit")) is None and time.time() < deadline:
+    while exit_status(run_dir) is None and time.time() < deadline:
         time.sleep(0.05)
-    return dict(changed=True, info_hash=info_hash, pid=0, complete=complete, exit_code=read_int(os.path.join(run_dir, "exit")))
+    return dict(changed=True, info_hash=info_hash, pid=0, complete=complete, exit_code=exit_status(run_dir))
 
 
 def remove(module, run_dir, result):
@@ -460,6 +437,7 @@ def main():
         result = stop(module, run_dir, info_hash)
     else:
         result = remove(module, run_dir, stop(module, run_dir, info_hash))
+    result["peer_dir"] = run_dir
     module.exit_json(**result)
 
 

@@ -126,13 +126,19 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
 
 
 def test_a_peer_stops_by_itself_at_its_deadline(swarm, tmp_path: Path):
-    _tree, torrent, _info_hash, _tracker = swarm
-    state = tmp_path / "state"
+    _tree, torrent, info_hash, _tracker = swarm
+    state, cache = tmp_path / "state", tmp_path / "cache"
     # Nothing seeds this torrent, so the download cannot complete: the wait ends only when the peer does, by itself.
-    started, waited = run_tasks([peer(torrent, state, dest=str(tmp_path / "incoming"), address=LEECHER, port=free_port(), deadline=2),
-                                 peer(torrent, state, state="finished", timeout=30)])
-    assert started["pid"] > 0
+    # cache_install waiting on the same peer fails as the peer's own wait does, and installs nothing.
+    started, waited, install = run_tasks([
+        peer(torrent, state, dest=str(tmp_path / "incoming"), address=LEECHER, port=free_port(), deadline=2),
+        peer(torrent, state, state="finished", timeout=30),
+        {"modelseed.fleet.cache_install": {"src": "{{ step_0.tree }}", "src_files": "link", "cache_dir": str(cache),
+                                           "wait_for_peer": "{{ step_0.peer_dir }}", "wait_timeout": 30}}])
+    assert started["pid"] > 0 and started["peer_dir"] == str(state / info_hash)
     assert waited["failed"] and "ended before the download was complete" in waited["msg"], waited
+    assert install["failed"] and "ended before the download was complete" in install["msg"], install
+    assert "nothing was installed" in install["msg"] and not any(cache.rglob("*")), install
     assert aria2_processes(str(state)) == []
 
 
