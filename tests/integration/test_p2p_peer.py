@@ -1,12 +1,13 @@
-"""p2p_peer through ansible-playbook on loopback: a seeder and a downloader of one torrent, opentracker between them.
+"""p2p_peer on loopback: a seeder and a downloader of one torrent, opentracker between them.
 
 Check mode, then for real, then each again: started, finished and stopped say what they change and change only
-that; a peer reaches its deadline by itself; a second download finds the files complete without fetching them; the
-torrent fetched, the peer started and its download waited for in one call, and the peer and its files gone in one.
+that; a peer reaches its deadline by itself, and cache_install waiting on it fails as the peer's own wait does; a
+second download finds the files complete without fetching them; the torrent fetched, the peer started and its
+download waited for in one call, and the peer and its files gone in one.
 
-What a test starts from (the torrent, the seeder) and the peers stopped at its end are module processes; the calls a
-test is about run in as few playbooks as its checks between them allow, and a task of the play looks at the state a
-check-mode call left (``stat``, ``python -m support.swarm aria2-pids``).
+Each call runs as a module process, the way Ansible runs it on a host (its output read until it closes, so a peer
+that kept the module's descriptors would hang the call); the deadline test runs as a playbook, whose later tasks read
+the first one's result.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import json
 import os
 import shutil
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,6 @@ from support.playbook import run_tasks
 from support.swarm import Tracker, aria2_processes
 
 SEEDER, LEECHER = "127.0.0.2", "127.0.0.3"
-TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.integration,
@@ -75,17 +73,6 @@ def checked(task: dict) -> dict:
     return {**task, "check_mode": True}
 
 
-def stat(path: Path) -> dict:
-    """A task whose result says whether ``path`` exists (``stat.exists``) at that point of the play."""
-    return {"ansible.builtin.stat": {"path": str(path)}}
-
-
-def aria2_pids(marker: Path) -> dict:
-    """A task whose stdout is aria2_processes(marker) at that point of the play, as JSON."""
-    return {"ansible.builtin.command": {"argv": [sys.executable, "-m", "support.swarm", "aria2-pids", str(marker)]},
-            "environment": {"PYTHONPATH": str(TESTS)}}
-
-
 def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Path):
     tree, torrent, info_hash, tracker = swarm
     seeder_state, state = tmp_path / "seeder-state", tmp_path / "state"
@@ -94,11 +81,11 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
     leecher = peer(torrent, state, dest=str(dest), address=LEECHER, port=free_port())
     assert not run_modules([seeder], tmp_path)[0].get("failed")
 
-    would_start, unfetched, before, first, second, done = run_tasks([
-        checked(leecher), checked(peer(tmp_path / "not-fetched.torrent", state, dest=str(dest), address=LEECHER)), stat(dest),
-        leecher, leecher, peer(torrent, state, state="finished", timeout=120)])
-    assert would_start["changed"] and would_start["pid"] == 0 and not before["stat"]["exists"], would_start
+    would_start, unfetched = run_modules([checked(leecher), checked(peer(tmp_path / "not-fetched.torrent", state, dest=str(dest),
+                                                                         address=LEECHER))], tmp_path)
+    assert would_start["changed"] and would_start["pid"] == 0 and not dest.exists(), would_start
     assert unfetched["changed"] and not unfetched.get("failed"), unfetched
+    first, second, done = run_modules([leecher, leecher, peer(torrent, state, state="finished", timeout=120)], tmp_path)
     assert first["changed"] and first["pid"] > 0 and first["tree"] == str(dest / "models"), first
     assert not second["changed"] and second["pid"] == first["pid"], second
     assert done["complete"] and done["pid"] == first["pid"], done
@@ -108,8 +95,9 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
     assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
 
     stop = peer(torrent, state, state="stopped")
-    would, running, stopped, again = run_tasks([checked(stop), aria2_pids(state), stop, stop])
-    assert would["changed"] and json.loads(running["stdout"]) == [first["pid"]], (would, running)
+    would = run_modules([checked(stop)], tmp_path)[0]
+    assert would["changed"] and aria2_processes(str(state)) == [first["pid"]], would
+    stopped, again = run_modules([stop, stop], tmp_path)
     assert stopped["changed"] and stopped["exit_code"] == 0 and stopped["pid"] == 0, stopped
     assert not again["changed"], again
     assert aria2_processes(str(state)) == []
@@ -117,7 +105,7 @@ def test_started_finished_stopped_in_check_mode_and_for_real(swarm, tmp_path: Pa
 
     # A second run finds the files complete (a hash check, nothing written) and seeds them again.
     written = {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()}
-    restarted, finished = run_tasks([leecher, peer(torrent, state, state="finished", timeout=60)])
+    restarted, finished = run_modules([leecher, peer(torrent, state, state="finished", timeout=60)], tmp_path)
     assert restarted["changed"] and finished["complete"], finished
     assert {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()} == written
     assert tracker.wait_for(info_hash, complete=2)["complete"] == 2
@@ -163,10 +151,10 @@ def test_fetch_join_and_wait_in_one_call_then_absent_removes_the_peer_and_its_fi
     seeder = peer(torrent, seeder_state, dest=str(tree.parent), address=SEEDER, port=free_port(), seed=True)
     assert not run_modules([seeder], tmp_path)[0].get("failed")
     with served(torrent.parent) as url:
-        missing, before, joined = run_tasks([
-            peer(fetched, state, url=f"{url}/nothing.torrent", dest=str(dest), address=LEECHER), stat(fetched),
-            peer(fetched, state, url=f"{url}/{torrent.name}", dest=str(dest), address=LEECHER, port=free_port(), wait=True, timeout=120)])
-    assert missing["failed"] and "cannot fetch the torrent from" in missing["msg"] and not before["stat"]["exists"], missing
+        missing = run_modules([peer(fetched, state, url=f"{url}/nothing.torrent", dest=str(dest), address=LEECHER)], tmp_path)[0]
+        assert missing["failed"] and "cannot fetch the torrent from" in missing["msg"] and not fetched.exists(), missing
+        joined = run_modules([peer(fetched, state, url=f"{url}/{torrent.name}", dest=str(dest), address=LEECHER, port=free_port(),
+                                   wait=True, timeout=120)], tmp_path)[0]
     assert joined["changed"] and joined["complete"] and joined["pid"] > 0 and joined["info_hash"] == info_hash, joined
     assert fetched.read_bytes() == torrent.read_bytes()
     for path in (p for p in tree.rglob("*") if p.is_file()):
@@ -175,8 +163,9 @@ def test_fetch_join_and_wait_in_one_call_then_absent_removes_the_peer_and_its_fi
     assert tracker.wait_for(info_hash, complete=2, downloaded=1) == {"complete": 2, "downloaded": 1, "incomplete": 0}
 
     absent = peer(fetched, state, state="absent", dest=str(dest))
-    would, kept, running, gone, again = run_tasks([checked(absent), stat(dest), aria2_pids(state), absent, absent])
-    assert would["changed"] and kept["stat"]["exists"] and json.loads(running["stdout"]) == [joined["pid"]], (would, running)
+    would = run_modules([checked(absent)], tmp_path)[0]
+    assert would["changed"] and dest.exists() and aria2_processes(str(state)) == [joined["pid"]], would
+    gone, again = run_modules([absent, absent], tmp_path)
     assert gone["changed"] and gone["exit_code"] == 0 and not dest.exists(), gone
     assert not again["changed"] and not again.get("failed"), again
     assert aria2_processes(str(state)) == []

@@ -2,8 +2,7 @@
 modules run as Ansible runs them, each in a network namespace of a site (``support.fleet.site``) or on loopback.
 
 Every process is started here and stopped here by its pid. ``python -m support.swarm`` serves a playbook: ``wait-piece``
-waits until a peer holds a verified piece, ``scrape`` until the tracker's counts are the ones wanted, ``aria2-pids``
-lists a state directory's peers.
+waits until a peer holds a verified piece, and ``scrape`` until the tracker's counts are the ones wanted.
 """
 
 from __future__ import annotations
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     python -m support.swarm wait-piece --torrent FILE --dest DIR [--timeout S]: once a peer holds a verified piece, how
     many it holds then. python -m support.swarm scrape --announce URL --info-hash HASH [--wait KEY=N ...] [--timeout S]
     [--out FILE]: the tracker's counts (JSON) once they include every KEY=N, or after the timeout; run it where the
-    tracker's stats may be read from. python -m support.swarm aria2-pids MARKER: the pids (JSON) of aria2_processes."""
+    tracker's stats may be read from."""
     parser = argparse.ArgumentParser(prog="python -m support.swarm")
     commands = parser.add_subparsers(dest="command", required=True)
     piece = commands.add_parser("wait-piece")
@@ -308,20 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     scrape.add_argument("--wait", nargs="*", default=[], metavar="KEY=N")
     scrape.add_argument("--timeout", type=float, default=60)
     scrape.add_argument("--out", type=Path)
-    pids = commands.add_parser("aria2-pids")
-    pids.add_argument("marker")
     args = parser.parse_args(argv)
     if args.command == "wait-piece":
         print(wait_for_piece(args.torrent, args.dest, args.timeout))
-    elif args.command == "scrape":
+    else:
         url = urllib.parse.urlsplit(args.announce)
         wanted = {key: int(value) for key, value in (item.split("=", 1) for item in args.wait)}
         counts = json.dumps(Tracker([], url.hostname, Path("."), port=url.port).wait_for(args.info_hash, args.timeout, **wanted))
         if args.out:
             args.out.write_text(counts)
         print(counts)
-    else:
-        print(json.dumps(aria2_processes(args.marker)))
     return 0
 
 
