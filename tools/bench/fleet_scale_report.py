@@ -166,6 +166,7 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     title = (f"{args.size_mib} MiB model, WAN {args.wan_mib} MiB/s, LAN {args.lan_mib} MiB/s"
              f"{': partial sweep, ' + str(min((len(r) for r in cells.values()), default=0)) + ' run(s) per cell' if left_out else ''}")
     plot(ways, skipped, cells, sizes, PLOT, title)
+    ways_arg = "" if set(args.ways) == set(WAY_NAMES) else " --ways " + " ".join(args.ways)
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
 
 {scope}
@@ -189,9 +190,10 @@ Wall time: the whole `ansible-playbook` run (or all the ssh sessions) as the con
 staging download and the readiness proof included. Transfer phase: from the first node starting to fetch
 to the last node verified. The start is the first of ten 100 ms samples in a row (1 s) in each of which the
 nodes' LAN links together carry at least half the WAN rate (their counters, read every 100 ms; Ansible sending a
-module to every node reaches that for a sample or two at most, the model's flow does not stop); the end is when the last node holds every weight shard at full size where its SDK finds it (the node trees,
-looked at every 100 ms from outside the nodes): files get there only once verified, by the SDK's sha256
-check for `cli`, against the bundle's manifest for the others.
+module to every node reaches that for a sample or two at most, the model's flow does not stop); the end is when
+the last node holds every weight shard at full size where its SDK finds it (the node trees, looked at every
+100 ms from outside the nodes): files get there only once verified, by the SDK's sha256 check for `cli`, against
+the bundle's manifest for the others.
 Egress: bytes the hub's and the staging host's interfaces sent during the run (`ip -s link`, TCP/IP and
 HTTP or ssh overhead included), in copies of the model's files. Median (min-max) of the runs.
 
@@ -207,7 +209,7 @@ Targets:
 
 {targets(skipped, cells, sizes)}
 
-Method: `python tools/bench fleet-scale{'' if set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(args.ways)} --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
+Method: `python tools/bench fleet-scale{ways_arg} --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
 --files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
 (cells in `{args.results.name}`; a rerun resumes). Machine: {machine_line(cells)}.
 """
