@@ -20,7 +20,7 @@ def test_the_defaults_are_the_full_sweep():
     args = cells.parse_args([], RESULTS)
     assert (args.nodes, args.runs, args.ways, args.size_mib, args.wan_mib, args.lan_mib, args.web_seed_mib) == (
         [2, 4, 8, 16], 3, ["cli", "push", "pull", "p2p"], 256, 20, 100, 40)
-    assert cells.partial(args.ways, args.nodes, args.runs) is None
+    assert cells.partial(args.ways, args.nodes, dict.fromkeys(args.ways, args.runs)) is None
 
 
 def test_sizes_and_ways_are_taken_once_and_sizes_in_order():
@@ -78,9 +78,10 @@ def test_an_interrupted_sweep_resumes_with_the_cells_it_had_not_finished(tmp_pat
 
 
 @pytest.mark.parametrize(("ways", "sizes", "runs", "says"), [
-    (["cli", "push", "pull"], [2, 4], 1, "N = 8, 16; 1 run per cell, not 3; the ways p2p"),
-    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], 2, "2 runs per cell, not 3"),
-    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16, 32], 3, None),
+    (["cli", "push", "pull"], [2, 4], [1, 1, 1], "N = 8, 16; 1 run per cell, not 3; the ways p2p"),
+    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [2, 2, 2, 2], "2 runs per cell, not 3"),
+    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [1, 1, 2, 3], "2 runs per cell, not 3, for pull; 1 run per cell, not 3, for cli, push"),
+    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16, 32], [3, 3, 3, 3], None),
 ])
 def test_a_partial_sweep_says_what_it_leaves_out(ways, sizes, runs, says):
-    assert cells.partial(ways, sizes, runs) == says
+    assert cells.partial(ways, sizes, dict(zip(ways, runs, strict=True))) == says

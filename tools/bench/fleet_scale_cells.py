@@ -106,10 +106,22 @@ def plan(ways: list[str], sizes: list[int], runs: int, measured: set[tuple[str, 
     return todo
 
 
-def partial(ways: list[str], sizes: list[int], runs: int) -> str | None:
-    """What a published sweep leaves out of the full one (every way, N = 2 to 16, three runs each); None when nothing."""
+def partial(ways: list[str], sizes: list[int], runs: dict[str, int]) -> str | None:
+    """What a published sweep leaves out of the full one (every way, N = 2 to 16, three runs each); None when nothing.
+    ``runs``: the fewest runs of any cell of each way."""
+    short = by_runs({way: n for way, n in runs.items() if n < FULL_RUNS})
+    every_way = len(short) == 1 and set(next(iter(short.values()))) == set(runs)
     missing = [f"N = {', '.join(str(n) for n in FULL_SIZES if n not in sizes)}" if not set(FULL_SIZES) <= set(sizes) else "",
-               f"{runs} run{'s' if runs > 1 else ''} per cell, not {FULL_RUNS}" if runs < FULL_RUNS else "",
+               *(f"{n} run{'s' if n > 1 else ''} per cell, not {FULL_RUNS}{'' if every_way else ', for ' + ', '.join(names)}"
+                 for n, names in short.items()),
                f"the ways {', '.join(w for w in WAY_NAMES if w not in ways)}" if set(WAY_NAMES) - set(ways) else ""]
     missing = [m for m in missing if m]
     return "; ".join(missing) if missing else None
+
+
+def by_runs(runs: dict[str, int]) -> dict[int, list[str]]:
+    """The ways grouped by their number of runs, most runs first."""
+    groups: dict[int, list[str]] = {}
+    for way, n in runs.items():
+        groups.setdefault(n, []).append(way)
+    return dict(sorted(groups.items(), reverse=True))

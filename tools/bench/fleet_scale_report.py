@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from common import REPORT, verdict, write_section
-from fleet_scale_cells import WAY_NAMES, config_key, partial
+from fleet_scale_cells import WAY_NAMES, by_runs, config_key, partial
 
 PLOT = REPORT.parent / "fleet-scale.png"
 OURS = ("push", "pull", "p2p")
@@ -154,8 +154,10 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
                           default=0)}
     sizes = sorted(args.nodes)
     measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
-    left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)],
-                       min((len(cells[key]) for key in cells if key[0] in measured), default=0))
+    runs = {way: min(len(cells[key]) for key in cells if key[0] == way) for way in measured}
+    groups = by_runs(runs)
+    left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)], runs)
+    runs_text = ", ".join(f"{n} ({', '.join(names)})" for n, names in groups.items()) if len(groups) > 1 else str(min(runs.values(), default=0))
     scope = (f"**Partial sweep** (the load average as the cells finished is below): it leaves out "
              f"{left_out}. The full sweep: `python tools/bench fleet-scale` (N = 2, 4, 8, 16, 3 runs per cell, every way)."
              if left_out else "The full sweep: every way, N = 2, 4, 8, 16, 3 runs per cell.")
@@ -164,9 +166,13 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
                f"left out, the best of up to 3 tries): the WAN link reached at least {slowest['wan'] / 2**20:.1f} MiB/s, the slowest "
                f"LAN link {slowest['lan'] / 2**20:.1f} MiB/s." if links else "No link check was recorded.")
     title = (f"{args.size_mib} MiB model, WAN {args.wan_mib} MiB/s, LAN {args.lan_mib} MiB/s"
-             f"{': partial sweep, ' + str(min((len(r) for r in cells.values()), default=0)) + ' run(s) per cell' if left_out else ''}")
+             f"{': partial sweep, runs per cell ' + runs_text if left_out else ''}")
     plot(ways, skipped, cells, sizes, PLOT, title)
-    ways_arg = "" if set(args.ways) == set(WAY_NAMES) else " --ways " + " ".join(args.ways)
+    commands = " and ".join(
+        f"`python tools/bench fleet-scale{'' if len(groups) == 1 and set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(names)} "
+        f"--nodes {' '.join(map(str, sizes))} --runs {n} --size-mib {args.size_mib} --files {args.files} --wan-mib {args.wan_mib} "
+        f"--lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`"
+        for n, names in (groups or {args.runs: list(args.ways)}).items())
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
 
 {scope}
@@ -181,7 +187,7 @@ they would share one). The model: {args.size_mib} MiB in {args.files} shards of 
 runs with forks = N + 1, all nodes in one batch; data sync on (`node_install_sync: true`: fsync before rename). For
 `p2p` the staging host's web seed sends at most {args.web_seed_mib} MiB/s in all (`staging_p2p_web_seed_rate`), so that the
 nodes take most pieces from each other.
-Every run starts from fresh nodes and an empty staging host; runs per cell: {args.runs}, the order of the ways
+Every run starts from fresh nodes and an empty staging host; runs per cell: {runs_text}, the order of the ways
 alternating from one run to the next.
 
 {labels}
@@ -209,8 +215,7 @@ Targets:
 
 {targets(skipped, cells, sizes)}
 
-Method: `python tools/bench fleet-scale{ways_arg} --nodes {' '.join(map(str, sizes))} --runs {args.runs} --size-mib {args.size_mib}
---files {args.files} --wan-mib {args.wan_mib} --lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`
+Method: {commands}
 (cells in `{args.results.name}`; a rerun resumes). Machine: {machine_line(cells)}.
 """
     write_section("fleet_scale", body)
