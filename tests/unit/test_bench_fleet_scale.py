@@ -78,9 +78,9 @@ def test_an_interrupted_sweep_resumes_with_the_cells_it_had_not_finished(tmp_pat
 
 
 @pytest.mark.parametrize(("ways", "sizes", "runs", "says"), [
-    (["cli", "push", "pull"], [2, 4], [1, 1, 1], "N = 8, 16; 1 run per cell, not 3; the ways p2p"),
-    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [2, 2, 2, 2], "2 runs per cell, not 3"),
-    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [1, 1, 2, 3], "2 runs per cell, not 3, for pull; 1 run per cell, not 3, for cli, push"),
+    (["cli", "push", "pull"], [2, 4], [1, 1, 1], "N = 8, 16; cells with 1 run, not 3; the ways p2p"),
+    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [2, 2, 2, 2], "cells with 2 runs, not 3"),
+    (["cli", "push", "pull", "p2p"], [2, 4, 8, 16], [1, 1, 2, 3], "cells of pull with 2 runs, not 3; cells of cli, push with 1 run, not 3"),
     (["cli", "push", "pull", "p2p"], [2, 4, 8, 16, 32], [3, 3, 3, 3], None),
 ])
 def test_a_partial_sweep_says_what_it_leaves_out(ways, sizes, runs, says):

@@ -112,7 +112,7 @@ def partial(ways: list[str], sizes: list[int], runs: dict[str, int]) -> str | No
     short = by_runs({way: n for way, n in runs.items() if n < FULL_RUNS})
     every_way = len(short) == 1 and set(next(iter(short.values()))) == set(runs)
     missing = [f"N = {', '.join(str(n) for n in FULL_SIZES if n not in sizes)}" if not set(FULL_SIZES) <= set(sizes) else "",
-               *(f"{n} run{'s' if n > 1 else ''} per cell, not {FULL_RUNS}{'' if every_way else ', for ' + ', '.join(names)}"
+               *(f"cells{'' if every_way else ' of ' + ', '.join(names)} with {n} run{'s' if n > 1 else ''}, not {FULL_RUNS}"
                  for n, names in short.items()),
                f"the ways {', '.join(w for w in WAY_NAMES if w not in ways)}" if set(WAY_NAMES) - set(ways) else ""]
     missing = [m for m in missing if m]

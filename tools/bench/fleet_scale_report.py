@@ -155,9 +155,12 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     sizes = sorted(args.nodes)
     measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
     runs = {way: min(len(cells[key]) for key in cells if key[0] == way) for way in measured}
-    groups = by_runs(runs)
     left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)], runs)
-    runs_text = ", ".join(f"{n} ({', '.join(names)})" for n, names in groups.items()) if len(groups) > 1 else str(min(runs.values(), default=0))
+    most = {way: max(len(cells[key]) for key in cells if key[0] == way) for way in measured}
+    spans = {}  # "1 to 3" -> the ways whose cells ran that many times
+    for way in measured:
+        spans.setdefault(f"{runs[way]}" + (f" to {most[way]}" if most[way] > runs[way] else ""), []).append(way)
+    runs_text = ", ".join(f"{n} ({', '.join(names)})" for n, names in spans.items()) if len(spans) > 1 else next(iter(spans), "0")
     scope = (f"**Partial sweep** (the load average as the cells finished is below): it leaves out "
              f"{left_out}. The full sweep: `python tools/bench fleet-scale` (N = 2, 4, 8, 16, 3 runs per cell, every way)."
              if left_out else "The full sweep: every way, N = 2, 4, 8, 16, 3 runs per cell.")
@@ -169,10 +172,10 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
              f"{': partial sweep, runs per cell ' + runs_text if left_out else ''}")
     plot(ways, skipped, cells, sizes, PLOT, title)
     commands = " and ".join(
-        f"`python tools/bench fleet-scale{'' if len(groups) == 1 and set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(names)} "
+        f"`python tools/bench fleet-scale{'' if len(by_runs(most)) == 1 and set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(names)} "
         f"--nodes {' '.join(map(str, sizes))} --runs {n} --size-mib {args.size_mib} --files {args.files} --wan-mib {args.wan_mib} "
         f"--lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`"
-        for n, names in (groups or {args.runs: list(args.ways)}).items())
+        for n, names in (by_runs(most) or {args.runs: list(args.ways)}).items())
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
 
 {scope}
