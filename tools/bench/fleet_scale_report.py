@@ -154,9 +154,9 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
                           default=0)}
     sizes = sorted(args.nodes)
     measured = [way.name for way in ways if any((way.name, n) in cells for n in sizes)]
-    runs = {way: min(len(cells[key]) for key in cells if key[0] == way) for way in measured}
+    counts = {way: [len(rows) for (name, _n), rows in cells.items() if name == way] for way in measured}
+    runs, most = ({way: pick(c) for way, c in counts.items()} for pick in (min, max))
     left_out = partial(measured, [n for n in sizes if any((way, n) in cells for way in measured)], runs)
-    most = {way: max(len(cells[key]) for key in cells if key[0] == way) for way in measured}
     spans = {}  # "1 to 3" -> the ways whose cells ran that many times
     for way in measured:
         spans.setdefault(f"{runs[way]}" + (f" to {most[way]}" if most[way] > runs[way] else ""), []).append(way)
@@ -171,11 +171,12 @@ def publish(args: argparse.Namespace, ways, skipped: dict[str, str], rows: list[
     title = (f"{args.size_mib} MiB model, WAN {args.wan_mib} MiB/s, LAN {args.lan_mib} MiB/s"
              f"{': partial sweep, runs per cell ' + runs_text if left_out else ''}")
     plot(ways, skipped, cells, sizes, PLOT, title)
+    groups = by_runs(most) or {args.runs: list(args.ways)}  # one command per number of runs: the one that completes the sweep
     commands = " and ".join(
-        f"`python tools/bench fleet-scale{'' if len(by_runs(most)) == 1 and set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(names)} "
+        f"`python tools/bench fleet-scale{'' if len(groups) == 1 and set(args.ways) == set(WAY_NAMES) else ' --ways ' + ' '.join(names)} "
         f"--nodes {' '.join(map(str, sizes))} --runs {n} --size-mib {args.size_mib} --files {args.files} --wan-mib {args.wan_mib} "
         f"--lan-mib {args.lan_mib} --web-seed-mib {args.web_seed_mib}{''.join(f' --play-var {v}' for v in args.play_var)}`"
-        for n, names in (by_runs(most) or {args.runs: list(args.ways)}).items())
+        for n, names in groups.items())
     body = f"""## Seeding a site: N = {', '.join(map(str, sizes))}
 
 {scope}
