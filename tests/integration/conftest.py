@@ -19,8 +19,10 @@ HERE = Path(__file__).resolve().parent
 
 # pytest-xdist deals tests out in collection order (make integration: --no-loadscope-reorder): these modules, which
 # hold the longest tests and tables, come first, longest first, so that none of them starts last and runs alone.
-LONGEST_FIRST = ("test_node_systemd", "test_seed_models_fleet", "test_kill_loops", "test_secrets", "test_pull_proxy", "test_staging_poll",
-                 "test_lock_file", "test_bad_input", "test_lying_hub", "test_cache_install", "test_p2p_peer", "test_p2p_swarm", "test_hub_faults",
+# Longest as they run on an idle machine: a module of a few tests of seconds each is not listed even when, started
+# beside molecule's scenarios, it took a minute.
+LONGEST_FIRST = ("test_node_systemd", "test_seed_models_fleet", "test_kill_loops", "test_secrets", "test_bad_input", "test_lying_hub",
+                 "test_cache_install", "test_cache_bundle", "test_concurrent_runs", "test_hub_faults", "test_cache_audit_real_sdk",
                  "test_listing_cap")
 
 
