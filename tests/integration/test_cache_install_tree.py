@@ -1,5 +1,6 @@
 """Tree-form bundles end to end: modelscope_model -> cache_bundle format=tree -> cache_install src_files=copy|link|move,
-judged by the real SDKs offline; bad trees refused with the cache left as it was."""
+judged by the real SDKs offline; bad trees refused with the cache left as it was. Each call runs as a module process,
+the way Ansible runs it on a host (without ansible-playbook's start-up for each batch of calls)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.judging import judge
-from support.playbook import run_tasks
+from support.module_process import run_modules
 from support.sample_models import MODEL
 
 pytestmark = pytest.mark.slow
@@ -52,13 +53,13 @@ BAD = {"sha256": "has sha256", "missing": "missing from", "extra": "not in the m
 def test_tree_bundle_installs_by_move_link_and_copy_and_bad_trees_are_refused(tls_hub, tls, sdk, tmp_path):
     staging = tmp_path / "staging"
     bundle = tmp_path / "bundle"
-    made = run_tasks([
+    made = run_modules([
         {"modelseed.fleet.modelscope_model": {"name": MODEL, "cache_dir": str(staging), "endpoint": tls_hub.url,
                                               "ca_path": str(tls.ca), "layout": "all"}},
         {"modelseed.fleet.cache_bundle": {"cache_dir": str(staging), "dest": str(bundle), "format": "tree"}},
         {"modelseed.fleet.cache_bundle": {"cache_dir": str(staging), "dest": str(bundle), "format": "tree"}},
-    ])
-    assert not any(r.get("failed") for r in made.results), [r.get("msg") for r in made.results]
+    ], tmp_path)
+    assert not any(r.get("failed") for r in made), [r.get("msg") for r in made]
     assert made[1]["changed"] and made[1]["bytes_copied"] == 0, made[1]["msg"]
     assert "hard-linked" in made[1]["msg"] and not made[2]["changed"], made[2]["msg"]
     # hard links of the staging cache's files: no second copy on the staging host
@@ -75,17 +76,17 @@ def test_tree_bundle_installs_by_move_link_and_copy_and_bad_trees_are_refused(tl
     tasks = [install(trees[name], caches[name], name) for name in ("move", "link", "copy")]
     tasks += [install(trees[name], caches[name], "move") for name in sorted(BAD)]
     tasks.append(install(trees["move"], caches["move"], "move"))  # nothing to do: the tree is not read
-    run = run_tasks(tasks)
-    for result, name in zip(run.results[:3], ("move", "link", "copy"), strict=True):
+    run = run_modules(tasks, tmp_path)
+    for result, name in zip(run[:3], ("move", "link", "copy"), strict=True):
         verb = {"move": "moved", "link": "hard-linked", "copy": "copied"}[name]
         assert result["changed"] and not result.get("failed") and verb in result["msg"], result["msg"]
-    for result, name in zip(run.results[3:-1], sorted(BAD), strict=True):
+    for result, name in zip(run[3:-1], sorted(BAD), strict=True):
         assert result.get("failed") and BAD[name] in result["msg"], (name, result["msg"])
         assert "no model in the cache was changed" in result["msg"] or name == "manifest", result["msg"]
         cache = caches[name]
         assert not (cache / MODEL_DIR).exists() and not list(cache.glob(".modelseed/records/*"))
         assert not list(cache.glob(".modelseed/incoming/*")) and not list(cache.glob("hub/*"))
-    assert not run.results[-1]["changed"] and not run.results[-1].get("failed"), run.results[-1]["msg"]
+    assert not run[-1]["changed"] and not run[-1].get("failed"), run[-1]["msg"]
 
     # move consumed the tree's files; link left them, the very inodes, in the cache and the tree
     assert not any(p.is_file() and p.name not in (".msc", ".mdl", ".mv") for p in (trees["move"] / TREE).rglob("*"))
