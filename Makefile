@@ -99,8 +99,9 @@ lint: venv collection
 units: venv collection
 	pytest tests/unit $(PYTEST_ARGS)
 
+# Every test's seconds of half a second or more, not only the 30 slowest: what each test costs is read from this list.
 integration: venv collection
-	pytest tests/integration -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	pytest tests/integration -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=0 --durations-min=0.5 $(PYTEST_ARGS)
 
 # Logs in $(BUILD)/molecule/<scenario>.log; a failure prints the failed step and its task errors.
 molecule: venv collection
