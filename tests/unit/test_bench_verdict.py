@@ -19,3 +19,11 @@ def test_one_run_each_claims_no_spread():
 def test_spreads_apart_and_overlapping_are_told_apart():
     assert common.verdict([10.0, 11.0, 12.0], [20.0, 21.0, 22.0]) == "0.52x: target met; the spreads do not overlap"
     assert common.verdict([10.0, 15.0, 21.0], [20.0, 21.0, 22.0]).endswith("but the spreads overlap, so the two are not distinguishable")
+
+
+def test_a_ratio_target_is_judged_against_the_other_spread_times_the_target():
+    # 1.48x by the medians, but one run of the first is slower than 1.5 times a run of the second.
+    assert common.verdict([35.4, 36.3, 39.7], [24.2, 24.5, 24.8], 1.5) == (
+        "1.48x: target met by the medians, but the spread and 1.5 times the other's overlap, so the two are not distinguishable")
+    assert common.verdict([30.0, 31.0, 32.0], [24.2, 24.5, 24.8], 1.5) == (
+        "1.27x: target met; the spread and 1.5 times the other's do not overlap")

@@ -96,11 +96,13 @@ def overlap(a: list[float], b: list[float]) -> bool:
 
 
 def verdict(ours: list[float], theirs: list[float], target: float = 1.0) -> str:
-    """How ``ours`` compares with ``theirs`` against ``target`` (a ratio of medians), saying when the spreads overlap."""
+    """How ``ours`` compares with ``theirs`` against ``target`` (a ratio of medians), saying when the spreads overlap:
+    ``ours`` against ``theirs`` times ``target``, the line the target draws."""
     ratio = statistics.median(ours) / statistics.median(theirs)
     met = "met" if ratio <= target else "NOT met"
     if min(len(ours), len(theirs)) < 2:
         return f"{ratio:.2f}x: target {met} in one run each (no spread: noise not ruled out)"
-    if overlap(ours, theirs):
-        return f"{ratio:.2f}x: target {met} by the medians, but the spreads overlap, so the two are not distinguishable"
-    return f"{ratio:.2f}x: target {met}; the spreads do not overlap"
+    spreads = "the spreads" if target == 1 else f"the spread and {target:g} times the other's"
+    if overlap(ours, [target * value for value in theirs]):
+        return f"{ratio:.2f}x: target {met} by the medians, but {spreads} overlap, so the two are not distinguishable"
+    return f"{ratio:.2f}x: target {met}; {spreads} do not overlap"
