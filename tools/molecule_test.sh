@@ -2,7 +2,8 @@
 # molecule test for each scenario named (all under molecule/ when none is), one log file each.
 # Prints one line per scenario with the seconds each step took; for a failure, the failed step and the task errors
 # from its log. Runs every scenario, then exits 1 if any failed.
-# MOLECULE_JOBS (1): scenarios run at a time, the longest of the last run first (their seconds: $LOGS/durations).
+# MOLECULE_JOBS (1): scenarios run at a time, the longest of the last run first (their seconds: $LOGS/durations, else
+# molecule/durations).
 set -uo pipefail
 
 LOGS=${MOLECULE_LOGS:-.build/molecule}
@@ -19,9 +20,10 @@ if [ "$#" -eq 0 ]; then
     set -- "${scenarios[@]}"
 fi
 if [ "$JOBS" -gt 1 ]; then
-    # Longest first, a scenario without a recorded time before all: the last to start are the short ones.
+    # Longest first, a scenario without a recorded time before all: the last to start are the short ones. The times
+    # of this checkout's last run, else those of molecule/durations (a fresh clone has no run of its own).
     mapfile -t ordered < <(for scenario in "$@"; do
-        echo "$(awk -v s="$scenario" '$1 == s { t = $2 } END { print (t == "" ? 999999 : t) }' "$DURATIONS" 2>/dev/null) $scenario"
+        echo "$(cat molecule/durations "$DURATIONS" 2>/dev/null | awk -v s="$scenario" '$1 == s { t = $2 } END { print (t == "" ? 999999 : t) }') $scenario"
     done | sort -k1,1nr | cut -d' ' -f2)
     set -- "${ordered[@]}"
 fi
