@@ -31,7 +31,7 @@ from support.cache_audit import lying_records
 from support.judging import judge
 from support.module_process import run_module, run_modules
 from support.mshub import MsHub, make_repo, push_commit
-from support.playbook import ansible_env, playbook_command, run_tasks
+from support.playbook import ansible_env, playbook_command
 from support.sample_models import MODEL, model_files
 from support.signing import allowed_signers, ec_key, ssh_key, ssh_sign
 from support.swarm import Tracker, aria2_processes
@@ -149,7 +149,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def applied(staged, tmp_path_factory):
-    """The bases installed (module processes), every delta case in one play, then some cases again."""
+    """The bases installed, every delta case, then some cases again: module processes, as Ansible runs them on a node."""
     dirs, _results = staged
     top = tmp_path_factory.mktemp("delta-nodes")
     other = write_bundle(top / "other", [ModelSpec(MODEL, {"config.json": b"{}"}, revision="v1")])
@@ -171,10 +171,9 @@ def applied(staged, tmp_path_factory):
     before = {case: digest(caches[case]) for case in CASES}
     weights = caches["all, tar"] / MODELS_DIR / WEIGHTS
     inode = weights.stat().st_ino
-    # One play: every case. Then, as module processes, the applied ones again (nothing left to do) and a refused one
-    # (refused again).
+    # Every case; then the applied ones again (nothing left to do) and a refused one (refused again).
     repeated = ["all, tar", "snapshots, tree", "another commit at v1"]
-    results = run_tasks(list(tasks.values())).results
+    results = run_modules(list(tasks.values()), top)
     rows = {case: Row(result, before[case], digest(caches[case])) for case, result in zip(CASES, results, strict=True)}
     again = run_modules([tasks[case] for case in repeated], top)
     # models/ is replaced in place: the unchanged files are the very inodes of v1.

@@ -38,11 +38,14 @@ def run_module(name: str, args: dict, workdir: Path, env: dict[str, str] | None 
 
 
 def module_of(task: dict) -> tuple[str, dict]:
-    """The module name and arguments of a task of this collection, with ``check_mode`` passed on as Ansible does."""
+    """The module name and arguments of a task of this collection, with ``check_mode`` and ``diff`` passed on as
+    Ansible does."""
     key = next(key for key in task if key.startswith(COLLECTION))
     args = dict(task[key])
     if task.get("check_mode"):
         args["_ansible_check_mode"] = True
+    if task.get("diff"):
+        args["_ansible_diff"] = True
     return key[len(COLLECTION):], args
 
 
